@@ -1,0 +1,65 @@
+"""The application factory: settings in, a ready Flask app out."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import redis
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from schemas.settings import Settings, SettingsError
+
+from . import health, intake
+from .auth import TokenChecker
+from .errors import IntakeError
+from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    settings.check_for_serving()
+    if not settings.redis_url:
+        raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
+    app = Flask("receiver")
+    # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
+    app.extensions["intake"] = intake.Intake(TokenChecker(settings.callback_tokens), publisher)
+    app.register_blueprint(intake.bp)
+    app.register_blueprint(health.bp)
+    _register_error_handlers(app)
+    return app
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """One pool per process; short timeouts so a stalled Redis fails a request, not hangs it."""
+    options: dict[str, object] = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
+    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
+        options["ssl_cert_reqs"] = "none"  # Heroku Redis presents a self-signed certificate
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _json_error(status: int, code: str, message: str) -> Response:
+    body = orjson.dumps({"error": code, "message": message})
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(IntakeError)
+    def intake_error(exc: IntakeError) -> Response:
+        return _json_error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _json_error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # The path may hold the token: log the endpoint, never the URL.
+        log.exception("unexpected error in %s %s", request.method, request.endpoint)
+        return _json_error(500, "internal_error", "unexpected error; the event was not accepted")

@@ -1,0 +1,5 @@
+"""The WSGI entry point gunicorn serves: ``receiver.wsgi:app``."""
+
+from receiver import create_app
+
+app = create_app()

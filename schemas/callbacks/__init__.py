@@ -1,0 +1,24 @@
+"""One marshmallow schema per callback shape, by kind."""
+
+from __future__ import annotations
+
+from marshmallow import Schema
+
+from .conversation import ConversationEvent
+from .standalone import (
+    DocumentCallback,
+    GuardrailCallback,
+    ObjectiveCallback,
+    ReplicaCallback,
+    VideoCallback,
+)
+
+SCHEMAS_BY_KIND: dict[str, Schema] = {
+    "conversation": ConversationEvent(),
+    "guardrail": GuardrailCallback(),
+    "objective": ObjectiveCallback(),
+    "replica": ReplicaCallback(),
+    "video": VideoCallback(),
+    "document": DocumentCallback(),
+}
+KINDS = tuple(SCHEMAS_BY_KIND)

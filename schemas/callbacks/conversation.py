@@ -1,0 +1,154 @@
+"""Conversation callbacks: one envelope, and one properties schema per known ``event_type``.
+
+An ``event_type`` we do not know yet is valid: its properties are kept as they came and the
+worker stores the event as unhandled. Tavus adds events; rejecting them would lose data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError, fields, post_load, pre_load, validates_schema
+
+from .base import TavusDateTime, TavusSchema, optional_text, required_id, required_text
+
+REPLICA_JOINED = "system.replica_joined"
+PAL_JOINED = "system.pal_joined"
+SHUTDOWN = "system.shutdown"
+TRANSCRIPTION_READY = "application.transcription_ready"
+RECORDING_READY = "application.recording_ready"
+RECORDING_COPY_FAILED = "application.recording_copy_failed"
+PERCEPTION_ANALYSIS = "application.perception_analysis"
+PERCEPTION_UNAVAILABLE = "application.perception_unavailable"
+POST_CALL_ACTION_EXECUTED = "application.post_call_action_executed"
+
+
+class JoinedProperties(TavusSchema):
+    replica_id = optional_text()
+    face_id = optional_text()
+
+
+class ShutdownProperties(TavusSchema):
+    replica_id = optional_text()
+    shutdown_reason = required_text()
+
+
+class TranscriptEntry(TavusSchema):
+    role = required_text()
+    # Tool calls may carry no text; keep whatever came.
+    content = fields.Raw(load_default=None, allow_none=True)
+    timestamp = TavusDateTime(load_default=None, allow_none=True)
+    seconds_from_start = fields.Float(load_default=None, allow_none=True)
+    duration = fields.Float(load_default=None, allow_none=True)
+    inference_id = optional_text()
+
+
+class TranscriptionProperties(TavusSchema):
+    replica_id = optional_text()
+    transcript = fields.List(fields.Nested(TranscriptEntry), required=True)
+
+
+class RecordingProperties(TavusSchema):
+    storage_provider = optional_text()
+    storage_uri = optional_text()
+    bucket_name = optional_text()  # older S3 payloads: bucket_name + s3_key, no URI
+    s3_key = optional_text()
+    duration = fields.Float(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _has_a_location(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data.get("storage_uri") and not (data.get("bucket_name") and data.get("s3_key")):
+            raise ValidationError("Needs storage_uri, or bucket_name and s3_key.")
+
+
+class RecordingCopyFailedProperties(TavusSchema):
+    error_code = fields.Raw(load_default=None, allow_none=True)
+    error_message = optional_text()
+    storage_provider = optional_text()
+    storage_uri = optional_text()
+
+
+class PerceptionAnalysisProperties(TavusSchema):
+    analysis = fields.String(required=True)
+
+
+class PerceptionUnavailableProperties(TavusSchema):
+    reason = optional_text()
+
+
+class PostCallActionProperties(TavusSchema):
+    tool_name = optional_text()
+    status = optional_text()
+    request = fields.Raw(load_default=None, allow_none=True)
+    response = fields.Raw(load_default=None, allow_none=True)
+
+
+PROPERTIES_BY_EVENT_TYPE: dict[str, TavusSchema] = {
+    REPLICA_JOINED: JoinedProperties(),
+    PAL_JOINED: JoinedProperties(),
+    SHUTDOWN: ShutdownProperties(),
+    TRANSCRIPTION_READY: TranscriptionProperties(),
+    RECORDING_READY: RecordingProperties(),
+    RECORDING_COPY_FAILED: RecordingCopyFailedProperties(),
+    PERCEPTION_ANALYSIS: PerceptionAnalysisProperties(),
+    PERCEPTION_UNAVAILABLE: PerceptionUnavailableProperties(),
+    POST_CALL_ACTION_EXECUTED: PostCallActionProperties(),
+}
+
+# Fields of a post-call action that may come beside `properties` rather than inside it.
+_POST_CALL_FIELDS = ("tool_name", "status", "request", "response")
+
+
+class ConversationEvent(TavusSchema):
+    conversation_id = required_id()
+    event_type = required_id()
+    message_type = optional_text()
+    timestamp = TavusDateTime(load_default=None, allow_none=True)
+    webhook_url = optional_text()
+    properties = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @pre_load
+    def _fold_flat_post_call_action(self, data: Any, **kwargs: Any) -> Any:
+        """The docs do not say whether a post-call action's fields sit under `properties`."""
+        if not isinstance(data, dict) or data.get("event_type") != POST_CALL_ACTION_EXECUTED:
+            return data
+        flat = {key: data[key] for key in _POST_CALL_FIELDS if key in data}
+        if not flat or not isinstance(data.get("properties", {}), dict):
+            return data
+        return {**data, "properties": {**flat, **data.get("properties", {})}}
+
+    @post_load
+    def _load_properties(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        schema = PROPERTIES_BY_EVENT_TYPE.get(data["event_type"])
+        if schema is not None:
+            try:
+                data["properties"] = schema.load(data["properties"])
+            except ValidationError as exc:
+                raise ValidationError({"properties": exc.messages}) from exc
+        return data
+
+
+# How a conversation ended, by the stem of `shutdown_reason`: the docs list each with a trailing
+# " reached" that their own examples drop, and "internal error occurred at step x" varies in x.
+NORMAL_SHUTDOWN_STEMS = (
+    "max_call_duration",
+    "participant_left_timeout",
+    "participant_absent_timeout",
+    "end_conversation_endpoint_hit",
+)
+FAILURE_SHUTDOWN_STEMS = (
+    "bot_could_not_join_meeting_it_was_probably_ended",
+    "daily_room_has_been_deleted",
+    "exception_encountered_during_conversation_startup",
+    "internal error",
+)
+
+
+def shutdown_is_failure(reason: str) -> bool | None:
+    """True for a failure worth an alert, False for a normal ending, None for a reason not known."""
+    text = reason.strip().lower()
+    if text.startswith(FAILURE_SHUTDOWN_STEMS):
+        return True
+    if text.startswith(NORMAL_SHUTDOWN_STEMS):
+        return False
+    return None

@@ -1,0 +1,133 @@
+"""Which callback a body is, whether it is valid, and the key that makes a repeat a repeat.
+
+Tavus sends no type field and points every resource's ``callback_url`` wherever the user says,
+so the kind is read from the body's shape; ``?kind=`` in the URL overrides the guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+
+from .callbacks import KINDS, SCHEMAS_BY_KIND
+
+# Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
+# times in a conversation. Identical bodies inside this window are taken as one delivery sent
+# twice; the same trigger later counts again.
+GUARDRAIL_REPEAT_WINDOW_SECONDS = 10
+MAX_KEY_LENGTH = 255
+
+
+def _is_objective(body: dict[str, Any]) -> bool:
+    properties = body.get("properties")
+    nested = isinstance(properties, dict) and "objective_name" in properties
+    return "objective_name" in body or nested or "objective" in str(body.get("event_type", ""))
+
+
+def _is_guardrail(body: dict[str, Any]) -> bool:
+    properties = body.get("properties")
+    nested = isinstance(properties, dict) and "guardrail" in properties
+    return "conversation_id" in body and (nested or "guardrail" in body)
+
+
+# First match wins: the order is part of the contract (an objective also has an event_type).
+KIND_RULES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
+    ("objective", _is_objective),
+    ("conversation", lambda body: "event_type" in body and "conversation_id" in body),
+    ("guardrail", _is_guardrail),
+    ("video", lambda body: "video_id" in body),
+    ("document", lambda body: "document_id" in body),
+    ("replica", lambda body: "replica_id" in body and "status" in body),
+)
+
+
+class UnknownKind(ValueError):
+    """``?kind=`` named a kind we do not have."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str | None
+    event_type: str | None
+    conversation_id: str | None
+    event_key: str
+    errors: dict[str, Any] | None  # None: a valid Tavus callback
+
+    @property
+    def valid(self) -> bool:
+        return self.errors is None
+
+
+def guess_kind(body: dict[str, Any]) -> str | None:
+    return next((kind for kind, matches in KIND_RULES if matches(body)), None)
+
+
+def classify(
+    body: dict[str, Any], raw: bytes, received_at: float, hint: str | None = None
+) -> Verdict:
+    """Classify and validate one parsed body; ``raw`` is the exact bytes, for content keys."""
+    if hint is not None and hint not in KINDS:
+        raise UnknownKind(f"kind must be one of {', '.join(KINDS)}")
+    kind = hint or guess_kind(body)
+    event_type = _text(body.get("event_type"))
+    conversation_id = _text(body.get("conversation_id"))
+    if kind is None:
+        errors = {"_schema": ["Not a Tavus callback: no known shape matches this body."]}
+        return Verdict(None, event_type, conversation_id, content_key(raw), errors)
+    try:
+        data = SCHEMAS_BY_KIND[kind].load(body)
+    except ValidationError as exc:
+        return Verdict(kind, event_type, conversation_id, content_key(raw), _as_dict(exc.messages))
+    key = event_key(kind, data, raw, received_at)
+    return Verdict(kind, event_type, conversation_id, _bounded(key), None)
+
+
+def event_key(kind: str, data: dict[str, Any], raw: bytes, received_at: float) -> str:
+    """The identity of one event, from what its shape offers."""
+    if kind == "conversation":
+        # Documented identity: (conversation_id, event_type, timestamp).
+        stamp = data["timestamp"].isoformat() if data.get("timestamp") else content_key(raw)
+        return f"conversation:{data['conversation_id']}:{data['event_type']}:{stamp}"
+    if kind == "objective":
+        # An objective completes once per conversation.
+        return f"objective:{data['conversation_id']}:{data['objective_name']}"
+    if kind == "guardrail":
+        window = int(received_at // GUARDRAIL_REPEAT_WINDOW_SECONDS)
+        return f"guardrail:{data['conversation_id']}:{content_key(raw)}:{window}"
+    if kind == "replica":
+        # Training ends once, ready or error; the message tells errors apart.
+        return f"replica:{data['replica_id']}:{data['status']}:{_digest(data.get('error_message'))}"
+    if kind == "video":
+        # Each status update carries its own updated_at; without it, its progress.
+        stamp = data.get("updated_at") or data.get("generation_progress")
+        return f"video:{data['video_id']}:{data['status']}:{_digest(stamp)}"
+    # Documents: one update per status and progress figure.
+    return f"document:{data['document_id']}:{data['status']}:{_digest(data.get('progress'))}"
+
+
+def _bounded(key: str) -> str:
+    """Ids come from the payload: keep a key short enough for any unique index."""
+    return key if len(key) <= MAX_KEY_LENGTH else content_key(key.encode())
+
+
+def content_key(raw: bytes) -> str:
+    """Bodies with no identity of their own are the same event when they are the same bytes."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _digest(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _text(value: Any) -> str | None:
+    """An id worth indexing: a short, non-empty string."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH else None
+
+
+def _as_dict(messages: Any) -> dict[str, Any]:
+    return messages if isinstance(messages, dict) else {"_schema": messages}

@@ -1,0 +1,33 @@
+"""The queue contract between the receiver and the workers: task names, queues, the message.
+
+The receiver publishes by task *name*; it never imports a task function. Names are explicit
+(never derived from module paths) so that moving a file cannot orphan queued messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+EVENTS_QUEUE = "events"
+STORAGE_QUEUE = "storage"
+ALERTS_QUEUE = "alerts"
+QUEUES = (EVENTS_QUEUE, STORAGE_QUEUE, ALERTS_QUEUE)
+
+PROCESS_EVENT = "tavus.events.process"
+
+# Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
+TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
+
+
+class EventMessage(TypedDict):
+    """The one argument of PROCESS_EVENT: plain JSON, everything the worker needs to store it."""
+
+    event_id: str  # our id, also the Celery task id
+    event_key: str  # the idempotency key: equal keys are the same event
+    kind: str | None  # conversation, guardrail, objective, replica, video, document; None: unknown
+    event_type: str | None
+    conversation_id: str | None
+    received_at: float  # epoch seconds at the receiver
+    body: str  # the raw JSON text exactly as posted
+    errors: dict[str, Any] | None  # validation errors: set means quarantined
+    source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay"

@@ -1,0 +1,22 @@
+"""A knowledge-base document is being processed: status and progress."""
+
+from workers.store.models import Document
+
+from . import records
+from .registry import HandlerContext, handles
+
+RANKS = {"started": 0, "processing": 1, "ready": 2, "error": 2}
+
+
+@handles("document")
+def record_document(ctx: HandlerContext) -> None:
+    progress = ctx.data.get("progress")
+    update = {
+        "status": ctx.data["status"],
+        "status_at": ctx.event.received_at,
+        "progress": None if progress is None else str(progress),
+        "error_message": ctx.data.get("error_message"),
+    }
+    records.advance_status(
+        ctx.session, Document, update, RANKS, document_id=ctx.data["document_id"]
+    )

@@ -1,0 +1,18 @@
+"""Perception analysis (raven models): the analysis text, or why there is none."""
+
+from schemas.callbacks.conversation import PERCEPTION_ANALYSIS, PERCEPTION_UNAVAILABLE
+
+from . import records
+from .registry import HandlerContext, handles
+
+
+@handles(PERCEPTION_ANALYSIS)
+def record_analysis(ctx: HandlerContext) -> None:
+    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    convo.perception_analysis = ctx.data["properties"]["analysis"]
+
+
+@handles(PERCEPTION_UNAVAILABLE)
+def record_unavailable(ctx: HandlerContext) -> None:
+    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    convo.perception_unavailable_reason = ctx.data["properties"].get("reason") or "unknown"

@@ -1,0 +1,51 @@
+"""Where the recording is, and whether Tavus managed to copy it there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from schemas.callbacks.conversation import RECORDING_COPY_FAILED, RECORDING_READY
+from workers.store.models import Recording
+
+from . import records
+from .registry import HandlerContext, handles
+
+
+def recording(session: Session, conversation_id: str) -> Recording:
+    records.conversation(session, conversation_id)  # the parent row exists first
+    return records.locked_record(session, Recording, {}, conversation_id=conversation_id)
+
+
+def legacy_s3_uri(properties: dict[str, Any]) -> str | None:
+    """Older payloads name only ``bucket_name`` and ``s3_key``."""
+    if properties.get("bucket_name") and properties.get("s3_key"):
+        return f"s3://{properties['bucket_name']}/{properties['s3_key']}"
+    return None
+
+
+@handles(RECORDING_READY)
+def record_recording(ctx: HandlerContext) -> None:
+    properties = ctx.data["properties"]
+    row = recording(ctx.session, ctx.event.conversation_id)
+    row.uri = properties.get("storage_uri") or legacy_s3_uri(properties)
+    row.provider = properties.get("storage_provider") or (
+        "s3" if properties.get("s3_key") else None
+    )
+    row.bucket = properties.get("bucket_name")
+    row.object_key = properties.get("s3_key")
+    row.duration_seconds = properties.get("duration")
+    row.ready_at = ctx.event.occurred_at or ctx.event.received_at
+
+
+@handles(RECORDING_COPY_FAILED)
+def record_copy_failure(ctx: HandlerContext) -> None:
+    properties = ctx.data["properties"]
+    row = recording(ctx.session, ctx.event.conversation_id)
+    row.copy_failed_at = ctx.event.occurred_at or ctx.event.received_at
+    code = properties.get("error_code")
+    row.copy_error_code = None if code is None else str(code)
+    row.copy_error_message = properties.get("error_message")
+    row.provider = row.provider or properties.get("storage_provider")
+    row.uri = row.uri or properties.get("storage_uri")

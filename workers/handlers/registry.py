@@ -1,0 +1,49 @@
+"""Which handler runs for which event, and what a handler is given.
+
+A handler is registered with ``@handles(...)`` under a conversation ``event_type`` or, for the
+shapes that have none, under their kind (``"guardrail"``, ``"video"``...). Adding an event is
+adding a module with one decorated function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from workers.store.models import Event
+
+
+@dataclass
+class HandlerContext:
+    session: Session
+    event: Event
+    raw: dict[str, Any]  # the body as JSON, exactly as posted
+    data: dict[str, Any]  # the body as its schema loaded it: dates parsed, variants folded
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
+
+    def then(self, task_name: str, *args: Any) -> None:
+        """Send this task once the event's transaction has committed (never before)."""
+        self.follow_ups.append({"name": task_name, "args": list(args)})
+
+
+Handler = Callable[[HandlerContext], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*names: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for name in names:
+            if name in HANDLERS:
+                raise RuntimeError(f"{name} already handled by {HANDLERS[name].__qualname__}")
+            HANDLERS[name] = handler
+        return handler
+
+    return register
+
+
+def handler_for(kind: str | None, event_type: str | None) -> Handler | None:
+    name = event_type if kind == "conversation" else kind
+    return HANDLERS.get(name) if name else None

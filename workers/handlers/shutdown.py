@@ -1,0 +1,19 @@
+"""The room shut down: when, why, and whether the reason is a failure."""
+
+from schemas.callbacks.conversation import SHUTDOWN, shutdown_is_failure
+
+from . import records
+from .registry import HandlerContext, handles
+
+
+@handles(SHUTDOWN)
+def record_shutdown(ctx: HandlerContext) -> None:
+    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    properties = ctx.data["properties"]
+    convo.replica_id = convo.replica_id or properties.get("replica_id")
+    ended_at = records.earliest(convo.ended_at, ctx.event.occurred_at)
+    if convo.shutdown_reason is None or ended_at != convo.ended_at:
+        # The first shutdown is the one that ended it; a later one changes nothing.
+        convo.shutdown_reason = properties["shutdown_reason"]
+        convo.shutdown_is_failure = shutdown_is_failure(properties["shutdown_reason"])
+    convo.ended_at = ended_at

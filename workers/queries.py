@@ -1,0 +1,184 @@
+"""Read-only views of the store, as plain JSON-able dicts: what the CLI prints and tests check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workers.store.models import (
+    Conversation,
+    Document,
+    Event,
+    GuardrailTrigger,
+    Objective,
+    PostCallAction,
+    Recording,
+    Replica,
+    Video,
+)
+
+
+def conversation_status(convo: Conversation) -> str:
+    if convo.shutdown_is_failure:
+        return "failed"
+    if convo.ended_at is not None:
+        return "ended"
+    if convo.joined_at is not None:
+        return "active"
+    return "pending"
+
+
+def conversation_record(session: Session, conversation_id: str) -> dict[str, Any] | None:
+    """Everything known of one conversation, assembled from its events; None if unknown."""
+    convo = session.get(Conversation, conversation_id)
+    events = _events(session, conversation_id)
+    if convo is None and not events:
+        return None
+    record: dict[str, Any] = {"conversation_id": conversation_id, "status": "pending"}
+    if convo is not None:
+        record.update(_conversation_fields(convo))
+    record["recording"] = _recording(session.get(Recording, conversation_id))
+    record["objectives"] = _objectives(session, conversation_id)
+    record["guardrails"] = _guardrails(session, conversation_id)
+    record["post_call_actions"] = _post_call_actions(session, conversation_id)
+    record["events"] = [event_summary(event) for event in events]
+    return record
+
+
+def _conversation_fields(convo: Conversation) -> dict[str, Any]:
+    return {
+        "replica_id": convo.replica_id,
+        "status": conversation_status(convo),
+        "joined_at": _iso(convo.joined_at),
+        "ended_at": _iso(convo.ended_at),
+        "shutdown_reason": convo.shutdown_reason,
+        "shutdown_is_failure": convo.shutdown_is_failure,
+        "transcript": convo.transcript,
+        "perception_analysis": convo.perception_analysis,
+        "perception_unavailable_reason": convo.perception_unavailable_reason,
+    }
+
+
+def _recording(row: Recording | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "provider": row.provider,
+        "uri": row.uri,
+        "duration_seconds": row.duration_seconds,
+        "ready_at": _iso(row.ready_at),
+        "copy_failed_at": _iso(row.copy_failed_at),
+        "copy_error_code": row.copy_error_code,
+        "copy_error_message": row.copy_error_message,
+    }
+
+
+def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Objective)
+        .where(Objective.conversation_id == conversation_id)
+        .order_by(Objective.completed_at, Objective.objective_name)
+    )
+    return [
+        {
+            "objective_name": row.objective_name,
+            "output_variables": row.output_variables,
+            "completed_at": _iso(row.completed_at),
+        }
+        for row in rows
+    ]
+
+
+def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(GuardrailTrigger)
+        .where(GuardrailTrigger.conversation_id == conversation_id)
+        .order_by(GuardrailTrigger.triggered_at)
+    )
+    by_name: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
+        entry["triggered_at"].append(_iso(row.triggered_at))
+    return [{**entry, "count": len(entry["triggered_at"])} for entry in by_name.values()]
+
+
+def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(PostCallAction)
+        .where(PostCallAction.conversation_id == conversation_id)
+        .order_by(PostCallAction.executed_at)
+    )
+    return [
+        {
+            "tool_name": row.tool_name,
+            "status": row.status,
+            "request": row.request,
+            "response": row.response,
+            "executed_at": _iso(row.executed_at),
+        }
+        for row in rows
+    ]
+
+
+def _events(session: Session, conversation_id: str) -> list[Event]:
+    query = (
+        select(Event)
+        .where(Event.conversation_id == conversation_id)
+        .order_by(Event.occurred_at, Event.received_at)
+    )
+    return list(session.scalars(query))
+
+
+def recent_events(
+    session: Session,
+    limit: int = 50,
+    kind: str | None = None,
+    status: str | None = None,
+    conversation_id: str | None = None,
+    event_type: str | None = None,
+) -> list[dict[str, Any]]:
+    query = select(Event).order_by(Event.received_at.desc()).limit(limit)
+    for column, value in (
+        (Event.kind, kind),
+        (Event.status, status),
+        (Event.conversation_id, conversation_id),
+        (Event.event_type, event_type),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return [event_summary(event) for event in session.scalars(query)]
+
+
+def event_summary(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.id,
+        "kind": event.kind,
+        "event_type": event.event_type,
+        "conversation_id": event.conversation_id,
+        "status": event.status,
+        "source": event.source,
+        "received_at": _iso(event.received_at),
+        "occurred_at": _iso(event.occurred_at),
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "errors": event.errors,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+RESOURCE_MODELS = {"replica": Replica, "video": Video, "document": Document}
+
+
+def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, Any] | None:
+    """A replica, video or document: its columns, dates as ISO strings."""
+    row = session.get(RESOURCE_MODELS[kind], resource_id)
+    if row is None:
+        return None
+    values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
+    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}

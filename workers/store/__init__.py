@@ -1,0 +1,5 @@
+"""The event store: every event once, and the records its handlers keep current."""
+
+from .db import Store
+
+__all__ = ["Store"]

@@ -1,0 +1,81 @@
+"""The store's connection: one engine per process, one transaction per unit of work."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Store:
+    """Owns the engine. Build one per process: engines must not cross a fork."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.engine = _engine(database_url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (what the Procfile's release runs)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["engine"] = self.engine
+        command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_STORES: dict[tuple[int, str], Store] = {}
+
+
+def store_for(database_url: str) -> Store:
+    """The process's store for this URL, made on first use (after any fork)."""
+    key = (os.getpid(), database_url)
+    if key not in _STORES:
+        _STORES[key] = Store(database_url)
+    return _STORES[key]
+
+
+def _engine(database_url: str) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, decide when a transaction begins (see below).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # Take the write lock when the transaction starts: two worker processes that both read a
+    # conversation and then write it would otherwise deadlock, and SQLite fails one at once.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,183 @@
+"""Tables of the event store (SQLAlchemy 2). The schema itself is managed by Alembic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(255)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (no zones) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class EventStatus:
+    RECEIVED = "received"  # stored, handler not yet run (or being retried)
+    PROCESSED = "processed"
+    UNHANDLED = "unhandled"  # valid, but no handler knows its event_type yet
+    QUARANTINED = "quarantined"  # passed auth, failed validation: kept with its errors
+    FAILED = "failed"  # the handler kept failing: dead-lettered, `replay` sends it again
+    FINAL = frozenset({PROCESSED, UNHANDLED, QUARANTINED, FAILED})
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_key: Mapped[str] = mapped_column(ID, unique=True)
+    kind: Mapped[str | None] = mapped_column(String(32), index=True)
+    event_type: Mapped[str | None] = mapped_column(ID, index=True)
+    conversation_id: Mapped[str | None] = mapped_column(ID, index=True)
+    source: Mapped[str] = mapped_column(String(32), default="callback")
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    occurred_at: Mapped[datetime | None]
+    body: Mapped[str] = mapped_column(Text)
+    errors: Mapped[dict[str, Any] | None]
+    status: Mapped[str] = mapped_column(String(16), index=True, default=EventStatus.RECEIVED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None]
+    # Tasks to send once this event's transaction has committed (a small outbox): cleared once
+    # sent, so a crash in between sends them again on redelivery, never loses them.
+    pending_tasks: Mapped[list[Any] | None]
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    conversation_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    replica_id: Mapped[str | None] = mapped_column(ID)
+    joined_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    shutdown_reason: Mapped[str | None] = mapped_column(Text)
+    shutdown_is_failure: Mapped[bool | None]
+    transcript: Mapped[list[Any] | None]
+    transcript_at: Mapped[datetime | None]
+    perception_analysis: Mapped[str | None] = mapped_column(Text)
+    perception_unavailable_reason: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), primary_key=True
+    )
+    provider: Mapped[str | None] = mapped_column(String(32))
+    uri: Mapped[str | None] = mapped_column(Text)
+    bucket: Mapped[str | None] = mapped_column(Text)
+    object_key: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[float | None]
+    ready_at: Mapped[datetime | None]
+    copy_failed_at: Mapped[datetime | None]
+    copy_error_code: Mapped[str | None] = mapped_column(Text)
+    copy_error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class Objective(Base):
+    __tablename__ = "objectives"
+    __table_args__ = (UniqueConstraint("conversation_id", "objective_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.conversation_id"))
+    objective_name: Mapped[str] = mapped_column(ID)
+    output_variables: Mapped[dict[str, Any] | None]
+    completed_at: Mapped[datetime | None]
+
+
+class GuardrailTrigger(Base):
+    __tablename__ = "guardrail_triggers"
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
+    guardrail: Mapped[str] = mapped_column(ID)
+    triggered_at: Mapped[datetime]
+
+
+class PostCallAction(Base):
+    __tablename__ = "post_call_actions"
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
+    tool_name: Mapped[str | None] = mapped_column(ID)
+    status: Mapped[str | None] = mapped_column(ID)
+    request: Mapped[Any | None] = mapped_column(JSON)
+    response: Mapped[Any | None] = mapped_column(JSON)
+    executed_at: Mapped[datetime | None]
+
+
+class StatusRecordMixin:
+    """A resource whose status moves forward: later or more final updates win, repeats don't."""
+
+    status: Mapped[str] = mapped_column(String(32))
+    status_rank: Mapped[int] = mapped_column(Integer, default=0)
+    status_at: Mapped[datetime]
+
+
+class Replica(StatusRecordMixin, Base):
+    __tablename__ = "replicas"
+
+    replica_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class Video(StatusRecordMixin, Base):
+    __tablename__ = "videos"
+
+    video_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    video_name: Mapped[str | None] = mapped_column(Text)
+    status_details: Mapped[str | None] = mapped_column(Text)
+    generation_progress: Mapped[str | None] = mapped_column(String(32))
+    download_url: Mapped[str | None] = mapped_column(Text)
+    hosted_url: Mapped[str | None] = mapped_column(Text)
+    stream_url: Mapped[str | None] = mapped_column(Text)
+    replica_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime | None]
+
+
+class Document(StatusRecordMixin, Base):
+    __tablename__ = "documents"
+
+    document_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    progress: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers, each named explicitly and routed by its name."""
