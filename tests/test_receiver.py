@@ -1,0 +1,201 @@
+"""Every row of the intake's response table, against a real redis-server."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import orjson
+import pytest
+import redis
+
+from receiver import create_app
+from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT
+from schemas.settings import Settings, SettingsError
+from tests.conftest import TOKEN, fixture
+from tests.services import free_port
+
+URL = f"/callbacks/{TOKEN}"
+
+
+def queued(redis_client: redis.Redis) -> list[dict]:
+    """The event messages waiting in the events queue, oldest first."""
+    envelopes = [orjson.loads(item) for item in reversed(redis_client.lrange(EVENTS_QUEUE, 0, -1))]
+    return [orjson.loads(base64.b64decode(e["body"]))[0][0] for e in envelopes]
+
+
+def test_accepted_event_is_queued_with_its_raw_body(client, redis_client) -> None:
+    response = client.post(URL, data=fixture("shutdown"))
+    assert response.status_code == 202
+    assert response.json["status"] == "accepted"
+    [message] = queued(redis_client)
+    assert message["event_id"] == response.json["event_id"]
+    assert message["body"] == fixture("shutdown").decode()
+    assert (message["kind"], message["event_type"]) == ("conversation", "system.shutdown")
+    assert message["errors"] is None
+
+
+def test_repeat_gets_200_duplicate_with_the_first_id(client, redis_client) -> None:
+    first = client.post(URL, data=fixture("transcription_ready"))
+    second = client.post(URL, data=fixture("transcription_ready"))
+    assert second.status_code == 200
+    assert second.json == {"status": "duplicate", "event_id": first.json["event_id"]}
+    assert len(queued(redis_client)) == 1
+
+
+def test_dedup_key_expires_after_its_ttl(client, redis_client) -> None:
+    client.post(URL, data=fixture("shutdown"))
+    [key] = redis_client.keys("tavus:seen:*")
+    ttl = redis_client.ttl(key)
+    assert 7 * 24 * 3600 - 5 < ttl <= 7 * 24 * 3600
+
+
+@pytest.mark.parametrize("path", ["/callbacks/wrong-token-0123456789", "/callbacks"])
+def test_wrong_or_missing_token_is_401_and_nothing_is_queued(client, redis_client, path) -> None:
+    response = client.post(path, data=fixture("shutdown"))
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+    assert redis_client.dbsize() == 0
+
+
+def test_basic_auth_password_is_the_token(client, redis_client) -> None:
+    response = client.post("/callbacks", data=fixture("shutdown"), auth=("tavus", TOKEN))
+    assert response.status_code == 202
+    wrong = client.post("/callbacks", data=fixture("guardrail"), auth=("tavus", "nope"))
+    assert wrong.status_code == 401
+    assert len(queued(redis_client)) == 1
+
+
+def test_several_tokens_are_accepted_for_rotation(redis_url, sqlite_url) -> None:
+    old, new = "old-token-0123456789abc", "new-token-0123456789abc"
+    settings = Settings(callback_tokens=(old, new), redis_url=redis_url, database_url=sqlite_url)
+    client = create_app(settings).test_client()
+    assert client.post(f"/callbacks/{old}", data=fixture("shutdown")).status_code == 202
+    assert client.post(f"/callbacks/{new}", data=fixture("guardrail")).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"text"', "must be a JSON object"),
+        (b"{not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'{"a": NaN}', "not valid JSON"),
+        (b'{"a": "\xff"}', "not valid JSON"),
+    ],
+)
+def test_not_a_json_object_is_400(client, redis_client, body, message) -> None:
+    response = client.post(URL, data=body)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_json"
+    assert message in response.json["message"]
+    assert redis_client.llen(EVENTS_QUEUE) == 0
+
+
+def test_body_over_the_limit_is_413(redis_url, sqlite_url, redis_client) -> None:
+    settings = Settings(
+        callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url, max_body_bytes=2048
+    )
+    client = create_app(settings).test_client()
+    body = json.dumps({"conversation_id": "c1", "event_type": "x", "pad": "a" * 4096})
+    response = client.post(URL, data=body)
+    assert response.status_code == 413
+    assert response.json["error"] == "request_entity_too_large"
+    assert redis_client.llen(EVENTS_QUEUE) == 0
+
+
+def test_default_limit_takes_a_long_transcript(client) -> None:
+    body = orjson.loads(fixture("transcription_ready"))
+    body["properties"]["transcript"] *= 4000  # 20,000 entries, about 1 MB
+    assert client.post(URL, data=orjson.dumps(body)).status_code == 202
+
+
+def test_no_tavus_callback_is_422_and_still_queued_as_quarantined(client, redis_client) -> None:
+    response = client.post(URL, data=b'{"hello": "world"}')
+    assert response.status_code == 422
+    assert response.json["status"] == "quarantined"
+    assert response.json["errors"]["_schema"]
+    [message] = queued(redis_client)
+    assert message["event_id"] == response.json["event_id"]
+    assert message["errors"] == response.json["errors"]
+
+
+def test_invalid_tavus_callback_names_the_field(client) -> None:
+    body = {"conversation_id": "c1", "event_type": "system.shutdown", "properties": {}}
+    response = client.post(URL, json=body)
+    assert response.status_code == 422
+    assert "shutdown_reason" in response.json["errors"]["properties"]
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_wrong_method_is_405_json(client, method) -> None:
+    response = getattr(client, method)(URL)
+    assert response.status_code == 405
+    assert response.json["error"] == "method_not_allowed"
+
+
+def test_content_type_is_ignored_when_the_body_is_json(client) -> None:
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        body = orjson.loads(fixture("guardrail"))
+        body["properties"]["guardrail"] = f"g-{content_type}"
+        response = client.post(URL, data=orjson.dumps(body), content_type=content_type)
+        assert response.status_code == 202
+
+
+def test_unknown_kind_hint_is_400(client) -> None:
+    response = client.post(URL + "?kind=invoice", data=fixture("shutdown"))
+    assert response.status_code == 400
+    assert response.json["error"] == "unknown_kind"
+
+
+def test_kind_hint_is_applied(client, redis_client) -> None:
+    body = {"replica_id": "r1", "status": "ready", "video_id": "v1"}
+    assert client.post(URL + "?kind=replica", json=body).status_code == 202
+    assert queued(redis_client)[0]["kind"] == "replica"
+
+
+def test_redis_down_is_503_json(sqlite_url) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=dead, database_url=sqlite_url)
+    client = create_app(settings).test_client()
+    response = client.post(URL, data=fixture("shutdown"))
+    assert response.status_code == 503
+    assert response.json["error"] == "queue_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_health_and_readiness(client) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["redis"] == "ok"
+
+
+def test_unknown_path_is_404_json(client) -> None:
+    response = client.post("/nowhere", data=b"{}")
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+
+
+def test_refuses_to_start_without_a_token(redis_url) -> None:
+    with pytest.raises(SettingsError, match="CALLBACK_TOKENS"):
+        create_app(Settings(callback_tokens=(), redis_url=redis_url))
+    with pytest.raises(SettingsError, match="at least 16"):
+        create_app(Settings(callback_tokens=("short",), redis_url=redis_url))
+    assert create_app(Settings(callback_tokens=(), redis_url=redis_url, dev_mode=True))
+
+
+def test_message_matches_what_celery_itself_publishes(client, redis_client, redis_url) -> None:
+    """Guards the hand-built message against Celery upgrades: same keys, same header names."""
+    from celery import Celery
+
+    client.post(URL, data=fixture("shutdown"))
+    ours = orjson.loads(redis_client.rpop(EVENTS_QUEUE))
+    celery = Celery("probe", broker=redis_url)
+    celery.send_task(PROCESS_EVENT, args=[{}], queue=EVENTS_QUEUE, ignore_result=True)
+    theirs = orjson.loads(redis_client.rpop(EVENTS_QUEUE))
+    assert set(ours) == set(theirs)
+    assert set(ours["headers"]) == set(theirs["headers"])
+    assert set(ours["properties"]) == set(theirs["properties"])
+    assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
