@@ -21,3 +21,6 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# gunicorn's runtime control socket sits at one fixed path per user; several instances on one
+# machine (dev, tests, a benchmark) would fight over it, and nothing here needs it.
+control_socket_disable = True

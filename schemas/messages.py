@@ -14,6 +14,8 @@ ALERTS_QUEUE = "alerts"
 QUEUES = (EVENTS_QUEUE, STORAGE_QUEUE, ALERTS_QUEUE)
 
 PROCESS_EVENT = "tavus.events.process"
+VERIFY_RECORDING = "tavus.storage.verify_recording"
+RAISE_ALERT = "tavus.alerts.raise"
 
 # Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -31,3 +33,15 @@ class EventMessage(TypedDict):
     body: str  # the raw JSON text exactly as posted
     errors: dict[str, Any] | None  # validation errors: set means quarantined
     source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay"
+
+
+class AlertMessage(TypedDict):
+    """The one argument of RAISE_ALERT: what happened, said once per cause."""
+
+    cause_key: str  # one alert per cause, e.g. "recording_copy_failed:<conversation_id>"
+    severity: str  # "critical", "error", "warning" or "info"
+    title: str  # one line
+    text: str  # what happened, the likely cause, what to do (and by when)
+    conversation_id: str | None
+    event_id: str | None
+    facts: dict[str, Any]  # structured details: provider, uri, deadline...
