@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from bench.cli import bench as bench_command
 from schemas.classify import guess_kind
 from schemas.settings import Settings, SettingsError
 from workers import queries, simulate
@@ -144,6 +145,9 @@ def _resource_command(kind: str) -> None:
 
 for _kind in queries.RESOURCE_MODELS:
     _resource_command(_kind)
+
+
+main.add_command(bench_command)  # the harness itself lives in bench/
 
 
 @main.group()
