@@ -28,6 +28,18 @@ UNACKED = "unacked"
 _PUSH_CHUNK = 500
 
 
+def settle(client: redis.Redis, queues: Iterable[str], quiet: float = 0.3) -> None:
+    """Wait until nothing more lands in ``queues``: a server may still be answering requests
+    that were waiting in its listen backlog when the load stopped."""
+    names = list(queues)
+    last, still_since = None, time.monotonic()
+    while time.monotonic() - still_since < quiet:
+        lengths = [client.llen(name) for name in names]
+        if lengths != last:
+            last, still_since = lengths, time.monotonic()
+        time.sleep(0.05)
+
+
 def made_by_receiver(
     settings: Settings, templates: list[str], count: int, prefix: str
 ) -> list[bytes]:

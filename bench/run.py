@@ -24,6 +24,7 @@ from workers.store.db import Store
 from workers.store.models import EventStatus
 
 from . import load, payloads, pipeline, services
+from .baseline import BASELINE_QUEUE
 from .load import LoadResult
 from .stores import STORES, scratch_store
 
@@ -124,6 +125,7 @@ class Run:
         out = self.work_dir / f"wrk-{name}.json"
         result = load.run(url, self.bodies, out, seconds, rate, prefix=f"{name}-{time.time_ns()}")
         result.check(202)
+        pipeline.settle(self.redis, (EVENTS_QUEUE, BASELINE_QUEUE))
         return result
 
     def _intake_against_baseline(self) -> None:
@@ -135,11 +137,10 @@ class Run:
         for mode in (SATURATION, *map(str, self.sizes.rates)):
             rate = 0 if mode == SATURATION else float(mode)
             for name, url in urls.items():  # alternate, so both see the same machine
-                self.redis.flushall()
                 result = self._load(f"{name}-{mode}", url, self.sizes.seconds, rate)
                 getattr(self.results, name)[mode] = result
                 self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
-        self.redis.flushall()
+                self.redis.flushall()
 
     def _workers(self, kind: str, database_url: str) -> None:
         """Worker throughput against the no-op, then end to end, on one store."""
