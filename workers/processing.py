@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.messages import EventMessage
@@ -38,13 +38,29 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt; None: done
 
 
+class HandlerFailed(Exception):
+    """The handler raised: its transaction is rolled back, then the attempt is recorded."""
+
+    def __init__(self, cause: Exception, occurred_at: datetime | None) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.occurred_at = occurred_at
+
+
 def process(store: Store, message: EventMessage, send: SendTask, max_attempts: int) -> Outcome:
-    with store.session() as session:
-        event = store_event(session, message)
-        if event.status not in EventStatus.FINAL:
-            _run_handler(session, event, max_attempts)
-        outcome = Outcome(event.id, event.status, _retry_delay(event))
-        pending = list(event.pending_tasks or [])
+    try:
+        with store.session() as session:
+            event = store_event(session, message)
+            if event.status not in EventStatus.FINAL:
+                _run_handler(session, event)
+            outcome = Outcome(event.id, event.status, _retry_delay(event))
+            pending = list(event.pending_tasks or [])
+    except HandlerFailed as failure:
+        # One transaction per event and no savepoint on the way (it costs every event two more
+        # statements): a failure, the rare case, pays for a second transaction instead.
+        with store.session() as session:
+            event = store_event(session, message)
+            _record_failure(event, failure, max_attempts)
+            return Outcome(event.id, event.status, _retry_delay(event))
     if pending:
         _send_pending(store, event.id, pending, send)
     return outcome
@@ -52,7 +68,6 @@ def process(store: Store, message: EventMessage, send: SendTask, max_attempts: i
 
 def store_event(session: Session, message: EventMessage) -> Event:
     """Insert the event unless its key is stored; return the stored row, locked."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     row = {
         "id": message["event_id"],
         "event_key": message["event_key"],
@@ -66,12 +81,34 @@ def store_event(session: Session, message: EventMessage) -> Event:
         "status": EventStatus.QUARANTINED if message["errors"] else EventStatus.RECEIVED,
         "attempts": 0,
     }
-    session.execute(dialect.insert(Event).values(**row).on_conflict_do_nothing())
-    query = select(Event).where(Event.event_key == message["event_key"]).with_for_update()
-    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    if session.execute(_INSERT_EVENT[session.bind.dialect.name], row).first() is not None:
+        # New, the usual case: the INSERT holds the row's lock, and we know every column, so
+        # the row is attached as it is rather than read back.
+        event = Event(**row, **_UNSET_ON_INSERT)
+        make_transient_to_detached(event)
+        session.add(event)
+        return event
+    return session.execute(_LOCK_EVENT, {"event_key": message["event_key"]}).scalar_one()
 
 
-def _run_handler(session: Session, event: Event, max_attempts: int) -> None:
+# Built once: building a statement per event costs more than running it.
+_INSERT_EVENT = {
+    dialect.dialect.name: dialect.insert(Event.__table__)
+    .on_conflict_do_nothing()
+    .returning(Event.__table__.c.id)
+    for dialect in (postgresql, sqlite)
+}
+_LOCK_EVENT = (
+    select(Event)
+    .where(Event.event_key == bindparam("event_key"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_UNSET_ON_INSERT = {"occurred_at": None, "last_error": None, "processed_at": None}
+_UNSET_ON_INSERT["pending_tasks"] = None
+
+
+def _run_handler(session: Session, event: Event) -> None:
     raw = orjson.loads(event.body)
     try:
         data = SCHEMAS_BY_KIND[event.kind].load(raw)
@@ -86,17 +123,23 @@ def _run_handler(session: Session, event: Event, max_attempts: int) -> None:
         return
     context = HandlerContext(session=session, event=event, raw=raw, data=data)
     event.attempts += 1
+    occurred_at = event.occurred_at  # read now: a failed flush expires every loaded row
     try:
-        with session.begin_nested():  # a failing handler undoes its own changes only
-            handler(context)
-    except Exception as exc:  # a boundary: recorded, then retried or dead-lettered
-        log.warning("event %s attempt %d failed: %r", event.id, event.attempts, exc)
-        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if event.attempts >= max_attempts:
-            _finish(event, EventStatus.FAILED)
-        return
-    event.pending_tasks = context.follow_ups or None
-    _finish(event, EventStatus.PROCESSED)
+        handler(context)
+        event.pending_tasks = context.follow_ups or None
+        _finish(event, EventStatus.PROCESSED)
+        session.flush()  # the handler's writes, so that they too fail inside this boundary
+    except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
+        raise HandlerFailed(exc, occurred_at) from exc
+
+
+def _record_failure(event: Event, failure: HandlerFailed, max_attempts: int) -> None:
+    event.occurred_at = failure.occurred_at
+    event.attempts += 1
+    log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
+    event.last_error = str(failure)[:2000]
+    if event.attempts >= max_attempts:
+        _finish(event, EventStatus.FAILED)
 
 
 def _finish(event: Event, status: str, errors: Any = None) -> None:
