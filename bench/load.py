@@ -39,6 +39,24 @@ class LoadResult:
         """A percentile of the latencies, in ms."""
         return percentile(self.latencies_ms, p)
 
+    @classmethod
+    def combine(cls, parts: list[LoadResult]) -> LoadResult:
+        """One result from several slices of the same measure."""
+        statuses: dict[int, int] = {}
+        errors: dict[str, int] = {}
+        for part in parts:
+            for status, count in part.statuses.items():
+                statuses[status] = statuses.get(status, 0) + count
+            for kind, count in part.errors.items():
+                errors[kind] = errors.get(kind, 0) + count
+        return cls(
+            requests=sum(part.requests for part in parts),
+            seconds=sum(part.seconds for part in parts),
+            statuses=statuses,
+            errors=errors,
+            latencies_ms=sorted(value for part in parts for value in part.latencies_ms),
+        )
+
     def check(self, expected_status: int) -> None:
         """Every answer must be ``expected_status``: a faster error is no result."""
         others = {s: n for s, n in self.statuses.items() if s != expected_status}

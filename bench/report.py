@@ -95,7 +95,8 @@ def render(results: Results) -> str:
         f"a new idempotency key per request; every answer checked to be 202.",
         "",
         f"**Intake** (`POST /callbacks/<token>`) against the **baseline** (bare Flask, one "
-        f"Redis LPUSH, 202), same gunicorn config, {sizes.seconds:g} s per measure:",
+        f"Redis LPUSH, 202), same gunicorn config, {sizes.seconds:g} s per measure in "
+        f"{sizes.slices} turns each:",
         "",
         *_table(["measure", "intake", "baseline", "intake / baseline"], intake_rows(results)),
         "",

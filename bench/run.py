@@ -40,7 +40,8 @@ ROLES = ("noop", "events")  # the no-op worker, the real one
 class Sizes:
     """How long and how much; the defaults take about four minutes on two cores."""
 
-    seconds: float = 10.0  # each intake or baseline load run
+    seconds: float = 10.0  # each intake or baseline measure, in `slices` turns
+    slices: int = 5
     rates: tuple[int, ...] = (200, 1000)  # fixed rates for ack latency, req/s
     e2e_rate: int = 200  # events/s for the end-to-end run
     e2e_seconds: float = 15.0
@@ -53,8 +54,8 @@ class Sizes:
 
 # A few seconds: every measurement once, tiny; for the smoke test, not for figures.
 SMOKE = Sizes(
-    seconds=1, rates=(200,), e2e_seconds=1, events=40, processes=(1,), stores=("sqlite",),
-    turns=20, warmup_seconds=0,
+    seconds=1, slices=1, rates=(200,), e2e_seconds=1, events=40, processes=(1,),
+    stores=("sqlite",), turns=20, warmup_seconds=0,
 )  # fmt: skip
 
 
@@ -129,18 +130,25 @@ class Run:
         return result
 
     def _intake_against_baseline(self) -> None:
+        """Each measure in slices, intake and baseline taking turns (ABBA): a machine whose load
+        drifts during the run weighs on both alike, which the ratio needs."""
         urls = {"baseline": self._web("baseline", BASELINE_APP)}
         urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
+        seconds = self.sizes.seconds / self.sizes.slices
         for mode in (SATURATION, *map(str, self.sizes.rates)):
             rate = 0 if mode == SATURATION else float(mode)
-            for name, url in urls.items():  # alternate, so both see the same machine
-                result = self._load(f"{name}-{mode}", url, self.sizes.seconds, rate)
-                getattr(self.results, name)[mode] = result
+            parts: dict[str, list[LoadResult]] = {name: [] for name in urls}
+            for turn in range(self.sizes.slices):
+                order = list(urls) if turn % 2 == 0 else list(reversed(urls))
+                for name in order:
+                    parts[name].append(self._load(f"{name}-{mode}", urls[name], seconds, rate))
+                    self.redis.flushall()
+            for name, slices in parts.items():
+                result = getattr(self.results, name)[mode] = LoadResult.combine(slices)
                 self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
-                self.redis.flushall()
 
     def _workers(self, kind: str, database_url: str) -> None:
         """Worker throughput against the no-op, then end to end, on one store."""
