@@ -156,16 +156,19 @@ def gunicorn(name: str, app: str, env: dict[str, str], log: Path) -> tuple[Proce
         "--bind", f"127.0.0.1:{port}", app,
     ]  # fmt: skip
     process = Process(name, command, env, log).start()
-    workers = int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
-    # Listening is not enough: each worker builds the app after the fork.
-    process.wait_ready(
-        lambda: listening(port) and len(process.children()) >= workers and _booted(log, workers)
-    )
+    process.wait_ready(lambda: listening(port) and _all_booted(process, log))
     return process, port
 
 
-def _booted(log: Path, workers: int) -> bool:
-    return log.read_text(errors="replace").count("Booting worker") >= workers
+def _all_booted(process: Process, log: Path, settle: float = 1.0) -> bool:
+    """The workers are up, however many the config asks for: a "Booting worker" line for each
+    child, and none new for ``settle`` seconds (each worker builds the app after the fork)."""
+    children = len(process.children())
+    booted = log.read_text(errors="replace").count("Booting worker")
+    if not children or booted < children:
+        return False
+    age = time.time() - log.stat().st_mtime
+    return age >= settle
 
 
 def celery_command(app: str, queues: str, concurrency: int, name: str) -> list[str]:
