@@ -115,3 +115,18 @@ def test_a_redelivered_event_changes_nothing(store) -> None:
         assert session.query(Event).count() == 1
         assert session.get(Event, joined["event_id"]).attempts == 1
         assert session.get(Conversation, "c-twice").joined_at is not None
+
+
+def test_a_retry_that_succeeds_is_processed_and_counted(store, failing_handlers) -> None:
+    flaky = message(FAILING, conversation_id="c-flaky")
+    assert processing.process(store, flaky, lambda *_: None, 8).status == EventStatus.RECEIVED
+    registry.HANDLERS[FAILING] = lambda ctx: conversation(ctx.session, "c-flaky")  # fixed
+    outcome = processing.process(store, flaky, lambda *_: None, 8)
+    assert (outcome.status, outcome.retry_in) == (EventStatus.PROCESSED, None)
+    event = stored(store, flaky["event_id"])
+    assert event.attempts == 2 and event.processed_at is not None
+
+
+def test_one_attempt_allowed_fails_at_once(store, failing_handlers) -> None:
+    outcome = processing.process(store, message(FAILING), lambda *_: None, max_attempts=1)
+    assert (outcome.status, outcome.retry_in) == (EventStatus.FAILED, None)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.messages import EventMessage
 from workers.handlers import HandlerContext, handler_for
+from workers.handlers.registry import Handler
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
 
@@ -38,36 +39,93 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt; None: done
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a body calls for, known before anything is written: parsed, validated, routed."""
+
+    status: str  # PROCESSED when a handler will run (its transaction decides), or a final one
+    raw: Any = None  # the body as JSON
+    data: Any = None  # as its schema loaded it
+    errors: Any = None
+    occurred_at: datetime | None = None
+    handler: Handler | None = None
+
+
+def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Plan:
+    if errors:  # quarantined by the receiver
+        return Plan(EventStatus.QUARANTINED, errors=errors)
+    raw = orjson.loads(body)
+    try:
+        data = SCHEMAS_BY_KIND[kind].load(raw)
+    except ValidationError as exc:
+        # The receiver checks less (a transcript's entries), or a deploy came in between.
+        return Plan(EventStatus.QUARANTINED, errors=_as_errors(exc.messages))
+    occurred_at = data.get("timestamp") or data.get("updated_at")
+    handler = handler_for(kind, event_type)
+    status = EventStatus.PROCESSED if handler else EventStatus.UNHANDLED
+    return Plan(status, raw, data, None, occurred_at, handler)
+
+
 class HandlerFailed(Exception):
     """The handler raised: its transaction is rolled back, then the attempt is recorded."""
 
-    def __init__(self, cause: Exception, occurred_at: datetime | None) -> None:
+    def __init__(self, cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
-        self.occurred_at = occurred_at
 
 
 def process(store: Store, message: EventMessage, send: SendTask, max_attempts: int) -> Outcome:
+    """Store the event and run its handler in one transaction; a repeat changes nothing.
+
+    A new event is inserted with the outcome its plan expects (``processed``, say) and its
+    handler runs in the same transaction: if the handler fails, the transaction is rolled back,
+    row and all, and a second one records the failed attempt. The usual case writes the event
+    once and reads nothing back.
+    """
+    expected = plan(message["body"], message["kind"], message["event_type"], message["errors"])
     try:
         with store.session() as session:
-            event = store_event(session, message)
-            if event.status not in EventStatus.FINAL:
-                _run_handler(session, event)
+            event = store_event(session, message, expected)
+            if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
+                event = _locked_event(session, message["event_key"])
+                if event.status not in EventStatus.FINAL:
+                    _retry(session, event)
+            elif expected.handler is not None:
+                _handle(session, event, expected)
             outcome = Outcome(event.id, event.status, _retry_delay(event))
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
         # One transaction per event and no savepoint on the way (it costs every event two more
         # statements): a failure, the rare case, pays for a second transaction instead.
         with store.session() as session:
-            event = store_event(session, message)
-            _record_failure(event, failure, max_attempts)
+            event = store_event(session, message, expected, failed=failure)
+            if event is None:
+                event = _locked_event(session, message["event_key"])
+                _record_failure(event, failure, expected.occurred_at)
+            log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
+            if event.attempts >= max_attempts:
+                _finish(event, EventStatus.FAILED)
             return Outcome(event.id, event.status, _retry_delay(event))
     if pending:
         _send_pending(store, event.id, pending, send)
     return outcome
 
 
-def store_event(session: Session, message: EventMessage) -> Event:
-    """Insert the event unless its key is stored; return the stored row, locked."""
+def store_event(
+    session: Session,
+    message: EventMessage,
+    expected: Plan | None = None,
+    failed: HandlerFailed | None = None,
+) -> Event | None:
+    """Insert the event as ``expected`` unless its key is stored (then None).
+
+    Without a plan, the event is stored as received (or quarantined), for a handler to run later.
+    """
+    status = expected.status if expected else EventStatus.RECEIVED
+    if failed is not None:
+        status = EventStatus.RECEIVED
+    elif message["errors"]:
+        status = EventStatus.QUARANTINED
+    handled = expected is not None and expected.handler is not None
     row = {
         "id": message["event_id"],
         "event_key": message["event_key"],
@@ -76,19 +134,29 @@ def store_event(session: Session, message: EventMessage) -> Event:
         "conversation_id": message["conversation_id"],
         "source": message.get("source", "callback"),
         "received_at": datetime.fromtimestamp(message["received_at"], UTC),
+        "occurred_at": expected.occurred_at if expected else None,
         "body": message["body"],
-        "errors": message["errors"],
-        "status": EventStatus.QUARANTINED if message["errors"] else EventStatus.RECEIVED,
-        "attempts": 0,
+        "errors": (expected.errors if expected else None) or message["errors"],
+        "status": status,
+        "attempts": 1 if handled else 0,
+        "last_error": str(failed)[:2000] if failed else None,
+        # Waiting for (another) attempt, or quarantined by the receiver: not processed. Else
+        # processed as of this transaction, which the handler's writes commit with.
+        "processed_at": None if status == EventStatus.RECEIVED or message["errors"] else now(),
+        "pending_tasks": None,
     }
-    if session.execute(_INSERT_EVENT[session.bind.dialect.name], row).first() is not None:
-        # New, the usual case: the INSERT holds the row's lock, and we know every column, so
-        # the row is attached as it is rather than read back.
-        event = Event(**row, **_UNSET_ON_INSERT)
-        make_transient_to_detached(event)
-        session.add(event)
-        return event
-    return session.execute(_LOCK_EVENT, {"event_key": message["event_key"]}).scalar_one()
+    if session.execute(_INSERT_EVENT[session.bind.dialect.name], row).first() is None:
+        return None
+    # The INSERT holds the new row's lock and we know every column: attach the row as it is
+    # rather than read it back.
+    event = Event(**row)
+    make_transient_to_detached(event)
+    session.add(event)
+    return event
+
+
+def _locked_event(session: Session, event_key: str) -> Event:
+    return session.execute(_LOCK_EVENT, {"event_key": event_key}).scalar_one()
 
 
 # Built once: building a statement per event costs more than running it.
@@ -104,49 +172,51 @@ _LOCK_EVENT = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-_UNSET_ON_INSERT = {"occurred_at": None, "last_error": None, "processed_at": None}
-_UNSET_ON_INSERT["pending_tasks"] = None
 
 
-def _run_handler(session: Session, event: Event) -> None:
-    raw = orjson.loads(event.body)
+def _handle(session: Session, event: Event, expected: Plan) -> None:
+    """Run the handler; its writes are flushed here so that they too fail inside this boundary."""
+    context = HandlerContext(session=session, event=event, raw=expected.raw, data=expected.data)
     try:
-        data = SCHEMAS_BY_KIND[event.kind].load(raw)
-    except ValidationError as exc:
-        # The receiver and this worker disagree (a deploy in between): keep it, quarantined.
-        _finish(event, EventStatus.QUARANTINED, errors=exc.messages)
-        return
-    event.occurred_at = data.get("timestamp") or data.get("updated_at")
-    handler = handler_for(event.kind, event.event_type)
-    if handler is None:
-        _finish(event, EventStatus.UNHANDLED)
-        return
-    context = HandlerContext(session=session, event=event, raw=raw, data=data)
-    event.attempts += 1
-    occurred_at = event.occurred_at  # read now: a failed flush expires every loaded row
-    try:
-        handler(context)
-        event.pending_tasks = context.follow_ups or None
-        _finish(event, EventStatus.PROCESSED)
-        session.flush()  # the handler's writes, so that they too fail inside this boundary
+        expected.handler(context)
+        if context.follow_ups:
+            event.pending_tasks = context.follow_ups
+        session.flush()
     except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
-        raise HandlerFailed(exc, occurred_at) from exc
+        raise HandlerFailed(exc) from exc
 
 
-def _record_failure(event: Event, failure: HandlerFailed, max_attempts: int) -> None:
-    event.occurred_at = failure.occurred_at
+def _retry(session: Session, event: Event) -> None:
+    """Another attempt at an event stored earlier whose handler failed (or never ran)."""
+    again = plan(event.body, event.kind, event.event_type, event.errors)
+    event.occurred_at = again.occurred_at
+    if again.handler is None:
+        _finish(event, again.status, errors=again.errors)
+        return
     event.attempts += 1
-    log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
+    _finish(event, EventStatus.PROCESSED)
+    _handle(session, event, again)
+
+
+def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime | None) -> None:
+    event.occurred_at = occurred_at
+    event.attempts += 1
     event.last_error = str(failure)[:2000]
-    if event.attempts >= max_attempts:
-        _finish(event, EventStatus.FAILED)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _finish(event: Event, status: str, errors: Any = None) -> None:
     event.status = status
-    event.processed_at = datetime.now(UTC)
+    event.processed_at = now()
     if errors is not None:
-        event.errors = errors if isinstance(errors, dict) else {"_schema": errors}
+        event.errors = errors
+
+
+def _as_errors(messages: Any) -> dict[str, Any]:
+    return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
 # Retries back off exponentially with jitter, up to a cap kept below Redis's visibility timeout.

@@ -1,8 +1,9 @@
 """Getting or creating the record an event updates, safely under concurrent workers.
 
-Two workers may handle two events of one conversation at the same time. The row is inserted
-with ON CONFLICT DO NOTHING and then read FOR UPDATE (PostgreSQL; SQLite's writers are already
-serialised by BEGIN IMMEDIATE), so neither update is lost and neither insert fails.
+Two workers may handle two events of one conversation at the same time. The row is read FOR
+UPDATE (PostgreSQL; SQLite's writers are already serialised by BEGIN IMMEDIATE) and, only when
+missing, inserted with ON CONFLICT DO NOTHING and read again, so neither update is lost and
+neither insert fails.
 """
 
 from __future__ import annotations
