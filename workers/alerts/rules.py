@@ -186,71 +186,59 @@ def failed_shutdown(event: Event, data: dict[str, Any], policy: AlertPolicy) -> 
 # --- replica training, video generation, documents ---------------------------------------------
 
 
-def replica_training_failed(
-    event: Event, data: dict[str, Any], policy: AlertPolicy
-) -> AlertMessage | None:
-    if data["status"] != "error":
-        return None
-    replica = data["replica_id"]
-    message = data.get("error_message") or "no message"
-    return _alert(
-        event,
-        f"replica_training_failed:{replica}",
-        "error",
-        f"Replica {replica} failed to train",
-        [
-            f"Tavus could not train replica {replica}: {message}",
-            "The replica cannot be used. Fix what the message names in the training video "
-            "and start a new training.",
-        ],
-        replica_id=replica,
-        error_message=data.get("error_message"),
-        failed_at=_when(event).isoformat(),
-    )
+@dataclass(frozen=True)
+class ResourceFailure:
+    """A resource callback whose ``status`` is ``error``: which fields say what, and what to do."""
+
+    cause: str  # the cause key's prefix
+    noun: str  # "Replica", "Video"...
+    failed_to: str  # "train", "generate"...
+    id_field: str
+    detail_field: str  # the field with Tavus's explanation
+    advice: str
+    name_field: str | None = None
+    more_facts: tuple[str, ...] = ()
+
+    def __call__(
+        self, event: Event, data: dict[str, Any], policy: AlertPolicy
+    ) -> AlertMessage | None:
+        if data["status"] != "error":
+            return None
+        resource = data[self.id_field]
+        name = data.get(self.name_field) if self.name_field else None
+        detail = data.get(self.detail_field)
+        facts = {field: data.get(field) for field in (self.id_field, self.detail_field)}
+        facts |= {field: data.get(field) for field in self.more_facts}
+        return _alert(
+            event,
+            f"{self.cause}:{resource}",
+            "error",
+            f"{self.noun} {resource}{f' ({name})' if name else ''} failed to {self.failed_to}",
+            [
+                f"Tavus could not {self.failed_to} {self.noun.lower()} {resource}: "
+                f"{detail or 'no details'}",
+                self.advice,
+            ],
+            **facts,
+            failed_at=_when(event).isoformat(),
+        )
 
 
-def video_failed(event: Event, data: dict[str, Any], policy: AlertPolicy) -> AlertMessage | None:
-    if data["status"] != "error":
-        return None
-    video = data["video_id"]
-    details = data.get("status_details") or "no details"
-    name = data.get("video_name")
-    return _alert(
-        event,
-        f"video_failed:{video}",
-        "error",
-        f"Video {video}{f' ({name})' if name else ''} failed to generate",
-        [
-            f"Tavus could not generate video {video}: {details}",
-            "Fix what the details name (script, replica, background) and request the video "
-            "again; the failed one will not complete.",
-        ],
-        video_id=video,
-        video_name=name,
-        replica_id=data.get("replica_id"),
-        status_details=data.get("status_details"),
-        failed_at=_when(event).isoformat(),
-    )
-
-
-def document_failed(event: Event, data: dict[str, Any], policy: AlertPolicy) -> AlertMessage | None:
-    if data["status"] != "error":
-        return None
-    document = data["document_id"]
-    message = data.get("error_message") or "no message"
-    return _alert(
-        event,
-        f"document_failed:{document}",
-        "error",
-        f"Knowledge-base document {document} failed to process",
-        [
-            f"Tavus could not process document {document}: {message}",
-            "Conversations that rely on it answer without it until it is uploaded again.",
-        ],
-        document_id=document,
-        error_message=data.get("error_message"),
-        failed_at=_when(event).isoformat(),
-    )
+replica_training_failed = ResourceFailure(
+    "replica_training_failed", "Replica", "train", "replica_id", "error_message",
+    "The replica cannot be used. Fix what the message names in the training video and start "
+    "a new training.",
+)  # fmt: skip
+video_failed = ResourceFailure(
+    "video_failed", "Video", "generate", "video_id", "status_details",
+    "Fix what the details name (script, replica, background) and request the video again; "
+    "the failed one will not complete.",
+    name_field="video_name", more_facts=("video_name", "replica_id"),
+)  # fmt: skip
+document_failed = ResourceFailure(
+    "document_failed", "Knowledge-base document", "process", "document_id", "error_message",
+    "Conversations that rely on it answer without it until it is uploaded again.",
+)  # fmt: skip
 
 
 # --- perception, guardrails --------------------------------------------------------------------
