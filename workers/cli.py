@@ -9,8 +9,10 @@ from typing import Any
 import click
 
 from schemas.classify import guess_kind
+from schemas.messages import SEVERITIES
 from schemas.settings import Settings, SettingsError
 from workers import queries, simulate
+from workers.alerts import ledger
 from workers.store.db import Store
 
 
@@ -144,6 +146,36 @@ def _resource_command(kind: str) -> None:
 
 for _kind in queries.RESOURCE_MODELS:
     _resource_command(_kind)
+
+
+@main.command("alerts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, attempts included.")
+@click.option("--conversation", "conversation_id", help="Only this conversation's alerts.")
+@click.option("--severity", type=click.Choice(SEVERITIES))
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_obj
+def alerts_command(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
+    """List alerts, newest first, with each channel's delivery."""
+    with Store(settings.database_url).session() as session:
+        rows = ledger.recent_alerts(session, limit=limit, **filters)
+    _print(rows, as_json, _render_alerts)
+
+
+def _render_alerts(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        lines.append(
+            f"{row['raised_at'][:19]}  {row['severity'].upper():<8}  {row['title']}  "
+            f"[{row['cause_key']}]"
+        )
+        deadline = row["facts"].get("recovery_deadline")
+        if deadline:
+            lines.append(f"    recover before {deadline[:16]} UTC")
+        for d in row["deliveries"]:
+            tries = f"{d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}"
+            error = f"  last error: {d['last_error']}" if d["last_error"] else ""
+            lines.append(f"    {d['channel']:<8} {d['status']:<10} {tries}{error}")
+    return "\n".join(lines) or "no alerts"
 
 
 @main.group()

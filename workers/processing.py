@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schemas.callbacks import SCHEMAS_BY_KIND
-from schemas.messages import EventMessage
+from schemas.messages import RAISE_ALERT, EventMessage
+from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
@@ -38,11 +39,17 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt; None: done
 
 
-def process(store: Store, message: EventMessage, send: SendTask, max_attempts: int) -> Outcome:
+def process(
+    store: Store,
+    message: EventMessage,
+    send: SendTask,
+    max_attempts: int,
+    alerts: AlertPolicy = AlertPolicy(),  # noqa: B008  (frozen, so one shared default is safe)
+) -> Outcome:
     with store.session() as session:
         event = store_event(session, message)
         if event.status not in EventStatus.FINAL:
-            _run_handler(session, event, max_attempts)
+            _run_handler(session, event, max_attempts, alerts)
         outcome = Outcome(event.id, event.status, _retry_delay(event))
         pending = list(event.pending_tasks or [])
     if pending:
@@ -71,7 +78,7 @@ def store_event(session: Session, message: EventMessage) -> Event:
     return session.execute(query.execution_options(populate_existing=True)).scalar_one()
 
 
-def _run_handler(session: Session, event: Event, max_attempts: int) -> None:
+def _run_handler(session: Session, event: Event, max_attempts: int, alerts: AlertPolicy) -> None:
     raw = orjson.loads(event.body)
     try:
         data = SCHEMAS_BY_KIND[event.kind].load(raw)
@@ -95,8 +102,22 @@ def _run_handler(session: Session, event: Event, max_attempts: int) -> None:
         if event.attempts >= max_attempts:
             _finish(event, EventStatus.FAILED)
         return
+    _ask_alert_rules(context, alerts)
     event.pending_tasks = context.follow_ups or None
     _finish(event, EventStatus.PROCESSED)
+
+
+def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
+    """Queue the event's alert, if it deserves one, through the outbox: it is raised only once
+    the event is committed as processed."""
+    try:
+        alert = alert_for(context.event, context.data, alerts)
+    except Exception as exc:  # a boundary: a faulty rule must not cost the event itself
+        log.exception("alert rules failed on event %s", context.event.id)
+        context.event.last_error = f"alert rules: {type(exc).__name__}: {exc}"[:2000]
+        return
+    if alert is not None:
+        context.then(RAISE_ALERT, alert)
 
 
 def _finish(event: Event, status: str, errors: Any = None) -> None:
