@@ -9,8 +9,9 @@ Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CRE
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate
@@ -50,6 +51,14 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     max_event_attempts: int = 8
     dev_mode: bool = False
+    # Recording verification. Only the listed buckets / containers are ever checked (empty:
+    # verification is off); entries look like "s3:bucket", "gcs:bucket", "azure_blob:acct/cont".
+    recording_locations: tuple[str, ...] = ()
+    recording_wait_seconds: int = 900  # how long a recording may take to appear
+    storage_timeout_seconds: float = 10.0  # connect and read timeout of every SDK call
+    storage_retry_base_seconds: float = 5.0  # first retry delay; doubles, with jitter
+    # The Azure SDK has no variable of its own for this; repr=False keeps the key out of logs.
+    azure_storage_connection_string: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +96,17 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+
+
+def _recording_locations(entries: tuple[str, ...]) -> None:
+    bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
+    if bad:
+        raise ValidationError(
+            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+        )
+
+
 class _SettingsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -102,6 +122,17 @@ class _SettingsSchema(Schema):
     )
     max_event_attempts = f.Integer(data_key="MAX_EVENT_ATTEMPTS", validate=validate.Range(min=1))
     dev_mode = f.Boolean(data_key="TAVUS_CALLBACKS_DEV")
+    recording_locations = CommaList(data_key="RECORDING_LOCATIONS", validate=_recording_locations)
+    recording_wait_seconds = f.Integer(
+        data_key="RECORDING_WAIT_SECONDS", validate=validate.Range(min=0)
+    )
+    storage_timeout_seconds = f.Float(
+        data_key="STORAGE_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
+    )
+    storage_retry_base_seconds = f.Float(
+        data_key="STORAGE_RETRY_BASE_SECONDS", validate=validate.Range(min=0.1)
+    )
+    azure_storage_connection_string = f.String(data_key="AZURE_STORAGE_CONNECTION_STRING")
 
 
 _SCHEMA = _SettingsSchema()
