@@ -9,6 +9,7 @@ with a 60 s timeout per call; here every call has ``retry=None`` and an explicit
 from __future__ import annotations
 
 import logging
+import re
 from typing import ClassVar
 
 import requests
@@ -32,6 +33,9 @@ from .locations import ObjectLocation
 
 log = logging.getLogger(__name__)
 
+_REQUEST_LINE = re.compile(r"^[A-Z]+ \S+: ")
+_SDK_ERRORS = (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException)
+
 
 class GcsVerifier:
     provider: ClassVar[str] = "gcs"
@@ -49,7 +53,7 @@ class GcsVerifier:
             bucket = self._connect().bucket(where.container)
             blob = bucket.blob(where.key)
             blob.reload(timeout=self._timeout, retry=None)
-        except (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException) as exc:
+        except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
                 self._check_bucket(bucket)
@@ -73,7 +77,7 @@ class GcsVerifier:
         """GCS answers 404 for a missing object and a missing bucket alike; tell them apart."""
         try:
             bucket.reload(timeout=self._timeout, retry=None)
-        except (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException) as exc:
+        except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
                 raise Permanent(f"GCS bucket {bucket.name!r} does not exist") from exc
@@ -83,7 +87,8 @@ class GcsVerifier:
 
 def _failure(exc: Exception) -> StorageError:
     if isinstance(exc, api.GoogleAPICallError):
-        said = f"GCS answered {exc.code}: {exc.message}"
+        # The SDK's message starts with the request line; the URL adds nothing for a reader.
+        said = f"GCS answered {exc.code}: {_REQUEST_LINE.sub('', exc.message or '')}"
         if isinstance(exc, api.NotFound):
             return Missing(said)
         if isinstance(exc, api.Unauthorized | api.Forbidden):

@@ -47,6 +47,7 @@ _CHECKSUMS = (
     ("ChecksumCRC32C", "crc32c"),
     ("ChecksumCRC32", "crc32"),
 )
+_SDK_ERRORS = (ClientError, BotoCoreError)
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "429"}
 
@@ -72,7 +73,7 @@ class S3Verifier:
             head = self._client.head_object(
                 Bucket=where.container, Key=where.key, ChecksumMode="ENABLED"
             )
-        except (ClientError, BotoCoreError) as exc:
+        except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
                 self._check_bucket(where.container)
@@ -93,7 +94,7 @@ class S3Verifier:
         """A HEAD answers 404 for a missing key and a missing bucket alike; tell them apart."""
         try:
             self._client.head_bucket(Bucket=bucket)
-        except (ClientError, BotoCoreError) as exc:
+        except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
                 raise Permanent(f"S3 bucket {bucket!r} does not exist") from exc
@@ -105,7 +106,7 @@ def _failure(exc: Exception) -> StorageError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        said = f"S3 answered {status} {code}".strip()
+        said = f"S3 answered {status}" + ("" if code == str(status) else f" {code}")
         if status == 404 or code in ("NoSuchKey", "NotFound", "404"):
             return Missing(f"{said}: no such object")
         if status == 403 or code in _DENIED:

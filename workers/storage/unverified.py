@@ -102,7 +102,7 @@ def alert(subject: Subject, status: str, reason: str, checked_at: datetime) -> A
     )
     text = (
         f"Conversation {subject.conversation_id}: the recording at {where} "
-        f"({subject.provider or 'unknown provider'}) ended {status}: {reason}. "
+        f"({subject.provider or 'unknown provider'}) ended {status}: {reason.rstrip('.')}. "
         f"Checked {subject.attempts} time(s) over {elapsed:.0f} s.\n"
         f"{CAUSES[status]}\n"
         f"What to do: {action} before {deadline:%Y-%m-%d %H:%M} UTC, when Daily's 30-day "

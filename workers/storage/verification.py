@@ -181,7 +181,8 @@ def _record(
             status, retry_in = state.PENDING, delay
         else:
             status = state.MISSING if status == state.MISSING else state.ERROR
-            reason = f"{reason}; gave up after {claim.attempt} attempt(s) over {waited:.0f} s"
+            window = settings.recording_wait_seconds
+            reason = f"{reason}; gave up when the {window} s wait window closed"
     with store.session() as session:
         row = _locked(session, claim.conversation_id)
         if row is None or row.verification_round != claim.round:
