@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from receiver import create_app
 from schemas.messages import RAISE_ALERT, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
 from tests.conftest import TOKEN, worker_env
-from tests.services import RedisServer, Worker, free_port, wait_until
+from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.storage_fixtures import BUCKET, PROVIDERS, UNLISTED_BUCKET
 from tests.storage_services import LOCKED_ACCOUNT, LOCKED_BUCKET, Emulators
 from workers import queries
@@ -299,6 +301,16 @@ def test_redelivery_changes_nothing_and_a_newer_recording_ready_starts_over(
     assert (again["status"], again["size"]) == ("verified", 1000)
     assert again["etag"] != verified["etag"]
     sender.close()
+
+    # After a fix (here: the object was replaced), an operator checks again from scratch.
+    pipeline.emulators.upload("s3", BUCKET, second, MP4[:500])
+    env = base_env(REDIS_URL=pipeline.redis_url, DATABASE_URL=pipeline.store.url)
+    command = [sys.executable, "-m", "workers.cli", "verify-recording", conversation_id]
+    ran = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "round 3" in ran.stdout, ran.stderr
+    rechecked = wait_until(lambda: pipeline.verification(conversation_id).get("size") == 500, 15)
+    found = pipeline.verification(conversation_id)
+    assert rechecked and (found["status"], found["attempts"]) == ("verified", 1)
 
 
 def test_endpoints_down_fail_fast_are_retried_then_alert(redis_server, emulators, tmp_path) -> None:

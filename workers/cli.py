@@ -163,14 +163,16 @@ for _kind in queries.RESOURCE_MODELS:
 @click.pass_obj
 def verify_recording(settings: Settings, conversation_id: str) -> None:
     """Check a conversation's recording in its bucket again, from scratch (after a fix)."""
+    try:
+        from workers.celery_app import celery  # needs REDIS_URL; only this command sends a task
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
     with Store(settings.database_url).session() as session:
         row = session.get(Recording, conversation_id, with_for_update=True)
         if row is None or not (row.uri or row.object_key):
             raise click.ClickException(f"no recording location for conversation {conversation_id}")
         round_ = state.start_round(row, row.ready_event_id)
-    from workers.celery_app import celery  # needs REDIS_URL; only this command sends a task
-
-    celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])
+    celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
