@@ -70,6 +70,11 @@ class Pipeline:
             record = queries.conversation_record(session, conversation_id)
         return record and record["recording"]
 
+    def events(self, conversation_id: str) -> list[str]:
+        with self.store.session() as session:
+            record = queries.conversation_record(session, conversation_id)
+        return [event["status"] for event in record["events"]]
+
     def verification(self, conversation_id: str) -> dict:
         return (self.recording(conversation_id) or {}).get("verification") or {}
 
@@ -289,8 +294,9 @@ def test_redelivery_changes_nothing_and_a_newer_recording_ready_starts_over(
     # An older announcement arriving late changes nothing either.
     older = at - timedelta(minutes=1)
     pipeline.post_uri(conversation_id, "s3", f"s3://{BUCKET}/older.mp4", at=older)
-    time.sleep(1)
+    wait_until(lambda: pipeline.events(conversation_id) == ["processed", "processed"], 10)
     assert pipeline.recording(conversation_id)["uri"] == f"s3://{BUCKET}/{first}"
+    assert pipeline.verification(conversation_id) == verified
 
     # A newer recording_ready (another object) starts a new round, verified on its own.
     newer = at + timedelta(minutes=1)
