@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
@@ -51,12 +52,15 @@ DEFAULT_ALERT_ROUTES = (
 class Settings:
     """Everything the processes are told by their environment. Field docs are in the README."""
 
-    callback_tokens: tuple[str, ...] = ()
-    redis_url: str | None = None  # None: `tavus-callbacks dev` starts an embedded redis-server
+    # Secrets, and URLs that may hold a password, are kept out of the repr (and so out of logs).
+    callback_tokens: tuple[str, ...] = field(default=(), repr=False)
+    redis_url: str | None = field(
+        default=None, repr=False
+    )  # None: `tavus-callbacks dev` starts an embedded redis-server
     # Heroku Redis serves rediss:// with a self-signed certificate, so it is not verified unless
     # asked; the connection is still encrypted.
     redis_tls_verify: bool = False
-    database_url: str = "sqlite:///.tavus-callbacks/events.db"
+    database_url: str = field(default="sqlite:///.tavus-callbacks/events.db", repr=False)
     max_body_bytes: int = 5 * MIB
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # Redis hands a message taken but never acked to another worker after this long; every
@@ -82,6 +86,15 @@ class Settings:
     alert_delivery_attempts: int = 8
     alert_timeout_seconds: float = 10.0
     recording_retention_days: int = 30  # Daily keeps a recording Tavus could not copy this long
+
+    # Recording verification. Only the listed buckets / containers are ever checked (empty:
+    # verification is off); entries look like "s3:bucket", "gcs:bucket", "azure_blob:acct/cont".
+    recording_locations: tuple[str, ...] = ()
+    recording_wait_seconds: int = 900  # how long a recording may take to appear
+    storage_timeout_seconds: float = 10.0  # connect and read timeout of every SDK call
+    storage_retry_base_seconds: float = 5.0  # first retry delay; doubles, with jitter
+    # The Azure SDK has no variable of its own for this; repr=False keeps the key out of logs.
+    azure_storage_connection_string: str | None = field(default=None, repr=False)
 
     def alert_channels(self, severity: str) -> tuple[str, ...]:
         """Where an alert of ``severity`` goes: its route, and the log always."""
@@ -178,6 +191,17 @@ def _mailbox(value: str) -> bool:
     return True
 
 
+RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+
+
+def _recording_locations(entries: tuple[str, ...]) -> None:
+    bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
+    if bad:
+        raise ValidationError(
+            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+        )
+
+
 class _SettingsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -245,6 +269,18 @@ class _SettingsSchema(Schema):
             raise ValidationError(
                 "SMTP_SECURITY=none would send SMTP_PASSWORD in clear", "SMTP_SECURITY"
             )
+
+    recording_locations = CommaList(data_key="RECORDING_LOCATIONS", validate=_recording_locations)
+    recording_wait_seconds = f.Integer(
+        data_key="RECORDING_WAIT_SECONDS", validate=validate.Range(min=0)
+    )
+    storage_timeout_seconds = f.Float(
+        data_key="STORAGE_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
+    )
+    storage_retry_base_seconds = f.Float(
+        data_key="STORAGE_RETRY_BASE_SECONDS", validate=validate.Range(min=0.1)
+    )
+    azure_storage_connection_string = f.String(data_key="AZURE_STORAGE_CONNECTION_STRING")
 
 
 _SCHEMA = _SettingsSchema()

@@ -19,6 +19,8 @@ from schemas.settings import Settings
 from tests.services import RedisServer, Worker, base_env
 from workers.store.db import Store
 
+pytest_plugins = ["tests.storage_fixtures"]  # moto, GCS emulator, Azurite (session-wide)
+
 TOKEN = "test-token-0123456789abcdef"
 FIXTURES = Path(__file__).with_name("fixtures")  # the Tavus docs examples, placeholders kept
 POSTGRES_URL = os.environ.get(

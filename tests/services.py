@@ -94,16 +94,23 @@ class RedisServer:
 class Worker:
     """A real Celery worker process (``celery -A workers.celery_app worker``), not eager mode."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        queues: str = "events,storage,alerts",
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.queues = queues  # leave a queue out to find its messages waiting in Redis
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 30) -> Worker:
         command = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", "events,storage,alerts", "--concurrency", str(self.concurrency),
+            "-Q", self.queues, "--concurrency", str(self.concurrency),
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
         ]  # fmt: skip

@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from schemas.messages import QUEUES, TASK_ROUTES
 from schemas.settings import Settings, SettingsError
 
-TASK_MODULES = ("workers.tasks.events", "workers.tasks.alerts")
+TASK_MODULES = ("workers.tasks.events", "workers.tasks.storage", "workers.tasks.alerts")
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -9,11 +9,13 @@ from typing import Any
 import click
 
 from schemas.classify import guess_kind
-from schemas.messages import SEVERITIES
+from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
 from workers import queries, simulate
 from workers.alerts import ledger
+from workers.storage import state
 from workers.store.db import Store
+from workers.store.models import Recording
 
 
 @click.group()
@@ -112,7 +114,7 @@ def _render_conversation(record: dict[str, Any]) -> str:
         f"  ended:       {record.get('ended_at')}  ({record.get('shutdown_reason')})",
         f"  transcript:  {len(record.get('transcript') or [])} entries",
         f"  perception:  {_perception(record)}",
-        f"  recording:   {(record['recording'] or {}).get('uri')}",
+        f"  recording:   {(record['recording'] or {}).get('uri')}{_verification(record)}",
     ]
     lines += [
         f"  objective:   {o['objective_name']} {o['output_variables']}"
@@ -123,6 +125,15 @@ def _render_conversation(record: dict[str, Any]) -> str:
         f"  event:       {e['event_type'] or e['kind']} ({e['status']})" for e in record["events"]
     ]
     return "\n".join(lines)
+
+
+def _verification(record: dict[str, Any]) -> str:
+    found = (record["recording"] or {}).get("verification")
+    if not found:
+        return ""
+    if found["status"] == "verified":
+        return f"  (verified, {found['size']} bytes, {found['attempts']} attempt(s))"
+    return f"  ({found['status']}: {found['reason'] or 'waiting'}, {found['attempts']} attempt(s))"
 
 
 def _perception(record: dict[str, Any]) -> str:
@@ -176,6 +187,24 @@ def _render_alerts(rows: list[dict[str, Any]]) -> str:
             error = f"  last error: {d['last_error']}" if d["last_error"] else ""
             lines.append(f"    {d['channel']:<8} {d['status']:<10} {tries}{error}")
     return "\n".join(lines) or "no alerts"
+
+
+@main.command("verify-recording")
+@click.argument("conversation_id")
+@click.pass_obj
+def verify_recording(settings: Settings, conversation_id: str) -> None:
+    """Check a conversation's recording in its bucket again, from scratch (after a fix)."""
+    try:
+        from workers.celery_app import celery  # needs REDIS_URL; only this command sends a task
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with Store(settings.database_url).session() as session:
+        row = session.get(Recording, conversation_id, with_for_update=True)
+        if row is None or not (row.uri or row.object_key):
+            raise click.ClickException(f"no recording location for conversation {conversation_id}")
+        round_ = state.start_round(row, row.ready_event_id)
+    celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
+    click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
 @main.group()

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Integer,
@@ -108,6 +109,25 @@ class Recording(Base):
     copy_failed_at: Mapped[datetime | None]
     copy_error_code: Mapped[str | None] = mapped_column(Text)
     copy_error_message: Mapped[str | None] = mapped_column(Text)
+    ready_event_id: Mapped[str | None] = mapped_column(String(36))
+    # Verification of the object in the user's bucket (workers/storage). Each recording_ready
+    # starts a new round; a task of an older round finds it stale and stops.
+    verification_status: Mapped[str | None] = mapped_column(String(16))
+    verification_round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    verification_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    verification_reason: Mapped[str | None] = mapped_column(Text)
+    verification_started_at: Mapped[datetime | None]
+    verification_checked_at: Mapped[datetime | None]
+    verification_next_at: Mapped[datetime | None]
+    verification_call_seconds: Mapped[float | None]
+    # The alert to send once the result has committed (an outbox, like Event.pending_tasks).
+    verification_alert: Mapped[dict[str, Any] | None]
+    object_size: Mapped[int | None] = mapped_column(BigInteger)
+    object_etag: Mapped[str | None] = mapped_column(Text)
+    object_checksum: Mapped[str | None] = mapped_column(Text)
+    object_content_type: Mapped[str | None] = mapped_column(Text)
+    object_last_modified: Mapped[datetime | None]
+    object_version: Mapped[str | None] = mapped_column(Text)
 
 
 class Objective(Base):
