@@ -8,10 +8,12 @@ Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CRE
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate
 from marshmallow import fields as f
@@ -50,6 +52,16 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     max_event_attempts: int = 8
     dev_mode: bool = False
+    # Where the receiver keeps events durably while Redis cannot take them (one file per event).
+    spool_dir: str = ".tavus-callbacks/spool"
+    # How often each web process looks for spooled events to drain; 0: only `spool drain` does.
+    spool_drain_interval_seconds: float = 5.0
+    # A request body not received completely within this long gets 408 (slow clients).
+    body_timeout_seconds: float = 10.0
+    # How many proxies in front append to X-Forwarded-For (Heroku's router: 1); 0 trusts none.
+    trusted_proxies: int = 0
+    # When set, only callers from these networks may post (403 otherwise); empty: anyone.
+    allowed_source_cidrs: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +90,18 @@ class Settings:
                 f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
             )
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line: tokens, URL passwords."""
+        found = list(self.callback_tokens)
+        for url in (self.redis_url, self.database_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:  # an unparsable URL fails later, with a clearer message
+                password = None
+            if password:
+                found += {password, unquote(password)}
+        return tuple(found)
+
 
 def sqlalchemy_url(url: str) -> str:
     """Heroku's ``postgres://`` and a bare ``postgresql://`` mean psycopg 3, the driver we ship."""
@@ -85,6 +109,14 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _is_network(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValidationError(f"not a network: {cidr!r}") from exc
+    return True
 
 
 class _SettingsSchema(Schema):
@@ -102,6 +134,15 @@ class _SettingsSchema(Schema):
     )
     max_event_attempts = f.Integer(data_key="MAX_EVENT_ATTEMPTS", validate=validate.Range(min=1))
     dev_mode = f.Boolean(data_key="TAVUS_CALLBACKS_DEV")
+    spool_dir = f.String(data_key="SPOOL_DIR")
+    spool_drain_interval_seconds = f.Float(
+        data_key="SPOOL_DRAIN_INTERVAL_SECONDS", validate=validate.Range(min=0)
+    )
+    body_timeout_seconds = f.Float(data_key="BODY_TIMEOUT_SECONDS", validate=validate.Range(min=1))
+    trusted_proxies = f.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(min=0))
+    allowed_source_cidrs = CommaList(
+        data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
+    )
 
 
 _SCHEMA = _SettingsSchema()
