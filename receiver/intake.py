@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from schemas.classify import UnknownKind, Verdict, classify
 from schemas.messages import EventMessage
@@ -139,17 +139,28 @@ def read_body(deadlines: ReadDeadlines) -> bytes:
     """The request body, within the body deadline when served by gunicorn (408 past it)."""
     sock = request.environ.get("gunicorn.socket")
     if sock is None:
-        return request.get_data(cache=False)
+        return _whole_body()
     late = f"the body did not arrive within {deadlines.seconds:g} s"
     with deadlines.watch(sock) as watch:
         try:
-            raw = request.get_data(cache=False)
+            raw = _whole_body()
         except (ClientDisconnected, OSError) as exc:
             if watch.expired:
                 raise BodyTimeout(late) from exc
             raise
     if watch.expired:  # a chunked body cut short by the deadline reads as a shorter body
         raise BodyTimeout(late)
+    return raw
+
+
+def _whole_body() -> bytes:
+    raw = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body (no Content-Length) is cut at the limit without a word from werkzeug: one
+    # more byte means it was longer, and a truncated body must never pass for the whole one.
+    at_limit = request.content_length is None and limit is not None and len(raw) >= limit
+    if at_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
     return raw
 
 

@@ -140,3 +140,45 @@ def base_env(**overrides: str) -> dict[str, str]:
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env
+
+
+class Gunicorn:
+    """The web process as the Procfile runs it: gunicorn with ``deploy/gunicorn.conf.py``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.env = {**env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 30) -> Gunicorn:
+        command = [
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{self.port}", "receiver.wsgi:app",
+        ]  # fmt: skip
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: listening(self.port) or self.process.poll() is not None, ready_timeout)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn died at start:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        self.process = None
