@@ -47,6 +47,8 @@ class Readiness:
         report["spool"] = {"events": spooled, "writable": writable}
         if spooled:
             report["warnings"].append(f"{spooled} events wait in the spool for Redis")
+        if not writable:
+            report["warnings"].append("SPOOL_DIR is not writable: in an outage events are refused")
         if report["redis"] != "ok":
             report["status"] = "degraded" if writable else "unavailable"
         return report, 503 if report["status"] == "unavailable" else 200
