@@ -72,7 +72,9 @@ class Spool:
         final = self.directory / name
         temp = self.directory / f".{name}.tmp"
         try:
-            with open(temp, "xb") as file:
+            # Bodies hold transcripts and other personal data: readable by this user only.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
                 file.write(orjson.dumps(message))
                 file.flush()
                 os.fsync(file.fileno())
