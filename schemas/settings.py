@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
@@ -96,6 +98,17 @@ class Settings:
     # The Azure SDK has no variable of its own for this; repr=False keeps the key out of logs.
     azure_storage_connection_string: str | None = field(default=None, repr=False)
 
+    # Where the receiver keeps events durably while Redis cannot take them (one file per event).
+    spool_dir: str = ".tavus-callbacks/spool"
+    # How often each web process looks for spooled events to drain; 0: only `spool drain` does.
+    spool_drain_interval_seconds: float = 5.0
+    # A request body not received completely within this long gets 408 (slow clients).
+    body_timeout_seconds: float = 10.0
+    # How many proxies in front append to X-Forwarded-For (Heroku's router: 1); 0 trusts none.
+    trusted_proxies: int = 0
+    # When set, only callers from these networks may post (403 otherwise); empty: anyone.
+    allowed_source_cidrs: tuple[str, ...] = ()
+
     def alert_channels(self, severity: str) -> tuple[str, ...]:
         """Where an alert of ``severity`` goes: its route, and the log always."""
         routed = dict(self.alert_routes).get(severity, ())
@@ -127,6 +140,27 @@ class Settings:
             raise SettingsError(
                 f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
             )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line: tokens, URL passwords."""
+        found = list(self.callback_tokens)
+        for url in (self.redis_url, self.database_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:  # an unparsable URL fails later, with a clearer message
+                password = None
+            if password:
+                found += {password, unquote(password)}
+        credentials = (
+            self.slack_webhook_url,  # a Slack webhook URL is its own credential
+            self.alert_webhook_secret,
+            self.smtp_password,
+            self.azure_storage_connection_string,
+        )
+        found += [value for value in credentials if value]
+        if self.azure_storage_connection_string:
+            found += re.findall(r"AccountKey=([^;]+)", self.azure_storage_connection_string)
+        return tuple(found)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -200,6 +234,14 @@ def _recording_locations(entries: tuple[str, ...]) -> None:
         raise ValidationError(
             f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
         )
+
+
+def _is_network(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValidationError(f"not a network: {cidr!r}") from exc
+    return True
 
 
 class _SettingsSchema(Schema):
@@ -281,6 +323,15 @@ class _SettingsSchema(Schema):
         data_key="STORAGE_RETRY_BASE_SECONDS", validate=validate.Range(min=0.1)
     )
     azure_storage_connection_string = f.String(data_key="AZURE_STORAGE_CONNECTION_STRING")
+    spool_dir = f.String(data_key="SPOOL_DIR")
+    spool_drain_interval_seconds = f.Float(
+        data_key="SPOOL_DRAIN_INTERVAL_SECONDS", validate=validate.Range(min=0)
+    )
+    body_timeout_seconds = f.Float(data_key="BODY_TIMEOUT_SECONDS", validate=validate.Range(min=1))
+    trusted_proxies = f.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(min=0))
+    allowed_source_cidrs = CommaList(
+        data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
+    )
 
 
 _SCHEMA = _SettingsSchema()

@@ -100,8 +100,13 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def settings(redis_url: str, sqlite_url: str) -> Settings:
-    return Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=redis_url,
+        database_url=sqlite_url,
+        spool_dir=str(tmp_path / "spool"),
+    )
 
 
 @pytest.fixture

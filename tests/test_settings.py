@@ -78,3 +78,28 @@ def test_half_configured_alerts_are_refused_at_boot(env: dict, named: str) -> No
     with pytest.raises(SettingsError, match=named) as caught:
         Settings.from_env(env)
     assert "not-a-whsec-secret" not in str(caught.value)  # a bad secret is not repeated
+
+
+def test_proxy_and_allowlist_settings() -> None:
+    settings = Settings.from_env(
+        {"TRUSTED_PROXIES": "1", "ALLOWED_SOURCE_CIDRS": "203.0.113.0/24, 2001:db8::/32"}
+    )
+    assert settings.trusted_proxies == 1
+    assert settings.allowed_source_cidrs == ("203.0.113.0/24", "2001:db8::/32")
+    with pytest.raises(SettingsError, match="ALLOWED_SOURCE_CIDRS"):
+        Settings.from_env({"ALLOWED_SOURCE_CIDRS": "10.0.0.0/33"})
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        Settings.from_env({"TRUSTED_PROXIES": "-1"})
+
+
+def test_secrets_are_the_tokens_and_url_passwords() -> None:
+    settings = Settings.from_env(
+        {
+            "CALLBACK_TOKENS": "token-0123456789abcdef",
+            "REDIS_URL": "rediss://:p%40ss-word@redis.example.com:6380",
+            "DATABASE_URL": "postgres://u:db-password@db.example.com/d",
+        }
+    )
+    assert set(settings.secrets()) == {
+        "token-0123456789abcdef", "p%40ss-word", "p@ss-word", "db-password"
+    }  # fmt: skip

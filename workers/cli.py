@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import click
@@ -218,6 +219,69 @@ def upgrade(settings: Settings) -> None:
     """Migrate the store to the newest schema (the Procfile's release step)."""
     Store(settings.database_url).upgrade()
     click.echo("store schema is up to date")
+
+
+@main.group()
+def spool() -> None:
+    """The local spool that keeps events while Redis cannot take them (SPOOL_DIR)."""
+
+
+@spool.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def spool_status(settings: Settings, as_json: bool) -> None:
+    """How many events wait in the spool, and for how long the oldest has."""
+    from receiver.spool import Spool  # the receiver's module; nothing of the web app is started
+
+    local = Spool(settings.spool_dir)
+    record = {
+        "directory": str(local.directory.resolve()),
+        "events": local.size(),
+        "oldest_age_seconds": local.oldest_age_seconds(),
+    }
+    _print(record, as_json, _render_spool)
+
+
+def _render_spool(record: dict[str, Any]) -> str:
+    age = record["oldest_age_seconds"]
+    oldest = f", oldest {age:.0f} s" if age is not None else ""
+    return f"{record['events']} events spooled in {record['directory']}{oldest}"
+
+
+@spool.command("drain")
+@click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Keep retrying this many seconds while Redis is down or another drainer is busy.",
+)
+@click.pass_obj
+def spool_drain(settings: Settings, wait: float) -> None:
+    """Publish spooled events to the queue, oldest first; resends are published once."""
+    from receiver.app import redis_client
+    from receiver.publisher import Publisher
+    from receiver.spool import Spool
+
+    if not settings.redis_url:
+        raise click.ClickException("REDIS_URL is not set")
+    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
+    local = Spool(settings.spool_dir)
+    deadline = time.monotonic() + wait
+    totals = {"published": 0, "duplicates": 0, "rejected": 0}
+    while True:
+        report = local.drain(publisher.publish)
+        for key in totals:
+            totals[key] += getattr(report, key)
+        if report.complete or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    click.echo(
+        f"{totals['published']} published, {totals['duplicates']} duplicates, "
+        f"{totals['rejected']} rejected, {report.remaining} remaining"
+    )
+    if not report.complete:
+        raise click.ClickException(report.error or "another process is draining the spool")
 
 
 if __name__ == "__main__":
