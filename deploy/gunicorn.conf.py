@@ -11,9 +11,15 @@ GUNICORN_CMD_ARGS or WEB_CONCURRENCY.
 import multiprocessing
 import os
 
+from gunicorn.glogging import Logger
+from gunicorn.workers.sync import SyncWorker
+
+from receiver.deadlines import ReadDeadlines
+from schemas.settings import Settings
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
-worker_class = "sync"
+worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
 graceful_timeout = 20
 timeout = 30
@@ -24,6 +30,45 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with the token scrubber on its handlers.
+
+    gunicorn's own error lines quote request paths ("Error handling request /callbacks/..."),
+    invalid request lines and tracebacks; every one passes receiver.redaction first. A logger
+    class rather than ``logconfig_dict``, which would switch gunicorn's access log back on.
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from receiver.redaction import RedactingFilter
+
+        redactor = RedactingFilter()  # secrets from the environment's settings
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.addFilter(redactor)
+
+
+logger_class = RedactingLogger
 # gunicorn's runtime control socket sits at one fixed path per user; several instances on one
 # machine (dev, tests, a benchmark) would fight over it, and nothing here needs it.
 control_socket_disable = True
+
+
+# A sync worker reads the request line and headers with no deadline: a client sending them a
+# byte at a time holds the worker until `timeout` kills it, and the kill answers 500. The intake
+# bounds the body itself (BODY_TIMEOUT_SECONDS, then 408); this bounds the whole read, headers
+# included, a little later and always before `timeout`: the read side is shut, the read ends, and
+# gunicorn drops the connection as a client disconnect.
+_REQUEST_DEADLINE = min(2 * Settings.from_env().body_timeout_seconds, timeout - 5)
+_deadlines = ReadDeadlines(_REQUEST_DEADLINE)
+
+
+class DeadlineSyncWorker(SyncWorker):
+    def handle(self, listener, client, addr):
+        with _deadlines.watch(client):
+            super().handle(listener, client, addr)
+
+
+worker_class = DeadlineSyncWorker

@@ -11,10 +11,13 @@ from werkzeug.exceptions import HTTPException
 
 from schemas.settings import Settings, SettingsError
 
-from . import health, intake
+from . import health, intake, openapi, redaction
 from .auth import TokenChecker
+from .deadlines import ReadDeadlines
 from .errors import IntakeError
 from .publisher import Publisher
+from .sources import SourceAllowlist
+from .spool import Drainer, Spool
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +27,26 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings.check_for_serving()
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
+    redaction.install(settings.secrets())
     app = Flask("receiver")
     # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
-    app.extensions["intake"] = intake.Intake(TokenChecker(settings.callback_tokens), publisher)
+    client = redis_client(settings)
+    publisher = Publisher(client, settings.dedup_ttl_seconds)
+    spool = Spool(settings.spool_dir)
+    drainer = Drainer(spool, publisher.publish, settings.spool_drain_interval_seconds)
+    drainer.start()  # gunicorn builds the app in each worker, after the fork
+    app.extensions["intake"] = intake.Intake(
+        TokenChecker(settings.callback_tokens),
+        publisher,
+        drainer,
+        SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
+        ReadDeadlines(settings.body_timeout_seconds),
+    )
+    app.extensions["readiness"] = health.Readiness(client, spool)
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     _register_error_handlers(app)
     return app
 

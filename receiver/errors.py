@@ -30,3 +30,13 @@ class BadKind(IntakeError):
 class QueueUnavailable(IntakeError):
     status = 503
     code = "queue_unavailable"
+
+
+class ForbiddenSource(IntakeError):
+    status = 403
+    code = "forbidden_source"
+
+
+class BodyTimeout(IntakeError):
+    status = 408
+    code = "request_timeout"

@@ -1,7 +1,9 @@
 """``POST /callbacks[/<token>]``: the hot path, as a few named steps.
 
-authenticate (401) -> parse a JSON object (400) -> classify and validate (422 is still queued,
-as quarantined) -> claim the key and enqueue in one round trip (200 duplicate / 202 accepted).
+source allowlist (403) -> authenticate (401) -> parse a JSON object (400) -> classify and
+validate (422 is still queued, as quarantined) -> claim the key and enqueue in one round trip
+(200 duplicate / 202 accepted); when Redis cannot take it, the local spool (202 spooled), and only
+when neither can, 503.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from typing import Any
 import orjson
 import redis
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from schemas.classify import UnknownKind, Verdict, classify
 from schemas.messages import EventMessage
 
 from .auth import TokenChecker
-from .errors import BadKind, NotJSONObject, QueueUnavailable
+from .deadlines import ReadDeadlines
+from .errors import BadKind, BodyTimeout, NotJSONObject, QueueUnavailable
 from .publisher import Publisher
+from .sources import SourceAllowlist
+from .spool import Drainer
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,19 @@ class Reply:
 class Intake:
     """Everything one callback goes through, free of Flask so it reads (and tests) plainly."""
 
-    def __init__(self, tokens: TokenChecker, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        tokens: TokenChecker,
+        publisher: Publisher,
+        drainer: Drainer,
+        sources: SourceAllowlist,
+        deadlines: ReadDeadlines,
+    ) -> None:
         self.tokens = tokens
         self.publisher = publisher
+        self.drainer = drainer
+        self.sources = sources
+        self.deadlines = deadlines
 
     def accept(self, raw: bytes, presented: str | None, hint: str | None) -> Reply:
         self.tokens.authenticate(presented)
@@ -50,12 +66,24 @@ class Intake:
         received_at = time.time()
         verdict = _classify(body, raw, received_at, hint)
         message = _message(verdict, raw, received_at)
+        if not self.drainer.broker_suspect():
+            try:
+                first_id = self.publisher.publish(message)
+            except redis.RedisError as exc:
+                log.warning("queue unavailable (%s); spooling event %s", exc, message["event_id"])
+                self.drainer.note_failure()
+            else:
+                return _reply(verdict, first_id or message["event_id"], repeat=first_id is not None)
+        self._spool(message)
+        return _reply(verdict, message["event_id"], repeat=False, spooled=True)
+
+    def _spool(self, message: EventMessage) -> None:
         try:
-            first_id = self.publisher.publish(message)
-        except redis.RedisError as exc:
-            log.error("queue unavailable, event %s not accepted: %s", message["event_id"], exc)
-            raise QueueUnavailable("the queue cannot take events right now; retry") from exc
-        return _reply(verdict, first_id or message["event_id"], repeat=first_id is not None)
+            self.drainer.spool.put(message)
+        except OSError as exc:
+            log.error("cannot spool event %s either, not accepted: %s", message["event_id"], exc)
+            raise QueueUnavailable("neither queue nor spool can take events; retry") from exc
+        self.drainer.spooled()
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
@@ -90,7 +118,7 @@ def _message(verdict: Verdict, raw: bytes, received_at: float) -> EventMessage:
     }
 
 
-def _reply(verdict: Verdict, event_id: str, repeat: bool) -> Reply:
+def _reply(verdict: Verdict, event_id: str, repeat: bool, spooled: bool = False) -> Reply:
     if not verdict.valid:
         return Reply(
             422,
@@ -104,15 +132,46 @@ def _reply(verdict: Verdict, event_id: str, repeat: bool) -> Reply:
         )
     if repeat:
         return Reply(200, {"status": "duplicate", "event_id": event_id})
-    return Reply(202, {"status": "accepted", "event_id": event_id})
+    return Reply(202, {"status": "spooled" if spooled else "accepted", "event_id": event_id})
+
+
+def read_body(deadlines: ReadDeadlines) -> bytes:
+    """The request body, within the body deadline when served by gunicorn (408 past it)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return _whole_body()
+    late = f"the body did not arrive within {deadlines.seconds:g} s"
+    with deadlines.watch(sock) as watch:
+        try:
+            raw = _whole_body()
+        except (ClientDisconnected, OSError) as exc:
+            if watch.expired:
+                raise BodyTimeout(late) from exc
+            raise
+    if watch.expired:  # a chunked body cut short by the deadline reads as a shorter body
+        raise BodyTimeout(late)
+    return raw
+
+
+def _whole_body() -> bytes:
+    raw = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body (no Content-Length) is cut at the limit without a word from werkzeug: one
+    # more byte means it was longer, and a truncated body must never pass for the whole one.
+    at_limit = request.content_length is None and limit is not None and len(raw) >= limit
+    if at_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return raw
 
 
 @bp.post("/callbacks")
 @bp.post("/callbacks/<token>")
 def receive(token: str | None = None) -> Response:
+    intake: Intake = current_app.extensions["intake"]
+    intake.sources.check(request.environ)
     presented = token
     if presented is None and request.authorization is not None:
         presented = request.authorization.password
-    intake: Intake = current_app.extensions["intake"]
-    reply = intake.accept(request.get_data(cache=False), presented, request.args.get("kind"))
+    raw = read_body(intake.deadlines)
+    reply = intake.accept(raw, presented, request.args.get("kind"))
     return reply.to_response()

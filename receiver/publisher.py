@@ -104,7 +104,12 @@ class Publisher:
         envelope = celery_envelope(PROCESS_EVENT, message["event_id"], [message], EVENTS_QUEUE)
         keys = [dedup_key(message["event_key"]), EVENTS_QUEUE]
         first = self._claim_and_push(keys=keys, args=[message["event_id"], self._ttl, envelope])
-        return first.decode() if first is not None else None
+        if first is None:
+            return None
+        first_id = first.decode()
+        # Our own id: this very message was pushed by an earlier attempt whose answer was lost
+        # (a retried command, or a spooled copy of an event Redis took just before it went down).
+        return None if first_id == message["event_id"] else first_id
 
     def ping(self) -> bool:
         return bool(self._client.ping())

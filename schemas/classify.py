@@ -25,7 +25,10 @@ MAX_KEY_LENGTH = 255
 def _is_objective(body: dict[str, Any]) -> bool:
     properties = body.get("properties")
     nested = isinstance(properties, dict) and "objective_name" in properties
-    return "objective_name" in body or nested or "objective" in str(body.get("event_type", ""))
+    # Never str() a payload value: a list nested a thousand deep overflows the stack.
+    event_type = body.get("event_type")
+    named = isinstance(event_type, str) and "objective" in event_type
+    return "objective_name" in body or nested or named
 
 
 def _is_guardrail(body: dict[str, Any]) -> bool:
@@ -113,8 +116,10 @@ def event_key(kind: str, data: dict[str, Any], raw: bytes, received_at: float) -
         # Each status update carries its own updated_at; without it, its progress.
         stamp = data.get("updated_at") or data.get("generation_progress")
         return f"video:{data['video_id']}:{data['status']}:{_digest(stamp)}"
-    # Documents: one update per status and progress figure.
-    return f"document:{data['document_id']}:{data['status']}:{_digest(data.get('progress'))}"
+    # Documents: one update per status and progress figure (any JSON: its shape is not known).
+    progress = data.get("progress")
+    stamp = _digest(progress) if _is_scalar(progress) else content_key(raw)
+    return f"document:{data['document_id']}:{data['status']}:{stamp}"
 
 
 def _bounded(key: str) -> str:
@@ -127,15 +132,32 @@ def content_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 def _digest(value: Any) -> str:
     text = "" if value is None else str(value)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _text(value: Any) -> str | None:
-    """An id worth indexing: a short, non-empty string."""
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH else None
+    """An id worth indexing: a short, non-empty string that a text column can hold."""
+    usable = isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH and "\x00" not in value
+    return value if usable else None
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+    """Marshmallow keys a list's errors by index (an int): JSON wants string keys."""
+    return _string_keys(messages if isinstance(messages, dict) else {"_schema": messages})
+
+
+def _string_keys(value: Any) -> Any:
+    """Also: a message may quote the input, and no text column (nor jsonb) takes a NUL."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_string_keys(item) for item in value]
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    return value

@@ -16,6 +16,7 @@ QUEUES = (EVENTS_QUEUE, STORAGE_QUEUE, ALERTS_QUEUE)
 PROCESS_EVENT = "tavus.events.process"
 VERIFY_RECORDING = "tavus.storage.verify_recording"
 RAISE_ALERT = "tavus.alerts.raise"
+DELIVER_ALERT = "tavus.alerts.deliver"  # args: cause_key, channel
 
 # Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -33,6 +34,11 @@ class EventMessage(TypedDict):
     body: str  # the raw JSON text exactly as posted
     errors: dict[str, Any] | None  # validation errors: set means quarantined
     source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay"
+
+
+# Alert severities, most severe first, and the channels an alert can be delivered to.
+SEVERITIES = ("critical", "error", "warning", "info")
+ALERT_CHANNELS = ("log", "slack", "webhook", "email")
 
 
 class AlertMessage(TypedDict):

@@ -8,13 +8,21 @@ Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CRE
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
+
+from .messages import ALERT_CHANNELS, SEVERITIES
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -33,16 +41,28 @@ class CommaList(f.Field):
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+# Where each severity goes unless ALERT_ROUTES says otherwise (the log is always added).
+DEFAULT_ALERT_ROUTES = (
+    ("critical", ("slack", "webhook", "email")),
+    ("error", ("slack", "webhook", "email")),
+    ("warning", ("slack", "webhook")),
+    ("info", ()),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the processes are told by their environment. Field docs are in the README."""
 
-    callback_tokens: tuple[str, ...] = ()
-    redis_url: str | None = None  # None: `tavus-callbacks dev` starts an embedded redis-server
+    # Secrets, and URLs that may hold a password, are kept out of the repr (and so out of logs).
+    callback_tokens: tuple[str, ...] = field(default=(), repr=False)
+    redis_url: str | None = field(
+        default=None, repr=False
+    )  # None: `tavus-callbacks dev` starts an embedded redis-server
     # Heroku Redis serves rediss:// with a self-signed certificate, so it is not verified unless
     # asked; the connection is still encrypted.
     redis_tls_verify: bool = False
-    database_url: str = "sqlite:///.tavus-callbacks/events.db"
+    database_url: str = field(default="sqlite:///.tavus-callbacks/events.db", repr=False)
     max_body_bytes: int = 5 * MIB
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # Redis hands a message taken but never acked to another worker after this long; every
@@ -50,6 +70,49 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     max_event_attempts: int = 8
     dev_mode: bool = False
+    # Alerts (README "Alerts"). The webhook URLs hold secrets too (a Slack URL is its own
+    # credential), so none of these appear in the repr.
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)  # whsec_<base64>
+    smtp_host: str | None = None
+    smtp_port: int | None = None  # None: the port of SMTP_SECURITY (587, 465 or 25)
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_security: str = "starttls"  # starttls, tls (implicit, "SMTPS") or none (a local sink)
+    alert_email_from: str | None = None
+    alert_email_to: tuple[str, ...] = ()
+    alert_routes: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_ALERT_ROUTES
+    alert_on_guardrail: bool = True
+    alert_guardrail_severity: str = "warning"
+    alert_delivery_attempts: int = 8
+    alert_timeout_seconds: float = 10.0
+    recording_retention_days: int = 30  # Daily keeps a recording Tavus could not copy this long
+
+    # Recording verification. Only the listed buckets / containers are ever checked (empty:
+    # verification is off); entries look like "s3:bucket", "gcs:bucket", "azure_blob:acct/cont".
+    recording_locations: tuple[str, ...] = ()
+    recording_wait_seconds: int = 900  # how long a recording may take to appear
+    storage_timeout_seconds: float = 10.0  # connect and read timeout of every SDK call
+    storage_retry_base_seconds: float = 5.0  # first retry delay; doubles, with jitter
+    # The Azure SDK has no variable of its own for this; repr=False keeps the key out of logs.
+    azure_storage_connection_string: str | None = field(default=None, repr=False)
+
+    # Where the receiver keeps events durably while Redis cannot take them (one file per event).
+    spool_dir: str = ".tavus-callbacks/spool"
+    # How often each web process looks for spooled events to drain; 0: only `spool drain` does.
+    spool_drain_interval_seconds: float = 5.0
+    # A request body not received completely within this long gets 408 (slow clients).
+    body_timeout_seconds: float = 10.0
+    # How many proxies in front append to X-Forwarded-For (Heroku's router: 1); 0 trusts none.
+    trusted_proxies: int = 0
+    # When set, only callers from these networks may post (403 otherwise); empty: anyone.
+    allowed_source_cidrs: tuple[str, ...] = ()
+
+    def alert_channels(self, severity: str) -> tuple[str, ...]:
+        """Where an alert of ``severity`` goes: its route, and the log always."""
+        routed = dict(self.alert_routes).get(severity, ())
+        return ("log", *(channel for channel in routed if channel != "log"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +141,27 @@ class Settings:
                 f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
             )
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line: tokens, URL passwords."""
+        found = list(self.callback_tokens)
+        for url in (self.redis_url, self.database_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:  # an unparsable URL fails later, with a clearer message
+                password = None
+            if password:
+                found += {password, unquote(password)}
+        credentials = (
+            self.slack_webhook_url,  # a Slack webhook URL is its own credential
+            self.alert_webhook_secret,
+            self.smtp_password,
+            self.azure_storage_connection_string,
+        )
+        found += [value for value in credentials if value]
+        if self.azure_storage_connection_string:
+            found += re.findall(r"AccountKey=([^;]+)", self.azure_storage_connection_string)
+        return tuple(found)
+
 
 def sqlalchemy_url(url: str) -> str:
     """Heroku's ``postgres://`` and a bare ``postgresql://`` mean psycopg 3, the driver we ship."""
@@ -85,6 +169,79 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+class AlertRoutes(f.Field):
+    """``"critical:slack+webhook+email, warning:slack"`` -> ``(("critical", ("slack", ...)), ...)``.
+
+    The routes replace the defaults whole: a severity left out goes to the log only.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple:
+        routes = []
+        for item in CommaList().deserialize(value):
+            severity, sep, channels = (part.strip() for part in item.partition(":"))
+            if not sep or severity not in SEVERITIES:
+                raise ValidationError(
+                    f"{item!r}: expected <severity>:<channel>+<channel>, with a "
+                    f"severity among {', '.join(SEVERITIES)}."
+                )
+            names = tuple(name.strip() for name in channels.split("+") if name.strip())
+            unknown = [name for name in names if name not in ALERT_CHANNELS]
+            if unknown:
+                raise ValidationError(
+                    f"unknown channel {unknown[0]!r}; known: {', '.join(ALERT_CHANNELS)}."
+                )
+            routes.append((severity, names))
+        return tuple(routes)
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, ``whsec_`` + base64 of 24 to 64 bytes."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("must start with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("must encode 24 to 64 random bytes")
+    return key
+
+
+def _webhook_secret(value: str) -> None:
+    try:
+        webhook_secret_key(value)
+    except ValueError as exc:  # the message never repeats the secret
+        raise ValidationError(str(exc)) from None
+
+
+def _mailbox(value: str) -> bool:
+    """``alerts@example.com`` or ``Tavus alerts <alerts@example.com>``."""
+    _name, address = parseaddr(value)
+    local, at, domain = address.partition("@")
+    if not (local and at and domain) or "\r" in value or "\n" in value:
+        raise ValidationError(f"{value!r} is not an email address.")
+    return True
+
+
+RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+
+
+def _recording_locations(entries: tuple[str, ...]) -> None:
+    bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
+    if bad:
+        raise ValidationError(
+            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+        )
+
+
+def _is_network(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValidationError(f"not a network: {cidr!r}") from exc
+    return True
 
 
 class _SettingsSchema(Schema):
@@ -102,6 +259,79 @@ class _SettingsSchema(Schema):
     )
     max_event_attempts = f.Integer(data_key="MAX_EVENT_ATTEMPTS", validate=validate.Range(min=1))
     dev_mode = f.Boolean(data_key="TAVUS_CALLBACKS_DEV")
+    slack_webhook_url = f.Url(
+        data_key="SLACK_WEBHOOK_URL", schemes={"https", "http"}, require_tld=False
+    )
+    alert_webhook_url = f.Url(
+        data_key="ALERT_WEBHOOK_URL", schemes={"https", "http"}, require_tld=False
+    )
+    alert_webhook_secret = f.String(data_key="ALERT_WEBHOOK_SECRET", validate=_webhook_secret)
+    smtp_host = f.String(data_key="SMTP_HOST")
+    smtp_port = f.Integer(data_key="SMTP_PORT", validate=validate.Range(min=1, max=65535))
+    smtp_username = f.String(data_key="SMTP_USERNAME")
+    smtp_password = f.String(data_key="SMTP_PASSWORD")
+    smtp_security = f.String(
+        data_key="SMTP_SECURITY", validate=validate.OneOf(("starttls", "tls", "none"))
+    )
+    alert_email_from = f.String(data_key="ALERT_EMAIL_FROM", validate=_mailbox)
+    alert_email_to = CommaList(
+        data_key="ALERT_EMAIL_TO",
+        validate=validate.And(validate.Length(min=1), lambda boxes: all(map(_mailbox, boxes))),
+    )
+    alert_routes = AlertRoutes(data_key="ALERT_ROUTES")
+    alert_on_guardrail = f.Boolean(data_key="ALERT_ON_GUARDRAIL")
+    alert_guardrail_severity = f.String(
+        data_key="ALERT_GUARDRAIL_SEVERITY", validate=validate.OneOf(SEVERITIES)
+    )
+    alert_delivery_attempts = f.Integer(
+        data_key="ALERT_DELIVERY_ATTEMPTS", validate=validate.Range(min=1, max=50)
+    )
+    alert_timeout_seconds = f.Float(
+        data_key="ALERT_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=120)
+    )
+    recording_retention_days = f.Integer(
+        data_key="RECORDING_RETENTION_DAYS", validate=validate.Range(min=1)
+    )
+
+    @validates_schema
+    def _alert_channels_are_whole(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """A half-configured channel would drop alerts in silence: refuse it at boot."""
+        if data.get("alert_webhook_url") and not data.get("alert_webhook_secret"):
+            raise ValidationError(
+                "set ALERT_WEBHOOK_SECRET to sign ALERT_WEBHOOK_URL's requests",
+                "ALERT_WEBHOOK_SECRET",
+            )
+        if data.get("smtp_host") and not (
+            data.get("alert_email_from") and data.get("alert_email_to")
+        ):
+            raise ValidationError(
+                "SMTP_HOST needs ALERT_EMAIL_FROM and ALERT_EMAIL_TO", "ALERT_EMAIL_TO"
+            )
+        if data.get("smtp_password") and data.get("smtp_security") == "none":
+            raise ValidationError(
+                "SMTP_SECURITY=none would send SMTP_PASSWORD in clear", "SMTP_SECURITY"
+            )
+
+    recording_locations = CommaList(data_key="RECORDING_LOCATIONS", validate=_recording_locations)
+    recording_wait_seconds = f.Integer(
+        data_key="RECORDING_WAIT_SECONDS", validate=validate.Range(min=0)
+    )
+    storage_timeout_seconds = f.Float(
+        data_key="STORAGE_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
+    )
+    storage_retry_base_seconds = f.Float(
+        data_key="STORAGE_RETRY_BASE_SECONDS", validate=validate.Range(min=0.1)
+    )
+    azure_storage_connection_string = f.String(data_key="AZURE_STORAGE_CONNECTION_STRING")
+    spool_dir = f.String(data_key="SPOOL_DIR")
+    spool_drain_interval_seconds = f.Float(
+        data_key="SPOOL_DRAIN_INTERVAL_SECONDS", validate=validate.Range(min=0)
+    )
+    body_timeout_seconds = f.Float(data_key="BODY_TIMEOUT_SECONDS", validate=validate.Range(min=1))
+    trusted_proxies = f.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(min=0))
+    allowed_source_cidrs = CommaList(
+        data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
+    )
 
 
 _SCHEMA = _SettingsSchema()

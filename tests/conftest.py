@@ -19,6 +19,8 @@ from schemas.settings import Settings
 from tests.services import RedisServer, Worker, base_env
 from workers.store.db import Store
 
+pytest_plugins = ["tests.storage_fixtures"]  # moto, GCS emulator, Azurite (session-wide)
+
 TOKEN = "test-token-0123456789abcdef"
 FIXTURES = Path(__file__).with_name("fixtures")  # the Tavus docs examples, placeholders kept
 POSTGRES_URL = os.environ.get(
@@ -98,8 +100,13 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def settings(redis_url: str, sqlite_url: str) -> Settings:
-    return Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=redis_url,
+        database_url=sqlite_url,
+        spool_dir=str(tmp_path / "spool"),
+    )
 
 
 @pytest.fixture

@@ -94,28 +94,38 @@ class RedisServer:
 class Worker:
     """A real Celery worker process (``celery -A workers.celery_app worker``), not eager mode."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        queues: str = "events,storage,alerts",
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.queues = queues  # leave a queue out to find its messages waiting in Redis
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 30) -> Worker:
         command = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", "events,storage,alerts", "--concurrency", str(self.concurrency),
+            "-Q", self.queues, "--concurrency", str(self.concurrency),
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
         ]  # fmt: skip
+        self._spawn(command)
+        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self._died(), ready_timeout)
+        if self._died():
+            raise RuntimeError(f"worker died at start:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def _spawn(self, command: list[str]) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self._died(), ready_timeout)
-        if self._died():
-            raise RuntimeError(f"worker died at start:\n{self.log_path.read_text()[-3000:]}")
-        return self
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -140,3 +150,30 @@ def base_env(**overrides: str) -> dict[str, str]:
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env
+
+
+class Gunicorn(Worker):
+    """The web process as the Procfile runs it: gunicorn with ``deploy/gunicorn.conf.py``.
+
+    ``stop`` is the worker's: the signal goes to the whole group, master and workers, as Heroku
+    sends it to every process of a dyno.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        super().__init__({**env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 30) -> Gunicorn:
+        command = [
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{self.port}", "receiver.wsgi:app",
+        ]  # fmt: skip
+        self._spawn(command)
+        wait_until(lambda: listening(self.port) or self._died(), ready_timeout)
+        if self._died():
+            raise RuntimeError(f"gunicorn died at start:\n{self.log_path.read_text()[-3000:]}")
+        return self

@@ -78,6 +78,8 @@ def test_conversation_is_the_same_in_any_order_and_with_repeats(pipeline) -> Non
         rec = {k: v for k, v in rec.items() if k not in ("events", "conversation_id")}
         rec["guardrails"] = [{**g, "triggered_at": None} for g in rec["guardrails"]]
         rec["objectives"] = [{**o, "completed_at": None} for o in rec["objectives"]]
+        # Verified by the storage task after the event, at its own time (test_storage_*.py).
+        rec["recording"] = {**rec["recording"], "verification": None}
         return orjson.loads(orjson.dumps(rec).replace(b"c-shuffled", b"c-ordered"))
 
     assert comparable(got) == comparable(expected)

@@ -163,14 +163,21 @@ def test_kind_hint_is_applied(client, redis_client) -> None:
     assert queued(redis_client)[0]["kind"] == "replica"
 
 
-def test_redis_down_is_503_json(sqlite_url) -> None:
+def test_redis_down_and_no_spool_is_503_json(sqlite_url, tmp_path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    settings = Settings(callback_tokens=(TOKEN,), redis_url=dead, database_url=sqlite_url)
+    (tmp_path / "not-a-directory").write_text("")
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=dead,
+        database_url=sqlite_url,
+        spool_dir=str(tmp_path / "not-a-directory" / "spool"),
+    )
     client = create_app(settings).test_client()
     response = client.post(URL, data=fixture("shutdown"))
     assert response.status_code == 503
     assert response.json["error"] == "queue_unavailable"
-    assert client.get("/readyz").status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["status"] == "unavailable"
     assert client.get("/healthz").status_code == 200
 
 
@@ -178,6 +185,7 @@ def test_health_and_readiness(client) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["redis"] == "ok"
+    assert ready.json["spool"] == {"events": 0, "writable": True}
 
 
 def test_unknown_path_is_404_json(client) -> None:

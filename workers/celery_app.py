@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from schemas.messages import QUEUES, TASK_ROUTES
 from schemas.settings import Settings, SettingsError
 
-TASK_MODULES = ("workers.tasks.events",)
+TASK_MODULES = ("workers.tasks.events", "workers.tasks.storage", "workers.tasks.alerts")
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -33,7 +33,13 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # Look for messages taken but never acked (a worker that lost Redis or died) every
+            # 10 s, not kombu's default of every 100 s: they come back after the visibility
+            # timeout plus at most this.
+            "unacked_restore_throttle": 1,
+        },
         worker_hijack_root_logger=False,
     )
     if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import click
 
 from bench.cli import bench as bench_command
 from schemas.classify import guess_kind
+from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
 from workers import queries, simulate
+from workers.alerts import ledger
+from workers.storage import state
 from workers.store.db import Store
+from workers.store.models import Recording
 
 
 @click.group()
@@ -111,7 +116,7 @@ def _render_conversation(record: dict[str, Any]) -> str:
         f"  ended:       {record.get('ended_at')}  ({record.get('shutdown_reason')})",
         f"  transcript:  {len(record.get('transcript') or [])} entries",
         f"  perception:  {_perception(record)}",
-        f"  recording:   {(record['recording'] or {}).get('uri')}",
+        f"  recording:   {(record['recording'] or {}).get('uri')}{_verification(record)}",
     ]
     lines += [
         f"  objective:   {o['objective_name']} {o['output_variables']}"
@@ -122,6 +127,15 @@ def _render_conversation(record: dict[str, Any]) -> str:
         f"  event:       {e['event_type'] or e['kind']} ({e['status']})" for e in record["events"]
     ]
     return "\n".join(lines)
+
+
+def _verification(record: dict[str, Any]) -> str:
+    found = (record["recording"] or {}).get("verification")
+    if not found:
+        return ""
+    if found["status"] == "verified":
+        return f"  (verified, {found['size']} bytes, {found['attempts']} attempt(s))"
+    return f"  ({found['status']}: {found['reason'] or 'waiting'}, {found['attempts']} attempt(s))"
 
 
 def _perception(record: dict[str, Any]) -> str:
@@ -147,6 +161,54 @@ for _kind in queries.RESOURCE_MODELS:
     _resource_command(_kind)
 
 
+@main.command("alerts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, attempts included.")
+@click.option("--conversation", "conversation_id", help="Only this conversation's alerts.")
+@click.option("--severity", type=click.Choice(SEVERITIES))
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_obj
+def alerts_command(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
+    """List alerts, newest first, with each channel's delivery."""
+    with Store(settings.database_url).session() as session:
+        rows = ledger.recent_alerts(session, limit=limit, **filters)
+    _print(rows, as_json, _render_alerts)
+
+
+def _render_alerts(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        lines.append(
+            f"{row['raised_at'][:19]}  {row['severity'].upper():<8}  {row['title']}  "
+            f"[{row['cause_key']}]"
+        )
+        deadline = row["facts"].get("recovery_deadline")
+        if deadline:
+            lines.append(f"    recover before {deadline[:16]} UTC")
+        for d in row["deliveries"]:
+            tries = f"{d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}"
+            error = f"  last error: {d['last_error']}" if d["last_error"] else ""
+            lines.append(f"    {d['channel']:<8} {d['status']:<10} {tries}{error}")
+    return "\n".join(lines) or "no alerts"
+
+
+@main.command("verify-recording")
+@click.argument("conversation_id")
+@click.pass_obj
+def verify_recording(settings: Settings, conversation_id: str) -> None:
+    """Check a conversation's recording in its bucket again, from scratch (after a fix)."""
+    try:
+        from workers.celery_app import celery  # needs REDIS_URL; only this command sends a task
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with Store(settings.database_url).session() as session:
+        row = session.get(Recording, conversation_id, with_for_update=True)
+        if row is None or not (row.uri or row.object_key):
+            raise click.ClickException(f"no recording location for conversation {conversation_id}")
+        round_ = state.start_round(row, row.ready_event_id)
+    celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
+    click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
+
+
 main.add_command(bench_command)  # the harness itself lives in bench/
 
 
@@ -161,6 +223,69 @@ def upgrade(settings: Settings) -> None:
     """Migrate the store to the newest schema (the Procfile's release step)."""
     Store(settings.database_url).upgrade()
     click.echo("store schema is up to date")
+
+
+@main.group()
+def spool() -> None:
+    """The local spool that keeps events while Redis cannot take them (SPOOL_DIR)."""
+
+
+@spool.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def spool_status(settings: Settings, as_json: bool) -> None:
+    """How many events wait in the spool, and for how long the oldest has."""
+    from receiver.spool import Spool  # the receiver's module; nothing of the web app is started
+
+    local = Spool(settings.spool_dir)
+    record = {
+        "directory": str(local.directory.resolve()),
+        "events": local.size(),
+        "oldest_age_seconds": local.oldest_age_seconds(),
+    }
+    _print(record, as_json, _render_spool)
+
+
+def _render_spool(record: dict[str, Any]) -> str:
+    age = record["oldest_age_seconds"]
+    oldest = f", oldest {age:.0f} s" if age is not None else ""
+    return f"{record['events']} events spooled in {record['directory']}{oldest}"
+
+
+@spool.command("drain")
+@click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Keep retrying this many seconds while Redis is down or another drainer is busy.",
+)
+@click.pass_obj
+def spool_drain(settings: Settings, wait: float) -> None:
+    """Publish spooled events to the queue, oldest first; resends are published once."""
+    from receiver.app import redis_client
+    from receiver.publisher import Publisher
+    from receiver.spool import Spool
+
+    if not settings.redis_url:
+        raise click.ClickException("REDIS_URL is not set")
+    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
+    local = Spool(settings.spool_dir)
+    deadline = time.monotonic() + wait
+    totals = {"published": 0, "duplicates": 0, "rejected": 0}
+    while True:
+        report = local.drain(publisher.publish)
+        for key in totals:
+            totals[key] += getattr(report, key)
+        if report.complete or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    click.echo(
+        f"{totals['published']} published, {totals['duplicates']} duplicates, "
+        f"{totals['rejected']} rejected, {report.remaining} remaining"
+    )
+    if not report.complete:
+        raise click.ClickException(report.error or "another process is draining the spool")
 
 
 if __name__ == "__main__":

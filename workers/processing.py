@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from schemas.callbacks import SCHEMAS_BY_KIND
-from schemas.messages import EventMessage
+from schemas.messages import RAISE_ALERT, EventMessage
+from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
 from workers.handlers.registry import Handler
 from workers.store.db import Store
@@ -73,7 +74,13 @@ class HandlerFailed(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
 
 
-def process(store: Store, message: EventMessage, send: SendTask, max_attempts: int) -> Outcome:
+def process(
+    store: Store,
+    message: EventMessage,
+    send: SendTask,
+    max_attempts: int,
+    alerts: AlertPolicy = AlertPolicy(),  # noqa: B008  (frozen, so one shared default is safe)
+) -> Outcome:
     """Store the event and run its handler in one transaction; a repeat changes nothing.
 
     A new event is inserted with the outcome its plan expects (``processed``, say) and its
@@ -88,9 +95,9 @@ def process(store: Store, message: EventMessage, send: SendTask, max_attempts: i
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
                 event = _locked_event(session, message["event_key"])
                 if event.status not in EventStatus.FINAL:
-                    _retry(session, event)
+                    _retry(session, event, alerts)
             elif expected.handler is not None:
-                _handle(session, event, expected)
+                _handle(session, event, expected, alerts)
             outcome = Outcome(event.id, event.status, _retry_delay(event))
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
@@ -174,11 +181,12 @@ _LOCK_EVENT = (
 )
 
 
-def _handle(session: Session, event: Event, expected: Plan) -> None:
+def _handle(session: Session, event: Event, expected: Plan, alerts: AlertPolicy) -> None:
     """Run the handler; its writes are flushed here so that they too fail inside this boundary."""
     context = HandlerContext(session=session, event=event, raw=expected.raw, data=expected.data)
     try:
         expected.handler(context)
+        _ask_alert_rules(context, alerts)
         if context.follow_ups:
             event.pending_tasks = context.follow_ups
         session.flush()
@@ -186,7 +194,7 @@ def _handle(session: Session, event: Event, expected: Plan) -> None:
         raise HandlerFailed(exc) from exc
 
 
-def _retry(session: Session, event: Event) -> None:
+def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
     """Another attempt at an event stored earlier whose handler failed (or never ran)."""
     again = plan(event.body, event.kind, event.event_type, event.errors)
     event.occurred_at = again.occurred_at
@@ -195,7 +203,7 @@ def _retry(session: Session, event: Event) -> None:
         return
     event.attempts += 1
     _finish(event, EventStatus.PROCESSED)
-    _handle(session, event, again)
+    _handle(session, event, again, alerts)
 
 
 def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime | None) -> None:
@@ -206,6 +214,19 @@ def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
+    """Queue the event's alert, if it deserves one, through the outbox: it is raised only once
+    the event is committed as processed."""
+    try:
+        alert = alert_for(context.event, context.data, alerts)
+    except Exception as exc:  # a boundary: a faulty rule must not cost the event itself
+        log.exception("alert rules failed on event %s", context.event.id)
+        context.event.last_error = f"alert rules: {type(exc).__name__}: {exc}"[:2000]
+        return
+    if alert is not None:
+        context.then(RAISE_ALERT, alert)
 
 
 def _finish(event: Event, status: str, errors: Any = None) -> None:

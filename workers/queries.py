@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from workers.storage import state
 from workers.store.models import (
     Conversation,
     Document,
@@ -73,6 +74,7 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
         "copy_failed_at": _iso(row.copy_failed_at),
         "copy_error_code": row.copy_error_code,
         "copy_error_message": row.copy_error_message,
+        "verification": state.view(row),
     }
 
 

@@ -61,12 +61,12 @@ MAX_ID_LENGTH = 255
 
 def required_text(**kwargs: Any) -> fields.String:
     """A string that must be present and not empty: the ids every record hangs on."""
-    return fields.String(required=True, validate=_not_blank, **kwargs)
+    return fields.String(required=True, validate=_usable, **kwargs)
 
 
 def required_id(**kwargs: Any) -> fields.String:
     """An id: present, not empty, and short enough to index."""
-    checks = [_not_blank, validate.Length(max=MAX_ID_LENGTH)]
+    checks = [_usable, validate.Length(max=MAX_ID_LENGTH)]
     return fields.String(required=True, validate=checks, **kwargs)
 
 
@@ -74,6 +74,9 @@ def optional_text(**kwargs: Any) -> fields.String:
     return fields.String(load_default=None, allow_none=True, **kwargs)
 
 
-def _not_blank(value: str) -> None:
+def _usable(value: str) -> None:
+    """Not blank, and storable: these values end up in keys and indexed text columns."""
     if not value.strip():
         raise ValidationError("Must not be empty.")
+    if "\x00" in value:
+        raise ValidationError("Must not contain a NUL character.")

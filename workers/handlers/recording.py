@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from schemas.callbacks.conversation import RECORDING_COPY_FAILED, RECORDING_READY
+from schemas.messages import VERIFY_RECORDING
+from workers.storage import state
 from workers.store.models import Recording
 
 from . import records
@@ -27,8 +29,12 @@ def legacy_s3_uri(properties: dict[str, Any]) -> str | None:
 
 @handles(RECORDING_READY)
 def record_recording(ctx: HandlerContext) -> None:
+    """Note where the recording is, then verify it there once this event has committed."""
     properties = ctx.data["properties"]
     row = recording(ctx.session, ctx.event.conversation_id)
+    ready_at = ctx.event.occurred_at or ctx.event.received_at
+    if row.ready_at is not None and ready_at < row.ready_at:
+        return  # an older announcement arriving late: the newer one stands
     row.uri = properties.get("storage_uri") or legacy_s3_uri(properties)
     row.provider = properties.get("storage_provider") or (
         "s3" if properties.get("s3_key") else None
@@ -36,7 +42,9 @@ def record_recording(ctx: HandlerContext) -> None:
     row.bucket = properties.get("bucket_name")
     row.object_key = properties.get("s3_key")
     row.duration_seconds = properties.get("duration")
-    row.ready_at = ctx.event.occurred_at or ctx.event.received_at
+    row.ready_at = ready_at
+    round_ = state.start_round(row, ctx.event.id)
+    ctx.then(VERIFY_RECORDING, row.conversation_id, round_)
 
 
 @handles(RECORDING_COPY_FAILED)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Integer,
@@ -108,6 +109,25 @@ class Recording(Base):
     copy_failed_at: Mapped[datetime | None]
     copy_error_code: Mapped[str | None] = mapped_column(Text)
     copy_error_message: Mapped[str | None] = mapped_column(Text)
+    ready_event_id: Mapped[str | None] = mapped_column(String(36))
+    # Verification of the object in the user's bucket (workers/storage). Each recording_ready
+    # starts a new round; a task of an older round finds it stale and stops.
+    verification_status: Mapped[str | None] = mapped_column(String(16))
+    verification_round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    verification_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    verification_reason: Mapped[str | None] = mapped_column(Text)
+    verification_started_at: Mapped[datetime | None]
+    verification_checked_at: Mapped[datetime | None]
+    verification_next_at: Mapped[datetime | None]
+    verification_call_seconds: Mapped[float | None]
+    # The alert to send once the result has committed (an outbox, like Event.pending_tasks).
+    verification_alert: Mapped[dict[str, Any] | None]
+    object_size: Mapped[int | None] = mapped_column(BigInteger)
+    object_etag: Mapped[str | None] = mapped_column(Text)
+    object_checksum: Mapped[str | None] = mapped_column(Text)
+    object_content_type: Mapped[str | None] = mapped_column(Text)
+    object_last_modified: Mapped[datetime | None]
+    object_version: Mapped[str | None] = mapped_column(Text)
 
 
 class Objective(Base):
@@ -181,3 +201,59 @@ class Document(StatusRecordMixin, Base):
     document_id: Mapped[str] = mapped_column(ID, primary_key=True)
     progress: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class Alert(Base):
+    """One alert per cause: raising the same cause again finds this row and adds nothing."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cause_key: Mapped[str] = mapped_column(String(512), unique=True)
+    severity: Mapped[str] = mapped_column(String(16), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[str | None] = mapped_column(ID, index=True)
+    # No foreign key: an alert may come from a task that is not processing a stored event.
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    facts: Mapped[dict[str, Any]]
+    raised_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeliveryStatus:
+    PENDING = "pending"  # not tried yet, or waiting for its next try
+    SENDING = "sending"  # a worker holds it until claimed_until
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent error, or retries ran out
+    FINAL = frozenset({DELIVERED, FAILED})
+
+
+class AlertDelivery(Base):
+    """An alert on one channel: sent at most once, however often it is asked for."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (UniqueConstraint("alert_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertAttempt(Base):
+    """One try at one delivery: when, and how it ended."""
+
+    __tablename__ = "alert_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("alert_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16))  # sending, delivered, retrying, failed
+    error: Mapped[str | None] = mapped_column(Text)

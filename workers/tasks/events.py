@@ -9,6 +9,7 @@ from celery import Task
 
 from schemas.messages import PROCESS_EVENT, EventMessage
 from workers import processing
+from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
 
@@ -23,7 +24,9 @@ def send_task(name: str, args: list[Any]) -> None:
 def process_event(self: Task, message: EventMessage) -> str:
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
-    outcome = processing.process(store, message, send_task, settings.max_event_attempts)
+    outcome = processing.process(
+        store, message, send_task, settings.max_event_attempts, AlertPolicy.from_settings(settings)
+    )
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
         raise self.retry(countdown=outcome.retry_in)

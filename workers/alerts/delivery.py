@@ -1,0 +1,106 @@
+"""Raising an alert and delivering it, one channel at a time. Knows nothing of Celery: the
+tasks in ``workers.tasks.alerts`` wrap these two functions and schedule what they ask for.
+
+Raising stores the alert once per cause and answers which channels still need a delivery.
+Delivering claims one (alert, channel), sends it through the channel's notifier, and records
+the attempt: delivered, retrying (transient error, with a backoff) or failed (permanent error,
+or the attempts ran out). A channel that fails never holds up another: each is its own task.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.settings import Settings
+from workers.store.db import Store
+
+from . import ledger
+from .notifiers import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    configured_channels,
+    notifier_for,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # delivered, retrying, failed; or, when nothing was sent: sending, unknown
+    retry_in: float | None = None  # seconds until this task should run again
+
+
+def raise_alert(store: Store, message: Any, settings: Settings) -> tuple[str, list[str]]:
+    """Store ``message`` once per cause; return its cause key and the channels to deliver to."""
+    alert = ledger.normalise(message)
+    channels = configured_channels(settings, alert["severity"])
+    with store.session() as session:
+        pending = ledger.record_alert(session, alert, channels, datetime.now(UTC))
+    return alert["cause_key"], pending
+
+
+def deliver(store: Store, cause_key: str, channel: str, settings: Settings) -> Outcome:
+    """Send the alert of ``cause_key`` to ``channel`` unless it was sent or is being sent."""
+    with store.session() as session:
+        claim = ledger.claim(session, cause_key, channel, lease(settings), datetime.now(UTC))
+    if isinstance(claim, ledger.Busy):
+        retry_in = None if claim.retry_in is None else min(claim.retry_in, _cap(settings))
+        return Outcome(claim.status, retry_in)
+    error: str | None = None
+    retry_in: float | None = None
+    try:
+        notifier = notifier_for(channel, settings)
+        if notifier is None:
+            raise PermanentDeliveryError(f"the {channel} channel is not configured any more")
+        notifier.send(claim.alert)
+        status = "delivered"
+    except PermanentDeliveryError as exc:
+        status, error = "failed", str(exc)
+    except TransientDeliveryError as exc:
+        status, error = "retrying", str(exc)
+        retry_in = backoff(claim.attempt, settings, exc.retry_after)
+    except Exception as exc:  # a boundary: a notifier's own bug is recorded, and retried
+        # Only the type: a library's message may quote a URL that is itself a secret.
+        status, error = "retrying", f"unexpected {type(exc).__name__}"
+        retry_in = backoff(claim.attempt, settings)
+    if status == "retrying" and claim.attempt >= settings.alert_delivery_attempts:
+        status, retry_in = "failed", None
+        error = f"{error} (gave up after {claim.attempt} attempts)"
+    with store.session() as session:
+        ledger.finish(session, claim, status, error, datetime.now(UTC))
+    log.log(
+        logging.WARNING if error else logging.INFO,
+        "alert %s via %s: attempt %d %s%s",
+        cause_key,
+        channel,
+        claim.attempt,
+        status,
+        f" ({error})" if error else "",
+    )
+    return Outcome(status, retry_in)
+
+
+def lease(settings: Settings) -> timedelta:
+    """How long a claim holds a delivery: longer than any send can take (SMTP makes several
+    round trips, each up to the timeout)."""
+    return timedelta(seconds=10 * settings.alert_timeout_seconds + 30)
+
+
+def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
+    """Exponential with jitter, at least what the channel asked for, below the broker's
+    visibility timeout (Redis would otherwise hand the waiting message to a second worker)."""
+    ceiling = min(_cap(settings), RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return min(max(delay, retry_after or 0.0), _cap(settings))
+
+
+def _cap(settings: Settings) -> float:
+    return min(RETRY_CAP_SECONDS, settings.visibility_timeout_seconds / 2)

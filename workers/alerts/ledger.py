@@ -1,0 +1,239 @@
+"""The alerts' side of the store: each alert once per cause, each channel's delivery once, and
+every attempt at it.
+
+A delivery is claimed before it is sent: the claim counts the attempt and holds the delivery for
+a lease, so a second task for the same (alert, channel) waits instead of sending a copy, and a
+worker that died mid-send loses its hold when the lease runs out. On PostgreSQL the claim locks
+the row (FOR UPDATE); on SQLite every write transaction is already serialised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schemas.messages import ALERT_CHANNELS, SEVERITIES, AlertMessage
+from workers.handlers.records import locked_record
+from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
+
+from . import notifiers
+
+MAX_CAUSE_KEY = 512
+
+
+class InvalidAlert(ValueError):
+    """An alert message that cannot be stored (it names no cause)."""
+
+
+def normalise(message: Any) -> AlertMessage:
+    """Accept any ``AlertMessage`` another task sends; refuse only what cannot be kept once.
+
+    An unknown severity becomes "error" rather than losing the alert; the given one is kept
+    in the facts.
+    """
+    if not isinstance(message, dict):
+        raise InvalidAlert(f"expected an AlertMessage object, got {type(message).__name__}")
+    cause_key = str(message.get("cause_key") or "").strip()
+    if not cause_key or len(cause_key) > MAX_CAUSE_KEY:
+        raise InvalidAlert(f"cause_key must be 1 to {MAX_CAUSE_KEY} characters")
+    facts = message.get("facts") if isinstance(message.get("facts"), dict) else {}
+    severity = message.get("severity")
+    if severity not in SEVERITIES:
+        facts = {**facts, "given_severity": severity}
+        severity = "error"
+    return AlertMessage(
+        cause_key=cause_key,
+        severity=severity,
+        title=" ".join(str(message.get("title") or cause_key).split()),
+        text=str(message.get("text") or ""),
+        conversation_id=message.get("conversation_id"),
+        event_id=message.get("event_id"),
+        facts=facts,
+    )
+
+
+def record_alert(
+    session: Session, message: AlertMessage, channels: tuple[str, ...], now: datetime
+) -> list[str]:
+    """Store the alert unless its cause is stored; add a delivery per channel not yet there.
+
+    Returns the channels whose delivery is not final yet: the ones to (re)send a task for.
+    The first message of a cause is the one kept.
+    """
+    defaults = {
+        "id": str(uuid.uuid4()),
+        "severity": message["severity"],
+        "title": message["title"],
+        "text": message["text"],
+        "conversation_id": message.get("conversation_id"),
+        "event_id": message.get("event_id"),
+        "facts": message.get("facts") or {},
+        "raised_at": now,
+    }
+    alert = locked_record(session, Alert, defaults, cause_key=message["cause_key"])
+    for channel in channels:
+        locked_record(
+            session,
+            AlertDelivery,
+            {"status": DeliveryStatus.PENDING, "attempts": 0},
+            alert_id=alert.id,
+            channel=channel,
+        )
+    deliveries = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id == alert.id))
+    return [d.channel for d in deliveries if d.status not in DeliveryStatus.FINAL]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This worker may send: attempt ``attempt`` of delivery ``delivery_id``."""
+
+    delivery_id: int
+    attempt: int
+    alert: notifiers.Alert
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Not now: ``status`` says why; ``retry_in`` when another worker holds it."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def claim(
+    session: Session, cause_key: str, channel: str, lease: timedelta, now: datetime
+) -> Claim | Busy:
+    query = (
+        select(AlertDelivery, Alert)
+        .join(Alert, Alert.id == AlertDelivery.alert_id)
+        .where(Alert.cause_key == cause_key, AlertDelivery.channel == channel)
+        .with_for_update(of=AlertDelivery)
+    )
+    row = session.execute(query.execution_options(populate_existing=True)).first()
+    if row is None:
+        return Busy("unknown")
+    delivery, alert = row
+    if delivery.status in DeliveryStatus.FINAL:
+        return Busy(delivery.status)
+    if delivery.status == DeliveryStatus.SENDING:
+        if delivery.claimed_until and delivery.claimed_until > now:
+            return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
+        _attempt(session, delivery.id, delivery.attempts).outcome = "lost"  # its worker died
+    delivery.attempts += 1
+    delivery.status = DeliveryStatus.SENDING
+    delivery.claimed_until = now + lease
+    session.add(
+        AlertAttempt(
+            delivery_id=delivery.id, number=delivery.attempts, started_at=now, outcome="sending"
+        )
+    )
+    return Claim(delivery.id, delivery.attempts, _as_notifier_alert(alert))
+
+
+def finish(
+    session: Session, claimed: Claim, outcome: str, error: str | None, now: datetime
+) -> None:
+    """Record how the attempt ended: ``delivered``, ``retrying`` or ``failed``."""
+    attempt = _attempt(session, claimed.delivery_id, claimed.attempt)
+    attempt.finished_at = now
+    attempt.outcome = outcome
+    attempt.error = error
+    delivery = session.get(AlertDelivery, claimed.delivery_id, with_for_update=True)
+    if delivery.attempts != claimed.attempt:
+        return  # our lease ran out and another worker took over: its result stands
+    delivery.claimed_until = None
+    delivery.last_error = error
+    if outcome == "delivered":
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = now
+    else:
+        delivery.status = DeliveryStatus.FAILED if outcome == "failed" else DeliveryStatus.PENDING
+
+
+def _attempt(session: Session, delivery_id: int, number: int) -> AlertAttempt:
+    query = select(AlertAttempt).where(
+        AlertAttempt.delivery_id == delivery_id, AlertAttempt.number == number
+    )
+    return session.execute(query).scalar_one()
+
+
+def _as_notifier_alert(alert: Alert) -> notifiers.Alert:
+    return notifiers.Alert(
+        alert_id=alert.id,
+        cause_key=alert.cause_key,
+        severity=alert.severity,
+        title=alert.title,
+        text=alert.text,
+        conversation_id=alert.conversation_id,
+        event_id=alert.event_id,
+        facts=alert.facts or {},
+        raised_at=alert.raised_at,
+    )
+
+
+# --- read side: what `tavus-callbacks alerts` prints ------------------------------------------
+
+
+def recent_alerts(
+    session: Session,
+    limit: int = 50,
+    conversation_id: str | None = None,
+    severity: str | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts newest first, each with its deliveries and their attempts."""
+    query = select(Alert).order_by(Alert.raised_at.desc()).limit(limit)
+    if conversation_id is not None:
+        query = query.where(Alert.conversation_id == conversation_id)
+    if severity is not None:
+        query = query.where(Alert.severity == severity)
+    alerts = list(session.scalars(query))
+    deliveries = _deliveries(session, [alert.id for alert in alerts])
+    return [
+        {**_as_notifier_alert(alert).as_json(), "deliveries": deliveries.get(alert.id, [])}
+        for alert in alerts
+    ]
+
+
+def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    if not alert_ids:
+        return {}
+    rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
+    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
+    attempts: dict[int, list[dict[str, Any]]] = {}
+    query = (
+        select(AlertAttempt)
+        .where(AlertAttempt.delivery_id.in_([d.id for d in deliveries]))
+        .order_by(AlertAttempt.number)
+    )
+    for attempt in session.scalars(query):
+        attempts.setdefault(attempt.delivery_id, []).append(
+            {
+                "number": attempt.number,
+                "started_at": _iso(attempt.started_at),
+                "finished_at": _iso(attempt.finished_at),
+                "outcome": attempt.outcome,
+                "error": attempt.error,
+            }
+        )
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_alert.setdefault(d.alert_id, []).append(
+            {
+                "channel": d.channel,
+                "status": d.status,
+                "attempts": d.attempts,
+                "delivered_at": _iso(d.delivered_at),
+                "last_error": d.last_error,
+                "history": attempts.get(d.id, []),
+            }
+        )
+    return by_alert
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,83 @@
+"""The verifier contract: what a verifier is given, what it answers, and how it fails.
+
+A verifier asks one provider, through its SDK only, for the metadata of one object. It answers
+``ObjectFacts`` or raises one of three errors, mapped from the SDK's own exceptions inside the
+provider module (``raise ... from exc``), so the retry logic reads the type and never an SDK:
+
+- ``Missing``: the object is not there (yet): retried with backoff within the wait window;
+- ``Transient``: timeout, connection refused, 5xx, throttling: retried with backoff and jitter;
+- ``Permanent`` (``AccessDenied`` among them): no retry, recorded and alerted.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from .locations import ObjectLocation
+
+
+@dataclass(frozen=True)
+class ObjectFacts:
+    """What the provider says about the object, recorded on the conversation's recording."""
+
+    size: int
+    etag: str | None = None
+    checksum: str | None = None  # "<algorithm>:<base64>", e.g. "md5:XUFAKrxLKna5cZ2REBfFkg=="
+    content_type: str | None = None
+    last_modified: datetime | None = None
+    version: str | None = None  # S3 version id, GCS generation, Azure version id
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StorageVerifier(Protocol):
+    """One per provider: ``stat`` a location, or raise Missing / Transient / Permanent."""
+
+    provider: ClassVar[str]
+
+    def stat(self, where: ObjectLocation) -> ObjectFacts: ...
+
+
+class StorageError(Exception):
+    """A verifier could not confirm the object; the subclass says whether to try again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Missing(StorageError):
+    """No such object (yet): Tavus may still be writing or copying it."""
+
+
+class Transient(StorageError):
+    """The provider could not answer now: a timeout, a refused connection, 5xx, throttling."""
+
+
+class Permanent(StorageError):
+    """Asking again will not help: no such bucket or container, no credentials, bad request."""
+
+    status: ClassVar[str] = "error"
+
+
+class AccessDenied(Permanent):
+    """The provider answered, and our credentials may not read this object."""
+
+    status: ClassVar[str] = "access_denied"
+
+
+def checksum(algorithm: str, value: str | bytes | bytearray | None) -> str | None:
+    """``"md5:<base64>"`` from a base64 string or raw digest bytes; None when there is none."""
+    if not value:
+        return None
+    if isinstance(value, bytes | bytearray):
+        value = base64.b64encode(bytes(value)).decode("ascii")
+    return f"{algorithm}:{value}"
+
+
+def unquote_etag(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None

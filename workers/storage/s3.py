@@ -1,0 +1,126 @@
+"""Amazon S3 (and S3-compatible endpoints), through boto3 only.
+
+Credentials come from boto3's own chain (``AWS_ACCESS_KEY_ID``..., a profile, the instance or
+task role); the endpoint from ``AWS_ENDPOINT_URL_S3`` when set (moto, MinIO). Every call has a
+connect and read timeout and no SDK-level retry: the task retries, by cause, with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSLError,
+)
+
+from schemas.settings import Settings
+
+from .base import (
+    AccessDenied,
+    Missing,
+    ObjectFacts,
+    Permanent,
+    StorageError,
+    Transient,
+    checksum,
+    unquote_etag,
+)
+from .locations import ObjectLocation
+
+log = logging.getLogger(__name__)
+
+# Strongest first: S3 returns the checksum the object was uploaded with, if any.
+_CHECKSUMS = (
+    ("ChecksumSHA256", "sha256"),
+    ("ChecksumSHA1", "sha1"),
+    ("ChecksumCRC64NVME", "crc64nvme"),
+    ("ChecksumCRC32C", "crc32c"),
+    ("ChecksumCRC32", "crc32"),
+)
+_SDK_ERRORS = (ClientError, BotoCoreError)
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "429"}
+
+
+class S3Verifier:
+    provider: ClassVar[str] = "s3"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Verifier:
+        return cls(settings.storage_timeout_seconds)
+
+    def __init__(self, timeout: float) -> None:
+        config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"total_max_attempts": 1},  # one try per task attempt; the task backs off
+            user_agent_extra="tavus-callbacks",
+        )
+        self._client = boto3.session.Session().client("s3", config=config)
+
+    def stat(self, where: ObjectLocation) -> ObjectFacts:
+        try:
+            head = self._client.head_object(
+                Bucket=where.container, Key=where.key, ChecksumMode="ENABLED"
+            )
+        except _SDK_ERRORS as exc:
+            failure = _failure(exc)
+            if isinstance(failure, Missing):
+                self._check_bucket(where.container)
+            raise failure from exc
+        return ObjectFacts(
+            size=int(head.get("ContentLength") or 0),
+            etag=unquote_etag(head.get("ETag")),
+            checksum=next(
+                (checksum(name, head[field]) for field, name in _CHECKSUMS if head.get(field)),
+                None,
+            ),
+            content_type=head.get("ContentType"),
+            last_modified=head.get("LastModified"),
+            version=head.get("VersionId"),
+        )
+
+    def _check_bucket(self, bucket: str) -> None:
+        """A HEAD answers 404 for a missing key and a missing bucket alike; tell them apart."""
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except _SDK_ERRORS as exc:
+            failure = _failure(exc)
+            if isinstance(failure, Missing):
+                raise Permanent(f"S3 bucket {bucket!r} does not exist") from exc
+            # Denied or unreachable: we cannot tell, so the object is what is missing.
+            log.debug("head_bucket %s: %s", bucket, failure.reason)
+
+
+def _failure(exc: Exception) -> StorageError:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        said = f"S3 answered {status}" + ("" if code == str(status) else f" {code}")
+        if status == 404 or code in ("NoSuchKey", "NotFound", "404"):
+            return Missing(f"{said}: no such object")
+        if status == 403 or code in _DENIED:
+            # Without s3:ListBucket, S3 also answers 403 for a key that does not exist.
+            return AccessDenied(f"{said}: access denied")
+        if status >= 500 or code in _THROTTLED:
+            return Transient(f"{said}: try again")
+        if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
+            return Permanent(f"{said}: the bucket is in another region than configured")
+        return Permanent(f"{said}: {exc.response.get('Error', {}).get('Message', '')}".rstrip())
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return Permanent(f"no usable AWS credentials: {exc}")
+    if isinstance(exc, SSLError):
+        return Permanent(f"TLS failure talking to S3: {exc}")
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return Transient(f"S3 unreachable: {exc}")
+    return Permanent(f"S3 request failed: {exc}")

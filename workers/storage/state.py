@@ -1,0 +1,79 @@
+"""The verification state kept on a conversation's ``Recording`` row, and how it reads as JSON.
+
+No SDK here: the ``recording_ready`` handler starts a round, the storage task records attempts
+and results, and ``queries`` shows them, all through these functions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from workers.store.models import Recording
+
+from .base import ObjectFacts
+
+PENDING = "pending"  # a check is queued or waiting for its next try
+VERIFIED = "verified"
+MISSING = "missing"  # not found (or empty) when the wait window closed
+ACCESS_DENIED = "access_denied"
+REFUSED = "refused"  # malformed, or not in RECORDING_LOCATIONS: never asked
+ERROR = "error"  # no such bucket, no credentials, or unreachable until the window closed
+SKIPPED = "skipped"  # RECORDING_LOCATIONS is empty: verification is off
+
+FINAL = frozenset({VERIFIED, MISSING, ACCESS_DENIED, REFUSED, ERROR, SKIPPED})
+ALERTING = frozenset({MISSING, ACCESS_DENIED, REFUSED, ERROR})
+
+
+def start_round(row: Recording, event_id: str | None) -> int:
+    """A (newer) recording_ready: forget the previous result and verify again from scratch."""
+    row.ready_event_id = event_id
+    row.verification_round = (row.verification_round or 0) + 1
+    row.verification_status = PENDING
+    row.verification_attempts = 0
+    row.verification_reason = None
+    row.verification_started_at = None
+    row.verification_checked_at = None
+    row.verification_next_at = None
+    row.verification_call_seconds = None
+    row.verification_alert = None
+    record_facts(row, None)
+    return row.verification_round
+
+
+def record_facts(row: Recording, facts: ObjectFacts | None) -> None:
+    row.object_size = facts.size if facts else None
+    row.object_etag = facts.etag if facts else None
+    row.object_checksum = facts.checksum if facts else None
+    row.object_content_type = facts.content_type if facts else None
+    row.object_last_modified = facts.last_modified if facts else None
+    row.object_version = facts.version if facts else None
+
+
+def view(row: Recording) -> dict[str, Any] | None:
+    """The ``verification`` object under a conversation's ``recording`` key."""
+    if row.verification_status is None:
+        return None
+    started, checked = row.verification_started_at, row.verification_checked_at
+    return {
+        "status": row.verification_status,
+        "reason": row.verification_reason,
+        "attempts": row.verification_attempts,
+        "started_at": _iso(started),
+        "checked_at": _iso(checked),
+        "next_attempt_at": _iso(row.verification_next_at),
+        "elapsed_seconds": round((checked - started).total_seconds(), 3)
+        if started and checked
+        else None,
+        "last_call_seconds": row.verification_call_seconds,
+        "size": row.object_size,
+        "etag": row.object_etag,
+        "checksum": row.object_checksum,
+        "content_type": row.object_content_type,
+        "last_modified": _iso(row.object_last_modified),
+        "version": row.object_version,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

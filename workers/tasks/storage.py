@@ -1,0 +1,31 @@
+"""``tavus.storage.verify_recording``: check that a conversation's recording is in its bucket."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+
+from schemas.messages import VERIFY_RECORDING
+from workers.celery_app import celery
+from workers.storage import verification
+from workers.store.db import store_for
+from workers.tasks.events import send_task
+
+log = logging.getLogger(__name__)
+
+
+@celery.task(name=VERIFY_RECORDING, bind=True, max_retries=None, acks_late=True)
+def verify_recording(self: Task, conversation_id: str, round_: int | None = None) -> str:
+    """One attempt; ``round_`` is the recording_ready round it belongs to (None: the current).
+
+    Idempotent: a redelivery of a finished round, or a task of a round a newer recording_ready
+    replaced, changes nothing.
+    """
+    settings = celery.conf.tavus_settings
+    store = store_for(settings.database_url)
+    outcome = verification.verify(store, settings, conversation_id, round_, send_task)
+    if outcome.retry_in is not None:
+        # The attempt count and the wait window live in the store, not in Celery's retry count.
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
