@@ -116,7 +116,11 @@ class Run:
         return process
 
     def _web(self, name: str, app: str) -> str:
-        env = services.python_env(REDIS_URL=self.redis_url, CALLBACK_TOKENS=self.token)
+        env = services.python_env(
+            REDIS_URL=self.redis_url,
+            CALLBACK_TOKENS=self.token,
+            SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
+        )
         process, port = services.gunicorn(name, app, env, self.work_dir / f"{name}.log")
         self._start(process)
         self.memory.watch(f"web worker ({name})", process.children)
@@ -153,7 +157,11 @@ class Run:
     def _workers(self, kind: str, database_url: str) -> None:
         """Worker throughput against the no-op, then end to end, on one store."""
         settings = Settings(
-            callback_tokens=(self.token,), redis_url=self.redis_url, database_url=database_url
+            callback_tokens=(self.token,),
+            redis_url=self.redis_url,
+            database_url=database_url,
+            spool_dir=str(self.work_dir / "spool"),
+            spool_drain_interval_seconds=0,  # no drainer thread in this process
         )
         # Made before any worker listens: the biggest real one also takes the receiver's queue.
         messages = {
