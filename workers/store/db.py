@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json as stdlib_json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -55,14 +59,55 @@ def store_for(database_url: str) -> Store:
 
 def _engine(database_url: str) -> Engine:
     url = make_url(database_url)
+    json = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(url, pool_size=5, max_overflow=5, **json)
+        event.listen(engine, "checkin", _note_idle_since)
+        event.listen(engine, "checkout", _ping_if_idle)
+        return engine
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, **json)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
+
+
+# A connection that sat in the pool this long is pinged before use: a database restart or a
+# proxy's idle timeout may have closed it. A busy worker's connections skip the round trip that
+# pool_pre_ping would add to every event.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def _note_idle_since(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_connection.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as error:  # any failure: let the pool replace the connection
+        raise DisconnectionError(f"stale connection: {error}") from error
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns through orjson (a transcript is tens of KB); ``json`` for what orjson
+    refuses, such as integers beyond 64 bits."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return stdlib_json.dumps(value)
+
+
+def _json_loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return stdlib_json.loads(text)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
