@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from marshmallow import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -259,4 +259,12 @@ def _send_pending(
     for task in pending:
         send(task["name"], task["args"])
     with store.session() as session:
-        session.get(Event, event_id).pending_tasks = None
+        session.execute(_SENT, {"event_id": event_id})
+
+
+# One statement, built once: no need to load the row to clear a column.
+_SENT = (
+    update(Event.__table__)
+    .where(Event.__table__.c.id == bindparam("event_id"))
+    .values(pending_tasks=None)
+)
