@@ -43,14 +43,21 @@ def settle(client: redis.Redis, queues: Iterable[str], quiet: float = 0.3) -> No
 def made_by_receiver(
     settings: Settings, templates: list[str], count: int, prefix: str
 ) -> list[bytes]:
-    """``count`` messages, whole conversations, as the receiver queues them (oldest first)."""
+    """``count`` messages, whole conversations, as the receiver queues them (oldest first).
+
+    Conversations run side by side, as they do in production: every conversation's first
+    callback, then every one's second, and so on. (One conversation at a time would have two
+    worker processes wait on each other's lock of the same row all along.)
+    """
     client = redis.Redis.from_url(settings.redis_url)
     if client.llen(EVENTS_QUEUE):
         raise ServiceError(f"the {EVENTS_QUEUE} queue must be empty to make messages")
     web = create_app(settings).test_client()
     url = f"/callbacks/{settings.callback_tokens[0]}"
+    conversations = -(-count // len(templates))
     for n in range(count):
-        body = payloads.render(templates[n % len(templates)], f"{prefix}-{n // len(templates)}", 0)
+        step, conversation = divmod(n, conversations)
+        body = payloads.render(templates[step], f"{prefix}-{conversation}", 0)
         answer = web.post(url, data=body)
         if answer.status_code != 202:
             raise ServiceError(f"the receiver answered {answer.status_code}: {answer.json}")
