@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as stdlib_json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+
+if sys.platform != "win32":
+    import fcntl
+else:  # no flock: SQLite's own busy timeout alone keeps writers apart
+    fcntl = None
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -65,11 +71,15 @@ def _engine(database_url: str) -> Engine:
         event.listen(engine, "checkin", _note_idle_since)
         event.listen(engine, "checkout", _ping_if_idle)
         return engine
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30}, **json)
     event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_begin_immediate)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        writers = WriterQueue(Path(url.database).with_name(Path(url.database).name + ".writer"))
+        event.listen(engine, "begin", writers.begin_immediate)
+        event.listen(engine, "checkin", writers.release)
+    else:
+        event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
 
 
@@ -128,3 +138,35 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     # Take the write lock when the transaction starts: two worker processes that both read a
     # conversation and then write it would otherwise deadlock, and SQLite fails one at once.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class WriterQueue:
+    """Writers to one SQLite file take turns on an ``flock`` before ``BEGIN IMMEDIATE``.
+
+    SQLite lets one writer in at a time, and a writer that finds the file locked polls it,
+    sleeping 1, 2, 5, 10... ms in between: two worker processes that both write all the time
+    spend more time asleep than writing, and two do less than one. The kernel wakes a process
+    waiting on ``flock`` the moment the lock is free. Writers that do not take it (another
+    program) still meet SQLite's own lock and its busy timeout: this only saves the sleeps.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._files: dict[int, Any] = {}  # per process: a lock file must not cross a fork
+
+    def begin_immediate(self, connection: Any) -> None:
+        if fcntl is not None:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        _sqlite_begin_immediate(connection)
+
+    def release(self, _dbapi_connection: Any, _record: Any) -> None:
+        """A connection is back in the pool (or thrown away): its transaction has ended."""
+        handle = self._files.get(os.getpid())
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)  # unlocking an unlocked file is harmless
+
+    def _file(self) -> Any:
+        pid = os.getpid()
+        if pid not in self._files:
+            self._files[pid] = self.path.open("a+b")
+        return self._files[pid]
