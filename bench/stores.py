@@ -5,6 +5,7 @@ Each is migrated with the real Alembic migrations, as the Procfile's release ste
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ def postgres_reachable(postgres_url: str) -> str | None:
 
 
 def _migrate(url: str) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would drown the run's
     store = Store(url)
     try:
         store.upgrade()
