@@ -12,11 +12,15 @@ from pathlib import Path
 import orjson
 
 SCRIPT = Path(__file__).with_name("post.lua")
-# Enough connections to keep both sync workers busy while wrk reconnects (they close each one).
+# Enough connections to keep every sync worker busy while wrk reconnects (they close each one).
 SATURATION_CONNECTIONS = 16
-# Constant rate: one connection per wrk thread (post.lua needs it to time each request); this
-# many keep 1,000 req/s going through latency spikes of up to ~48 ms.
-RATE_CONNECTIONS = 48
+# Constant rate: one connection per wrk thread (post.lua times each request by its thread), and
+# no more connections than the server has sync workers. wrk reconnects as soon as an answer
+# closes a connection and only then waits for the next due time; a sync worker that accepts such
+# an idle connection waits on it, while a request that is due waits for a worker. With one
+# connection per worker, no due request ever queues behind an idle one (a router, or Tavus,
+# connects when it has something to send).
+DEFAULT_RATE_CONNECTIONS = 4
 
 
 class LoadError(RuntimeError):
@@ -88,9 +92,10 @@ def run(
     seconds: float,
     rate: float = 0,
     prefix: str = "bench",
+    rate_connections: int = DEFAULT_RATE_CONNECTIONS,
 ) -> LoadResult:
     """POST the bodies to ``url`` for ``seconds``; at ``rate`` req/s if given, else flat out."""
-    connections = RATE_CONNECTIONS if rate else SATURATION_CONNECTIONS
+    connections = rate_connections if rate else SATURATION_CONNECTIONS
     # Constant rate: a thread per connection. Flat out: two threads, as many cores as we have.
     threads = connections if rate else min(2, connections)
     env = {

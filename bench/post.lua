@@ -8,11 +8,12 @@
 --
 -- BENCH_RATE > 0 sends at a constant total rate, wrk2-style: each thread has one connection and
 -- a schedule of due times, wrk's delay() waits for the next one, and a latency is counted from
--- the due time (or the actual send, if that was later), so a stall is not hidden by the requests
--- it held back ("coordinated omission"). Plain wrk has no -R; this is its Lua delay() hook plus
--- a real clock through LuaJIT's FFI. BENCH_RATE = 0 sends as fast as the server answers.
+-- the due time when the request went out late, so a stall is not hidden by the requests it held
+-- back ("coordinated omission"). Plain wrk has no -R; this is its Lua delay() hook plus a real
+-- clock through LuaJIT's FFI. BENCH_RATE = 0 sends as fast as the server answers.
 --
--- done() writes one JSON object to BENCH_OUT: counts, statuses and every latency in ms.
+-- done() writes one JSON object to BENCH_OUT: counts, statuses and, at a constant rate, every
+-- latency in ms.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -68,7 +69,9 @@ function request()
   local conversation = string.format("%s-%d-%d", run_prefix, thread_id, math.floor(sent / #templates))
   sent = sent + 1
   local now = clock(CLOCK_MONOTONIC)
-  started = (due and due > now) and due or now
+  -- Late (the server held us up): count from when it was due. Early (wrk's timers count whole
+  -- milliseconds): from now.
+  started = (due and due < now) and due or now
   -- The wall-clock time the request was due, for end-to-end latency in the store.
   local sent_at = string.format("%.6f", clock(CLOCK_REALTIME) - (now - started))
   local values = { CID = conversation, SENT = sent_at }

@@ -86,6 +86,7 @@ class Run:
         self.token = secrets.token_urlsafe(24)
         self.results = Results(sizes)
         self.memory = services.MemorySampler()
+        self.web_workers: dict[str, int] = {}  # url -> sync workers: connections at a fixed rate
         self.stack = ExitStack()
 
     def measure(self) -> Results:
@@ -124,11 +125,15 @@ class Run:
         process, port = services.gunicorn(name, app, env, self.work_dir / f"{name}.log")
         self._start(process)
         self.memory.watch(f"web worker ({name})", process.children)
-        return f"http://127.0.0.1:{port}/callbacks/{self.token}"
+        url = f"http://127.0.0.1:{port}/callbacks/{self.token}"
+        self.web_workers[url] = len(process.children())  # the deploy config decides
+        return url
 
     def _load(self, name: str, url: str, seconds: float, rate: float = 0) -> LoadResult:
         out = self.work_dir / f"wrk-{name}.json"
-        result = load.run(url, self.bodies, out, seconds, rate, prefix=f"{name}-{time.time_ns()}")
+        result = load.run(
+            url, self.bodies, out, seconds, rate, f"{name}-{time.time_ns()}", self.web_workers[url]
+        )
         result.check(202)
         pipeline.settle(self.redis, (EVENTS_QUEUE, BASELINE_QUEUE))
         return result
