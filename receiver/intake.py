@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import redis
 from flask import Blueprint, Response, current_app, request
 
 from schemas.classify import UnknownKind, Verdict, classify
-from schemas.messages import EventMessage
+from schemas.messages import EventMessage, event_message
 
 from .auth import TokenChecker
 from .errors import BadKind, NotJSONObject, QueueUnavailable
@@ -76,18 +75,7 @@ def _classify(body: dict[str, Any], raw: bytes, received_at: float, hint: str | 
 
 
 def _message(verdict: Verdict, raw: bytes, received_at: float) -> EventMessage:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_key": verdict.event_key,
-        "kind": verdict.kind,
-        "event_type": verdict.event_type,
-        "conversation_id": verdict.conversation_id,
-        "received_at": received_at,
-        # parse_object proved it is UTF-8 JSON.
-        "body": raw.decode("utf-8"),
-        "errors": verdict.errors,
-        "source": "callback",
-    }
+    return event_message(verdict, raw, received_at, source="callback")
 
 
 def _reply(verdict: Verdict, event_id: str, repeat: bool) -> Reply:
