@@ -7,10 +7,11 @@ import os
 from typing import Any
 
 import click
+from kombu.exceptions import OperationalError
 
 from schemas.classify import guess_kind
 from schemas.settings import Settings, SettingsError
-from workers import queries, simulate
+from workers import queries, replay, simulate
 from workers.store.db import Store
 
 
@@ -144,6 +145,49 @@ def _resource_command(kind: str) -> None:
 
 for _kind in queries.RESOURCE_MODELS:
     _resource_command(_kind)
+
+
+@main.command("replay")
+@click.argument("event_id", required=False)
+@click.option("--failed", is_flag=True, help="Replay every failed (dead-lettered) event.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many.")
+@click.pass_obj
+def replay_command(settings: Settings, event_id: str | None, failed: bool, limit: int) -> None:
+    """Process stored events again: EVENT_ID, or --failed ones once their cause is fixed."""
+    if (event_id is None) == (not failed):
+        raise click.UsageError("give one EVENT_ID or --failed")
+    publish = _event_publisher()
+    try:
+        with Store(settings.database_url).session() as session:
+            if failed:
+                rows = replay.failed_events(session, limit)
+            else:
+                row = replay.one_event(session, event_id)
+                if row is None:
+                    raise click.ClickException(f"no event {event_id}")
+                rows = [row]
+            done = replay.replay(rows, publish)
+    except OperationalError as exc:
+        raise click.ClickException(f"Redis unreachable, nothing replayed: {exc}") from exc
+    if not done:
+        click.echo("no failed events to replay")
+        return
+    click.echo(f"replayed {len(done)} event{'s' if len(done) != 1 else ''}:")
+    for item in done:
+        why = f"; last error: {item.last_error}" if item.last_error else ""
+        click.echo(
+            f"  {item.event_id}  {item.event_type or '-'}  {item.conversation_id or '-'}  "
+            f"(was {item.was} after {item.attempts} attempts{why})"
+        )
+
+
+def _event_publisher() -> replay.Publish:
+    """The Celery app is built on import from REDIS_URL; only commands that publish need it."""
+    try:
+        from workers.tasks.events import publish_event
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return publish_event
 
 
 @main.group()
