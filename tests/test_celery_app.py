@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import ssl
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -70,3 +71,14 @@ def test_a_killed_workers_messages_are_swept_at_least_every_ten_seconds(celery_a
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] == 10
     short = celery_app_module.transport_options(Settings(visibility_timeout_seconds=10))
     assert short["unacked_restore_interval"] == 1
+
+
+@pytest.mark.parametrize(
+    ("verify", "cert_reqs"), [(False, ssl.CERT_NONE), (True, ssl.CERT_REQUIRED)]
+)
+def test_rediss_still_means_tls_with_our_transport(celery_app_module, verify, cert_reqs) -> None:
+    settings = Settings(redis_url="rediss://:pw@redis.example.com:6380/0", redis_tls_verify=verify)
+    connection = celery_app_module.create_celery(settings).connection_for_write()
+    assert connection.transport_cls == "workers.broker:Transport"
+    assert (connection.hostname, connection.port) == ("redis.example.com", 6380)
+    assert connection.ssl == {"ssl_cert_reqs": cert_reqs}

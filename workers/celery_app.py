@@ -26,6 +26,8 @@ def create_celery(settings: Settings) -> Celery:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     app = Celery("tavus_callbacks", broker=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
+        # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py).
+        broker_transport="workers.broker:Transport",
         # Publishing routes by queue name (Celery sends to the anonymous exchange), so no
         # message depends on kombu's `_kombu.binding.*` keys: after a Redis wipe, routing works.
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
@@ -48,8 +50,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule=periodic_tasks(settings),
     )
-    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
+    if settings.redis_url.startswith("rediss://"):
+        # Named explicitly: with our transport class the scheme alone no longer turns TLS on.
+        verify = ssl.CERT_REQUIRED if settings.redis_tls_verify else ssl.CERT_NONE
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": verify}
     app.conf.tavus_settings = settings
     signals.before_task_publish.connect(_EtaCap(settings.max_countdown_seconds), weak=False)
     return app
