@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import importlib
+import signal
 import ssl
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
+from receiver.publisher import celery_envelope
 from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, RECONCILE, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
+from tests.services import RedisServer
 
 
 @pytest.fixture
@@ -82,3 +86,16 @@ def test_rediss_still_means_tls_with_our_transport(celery_app_module, verify, ce
     assert connection.transport_cls == "workers.broker:Transport"
     assert (connection.hostname, connection.port) == ("redis.example.com", 6380)
     assert connection.ssl == {"ssl_cert_reqs": cert_reqs}
+
+
+def test_a_message_taken_as_redis_dies_is_kept_to_run(celery_app_module, tmp_path: Path) -> None:
+    """BRPOP took it out of its queue; recording it as unacked fails: the worker must keep it."""
+    server = RedisServer(tmp_path / "redis").start()
+    app = celery_app_module.create_celery(Settings(redis_url=server.url))
+    envelope = orjson.loads(celery_envelope(PROCESS_EVENT, "e-1", [{}], EVENTS_QUEUE))
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        message = channel.Message(envelope, channel=channel)
+        server.stop(signal.SIGKILL)
+        channel.qos.append(message, message.delivery_tag)  # kombu's own would raise here
+        assert channel.qos.get(message.delivery_tag) is message

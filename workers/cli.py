@@ -172,13 +172,17 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     if not done:
         click.echo("no failed events to replay")
         return
-    click.echo(f"replayed {len(done)} event{'s' if len(done) != 1 else ''}:")
+    click.echo(f"replayed {_count(len(done), 'event')}:")
     for item in done:
         why = f"; last error: {item.last_error}" if item.last_error else ""
         click.echo(
             f"  {item.event_id}  {item.event_type or '-'}  {item.conversation_id or '-'}  "
-            f"(was {item.was} after {item.attempts} attempts{why})"
+            f"(was {item.was} after {_count(item.attempts, 'attempt')}{why})"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _event_publisher() -> replay.Publish:
