@@ -80,6 +80,11 @@ def store_event(session: Session, message: EventMessage) -> Event:
 
 def _run_handler(session: Session, event: Event, max_attempts: int, alerts: AlertPolicy) -> None:
     raw = orjson.loads(event.body)
+    if event.kind not in SCHEMAS_BY_KIND:
+        # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
+        errors = event.errors or {"_schema": ["Not a Tavus callback: no known shape matches."]}
+        _finish(event, EventStatus.QUARANTINED, errors=errors)
+        return
     try:
         data = SCHEMAS_BY_KIND[event.kind].load(raw)
     except ValidationError as exc:
@@ -135,7 +140,12 @@ RETRY_CAP_SECONDS = 300.0
 def _retry_delay(event: Event) -> float | None:
     if event.status != EventStatus.RECEIVED or event.attempts == 0:
         return None
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (event.attempts - 1))
+    return backoff(event.attempts)
+
+
+def backoff(attempt: int, cap: float = RETRY_CAP_SECONDS) -> float:
+    """Seconds before attempt ``attempt + 1``: doubling from 1 s, capped, with half as jitter."""
+    ceiling = min(cap, RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** min(attempt - 1, 32))
     return random.uniform(ceiling / 2, ceiling)
 
 
