@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -213,5 +214,8 @@ class Web(Service):
 def base_env(**overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    # Each environment gets a spool of its own: a web process draining another test's spool
+    # would publish that test's events into the wrong Redis.
+    env["SPOOL_DIR"] = tempfile.mkdtemp(prefix="tavus-spool-")
     env.update(overrides)
     return env
