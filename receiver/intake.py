@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from schemas.classify import UnknownKind, Verdict, classify
-from schemas.messages import EventMessage
+from schemas.messages import EventMessage, event_message
 
 from .auth import TokenChecker
 from .deadlines import ReadDeadlines
@@ -65,7 +64,7 @@ class Intake:
         body = parse_object(raw)
         received_at = time.time()
         verdict = _classify(body, raw, received_at, hint)
-        message = _message(verdict, raw, received_at)
+        message = event_message(verdict, raw, received_at, source="callback")
         if not self.drainer.broker_suspect():
             try:
                 first_id = self.publisher.publish(message)
@@ -101,21 +100,6 @@ def _classify(body: dict[str, Any], raw: bytes, received_at: float, hint: str | 
         return classify(body, raw, received_at, hint)
     except UnknownKind as exc:
         raise BadKind(str(exc)) from exc
-
-
-def _message(verdict: Verdict, raw: bytes, received_at: float) -> EventMessage:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_key": verdict.event_key,
-        "kind": verdict.kind,
-        "event_type": verdict.event_type,
-        "conversation_id": verdict.conversation_id,
-        "received_at": received_at,
-        # parse_object proved it is UTF-8 JSON.
-        "body": raw.decode("utf-8"),
-        "errors": verdict.errors,
-        "source": "callback",
-    }
 
 
 def _reply(verdict: Verdict, event_id: str, repeat: bool, spooled: bool = False) -> Reply:

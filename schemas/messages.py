@@ -6,7 +6,10 @@ The receiver publishes by task *name*; it never imports a task function. Names a
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypedDict
+
+from .classify import Verdict
 
 EVENTS_QUEUE = "events"
 STORAGE_QUEUE = "storage"
@@ -17,6 +20,8 @@ PROCESS_EVENT = "tavus.events.process"
 VERIFY_RECORDING = "tavus.storage.verify_recording"
 RAISE_ALERT = "tavus.alerts.raise"
 DELIVER_ALERT = "tavus.alerts.deliver"  # args: cause_key, channel
+# Periodic (celery beat): pull from the Tavus API what its callbacks never delivered.
+RECONCILE = "tavus.events.reconcile"
 
 # Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -39,6 +44,22 @@ class EventMessage(TypedDict):
 # Alert severities, most severe first, and the channels an alert can be delivered to.
 SEVERITIES = ("critical", "error", "warning", "info")
 ALERT_CHANNELS = ("log", "slack", "webhook", "email")
+
+
+def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str) -> EventMessage:
+    """The PROCESS_EVENT message for one classified body, wherever it came from."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_key": verdict.event_key,
+        "kind": verdict.kind,
+        "event_type": verdict.event_type,
+        "conversation_id": verdict.conversation_id,
+        "received_at": received_at,
+        # The caller parsed it as JSON, so it is UTF-8.
+        "body": raw.decode("utf-8"),
+        "errors": verdict.errors,
+        "source": source,
+    }
 
 
 class AlertMessage(TypedDict):

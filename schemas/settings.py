@@ -65,10 +65,22 @@ class Settings:
     database_url: str = field(default="sqlite:///.tavus-callbacks/events.db", repr=False)
     max_body_bytes: int = 5 * MIB
     dedup_ttl_seconds: int = 7 * 24 * 3600
-    # Redis hands a message taken but never acked to another worker after this long; every
-    # countdown we schedule stays below it, or a retry would be delivered twice.
-    visibility_timeout_seconds: int = 3600
+    # Redis hands a message taken but never acked to another worker after this long: it is how
+    # long the events a SIGKILLed worker held wait before another worker gets them. Every
+    # countdown we schedule stays below half of it (max_countdown_seconds), or a retry held by a
+    # worker until its time would be handed out twice.
+    visibility_timeout_seconds: int = 900
     max_event_attempts: int = 8
+    # On SIGTERM (REMAP_SIGTERM=SIGQUIT) running tasks get this long before they are cancelled
+    # and handed back to Redis; Heroku SIGKILLs 30 s after SIGTERM, so leave room to requeue.
+    worker_soft_shutdown_seconds: float = 15.0
+    # Reconciliation pulls what Tavus never delivered from its API; off without a key. The key
+    # is kept out of repr() so that printing the settings cannot leak it.
+    tavus_api_key: str | None = field(default=None, repr=False)
+    tavus_api_url: str = "https://tavusapi.com"
+    reconcile_interval_seconds: int = 300
+    reconcile_grace_seconds: int = 600
+    reconcile_batch_size: int = 20
     dev_mode: bool = False
     # Alerts (README "Alerts"). The webhook URLs hold secrets too (a Slack URL is its own
     # credential), so none of these appear in the repr.
@@ -125,6 +137,11 @@ class Settings:
         if "database_url" in values:
             values["database_url"] = sqlalchemy_url(values["database_url"])
         return cls(**values)
+
+    @property
+    def max_countdown_seconds(self) -> float:
+        """The longest delay any task may be scheduled with (half the visibility timeout)."""
+        return self.visibility_timeout_seconds / 2
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -258,6 +275,20 @@ class _SettingsSchema(Schema):
         data_key="VISIBILITY_TIMEOUT_SECONDS", validate=validate.Range(min=5)
     )
     max_event_attempts = f.Integer(data_key="MAX_EVENT_ATTEMPTS", validate=validate.Range(min=1))
+    worker_soft_shutdown_seconds = f.Float(
+        data_key="WORKER_SOFT_SHUTDOWN_SECONDS", validate=validate.Range(min=0)
+    )
+    tavus_api_key = f.String(data_key="TAVUS_API_KEY")
+    tavus_api_url = f.Url(data_key="TAVUS_API_URL", require_tld=False)
+    reconcile_interval_seconds = f.Integer(
+        data_key="RECONCILE_INTERVAL_SECONDS", validate=validate.Range(min=1)
+    )
+    reconcile_grace_seconds = f.Integer(
+        data_key="RECONCILE_GRACE_SECONDS", validate=validate.Range(min=0)
+    )
+    reconcile_batch_size = f.Integer(
+        data_key="RECONCILE_BATCH_SIZE", validate=validate.Range(min=1)
+    )
     dev_mode = f.Boolean(data_key="TAVUS_CALLBACKS_DEV")
     slack_webhook_url = f.Url(
         data_key="SLACK_WEBHOOK_URL", schemes={"https", "http"}, require_tld=False

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -91,7 +92,63 @@ class RedisServer:
         self.process = None
 
 
-class Worker:
+class Service:
+    """A real process in its own session, so a signal reaches it and its children, as on Heroku."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self, new_output: bytes) -> bool:
+        raise NotImplementedError
+
+    def start(self, ready_timeout: float = 30) -> Service:
+        self.log_path.touch()
+        offset = self.log_path.stat().st_size  # a restart appends: look at what is new only
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command(), env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def up() -> bool:
+            return self._died() or self.ready(self.log_path.read_bytes()[offset:])
+
+        wait_until(up, ready_timeout)
+        if self._died():
+            raise RuntimeError(f"{self.command()[2:4]} died at start:\n{self.output()[-3000:]}")
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to every process of the group (parent and children)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the whole process group; SIGKILL after timeout."""
+        if self.process is None:
+            return
+        self.signal_all(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self._log.close()
+        self.process = None
+
+
+class Worker(Service):
     """A real Celery worker process (``celery -A workers.celery_app worker``), not eager mode."""
 
     def __init__(
@@ -101,79 +158,64 @@ class Worker:
         concurrency: int = 2,
         queues: str = "events,storage,alerts",
     ) -> None:
-        self.env = env
-        self.log_path = log_path
+        super().__init__(env, log_path)
         self.concurrency = concurrency
         self.queues = queues  # leave a queue out to find its messages waiting in Redis
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout: float = 30) -> Worker:
-        command = [
+    def command(self) -> list[str]:
+        return [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "-Q", self.queues, "--concurrency", str(self.concurrency),
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
         ]  # fmt: skip
-        self._spawn(command)
-        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self._died(), ready_timeout)
-        if self._died():
-            raise RuntimeError(f"worker died at start:\n{self.log_path.read_text()[-3000:]}")
-        return self
 
-    def _spawn(self, command: list[str]) -> None:
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            command, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def _died(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        """Signal the whole process group (parent and pool children); SIGKILL after timeout."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-        self.process = None
+    def ready(self, new_output: bytes) -> bool:
+        return b"ready." in new_output
 
 
-def base_env(**overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
-    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
-    env.update(overrides)
-    return env
+class Beat(Service):
+    """``celery beat``, the Procfile's scheduler, with its schedule file in the test's folder."""
+
+    def command(self) -> list[str]:
+        schedule = self.log_path.with_suffix(".schedule")
+        return [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
+            "--loglevel", "INFO", "--schedule", str(schedule),
+        ]  # fmt: skip
+
+    def ready(self, new_output: bytes) -> bool:
+        return b"beat: Starting..." in new_output
 
 
-class Gunicorn(Worker):
-    """The web process as the Procfile runs it: gunicorn with ``deploy/gunicorn.conf.py``.
-
-    ``stop`` is the worker's: the signal goes to the whole group, master and workers, as Heroku
-    sends it to every process of a dyno.
-    """
+class Web(Service):
+    """The receiver under real gunicorn with deploy/gunicorn.conf.py, as the Procfile runs it."""
 
     def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        super().__init__({**env, "WEB_CONCURRENCY": str(workers)}, log_path)
         self.port = free_port()
-        super().__init__({**env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}, log_path)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_timeout: float = 30) -> Gunicorn:
-        command = [
+    def command(self) -> list[str]:
+        return [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
             "--bind", f"127.0.0.1:{self.port}", "receiver.wsgi:app",
         ]  # fmt: skip
-        self._spawn(command)
-        wait_until(lambda: listening(self.port) or self._died(), ready_timeout)
-        if self._died():
-            raise RuntimeError(f"gunicorn died at start:\n{self.log_path.read_text()[-3000:]}")
-        return self
+
+    def ready(self, new_output: bytes) -> bool:
+        return new_output.count(b"Booting worker") >= int(self.env["WEB_CONCURRENCY"]) and (
+            listening(self.port)
+        )
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    # Each environment gets a spool of its own: a web process draining another test's spool
+    # would publish that test's events into the wrong Redis.
+    env["SPOOL_DIR"] = tempfile.mkdtemp(prefix="tavus-spool-")
+    env.update(overrides)
+    return env

@@ -21,7 +21,7 @@ import requests
 
 from receiver.spool import Spool
 from tests.conftest import TOKEN, fixture
-from tests.services import Gunicorn, RedisServer, Worker, base_env, wait_until
+from tests.services import RedisServer, Web, Worker, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -57,7 +57,7 @@ def test_redis_stopped_for_ten_seconds_during_load(tmp_path: Path) -> None:
     )
     worker = Worker(env, tmp_path / "worker.log").start()
     restarts = supervise(worker)
-    web = Gunicorn(env, tmp_path / "web.log", workers=2).start()
+    web = Web(env, tmp_path / "web.log", workers=2).start()
     replies: dict[int, tuple[int, dict]] = {}
     stop = threading.Event()
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import TOKEN, fixture
-from tests.services import Gunicorn, base_env
+from tests.services import Web, base_env
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +82,14 @@ def request_head(length: int | None = None, path: str = f"/callbacks/{TOKEN}") -
 
 
 @pytest.fixture
-def web(redis_url: str, tmp_path: Path) -> Iterator[Gunicorn]:
+def web(redis_url: str, tmp_path: Path) -> Iterator[Web]:
     env = base_env(
         REDIS_URL=redis_url,
         CALLBACK_TOKENS=TOKEN,
         SPOOL_DIR=str(tmp_path / "spool"),
         BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
     )
-    server = Gunicorn(env, tmp_path / "web.log", workers=2).start()
+    server = Web(env, tmp_path / "web.log", workers=2).start()
     yield server
     server.stop()
     assert b"500 Internal" not in (tmp_path / "web.log").read_bytes()

@@ -16,7 +16,7 @@ from receiver.redaction import RedactingFilter, redact
 from receiver.sources import client_address
 from schemas.settings import Settings, SettingsError
 from tests.conftest import TOKEN, fixture
-from tests.services import Gunicorn, RedisServer, base_env
+from tests.services import RedisServer, Web, base_env
 from tests.test_hostile_http import exchange, request_head
 
 URL = f"/callbacks/{TOKEN}"
@@ -127,7 +127,7 @@ def test_no_secret_reaches_gunicorns_logs(tmp_path: Path) -> None:
         GUNICORN_CMD_ARGS="--timeout 3",
     )
     log = tmp_path / "web.log"
-    web = Gunicorn(env, log).start()
+    web = Web(env, log).start()
     try:
         base = f"{web.url}/callbacks"
         assert requests.post(f"{base}/{TOKEN}", data=fixture("shutdown")).status_code == 202

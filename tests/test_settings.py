@@ -103,3 +103,30 @@ def test_secrets_are_the_tokens_and_url_passwords() -> None:
     assert set(settings.secrets()) == {
         "token-0123456789abcdef", "p%40ss-word", "p@ss-word", "db-password"
     }  # fmt: skip
+
+
+def test_reconciliation_and_shutdown_settings_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "TAVUS_API_KEY": "tk-secret-value",
+            "TAVUS_API_URL": "http://127.0.0.1:8080",
+            "RECONCILE_INTERVAL_SECONDS": "30",
+            "RECONCILE_GRACE_SECONDS": "0",
+            "RECONCILE_BATCH_SIZE": "5",
+            "WORKER_SOFT_SHUTDOWN_SECONDS": "20",
+            "VISIBILITY_TIMEOUT_SECONDS": "600",
+        }
+    )
+    assert settings.tavus_api_url == "http://127.0.0.1:8080"
+    assert (settings.reconcile_interval_seconds, settings.reconcile_grace_seconds) == (30, 0)
+    assert (settings.reconcile_batch_size, settings.worker_soft_shutdown_seconds) == (5, 20.0)
+    assert settings.max_countdown_seconds == 300  # every countdown stays below the timeout
+    assert "tk-secret-value" not in repr(settings)  # printing the settings cannot leak the key
+
+
+def test_reconciliation_is_off_without_a_key() -> None:
+    settings = Settings.from_env({})
+    assert settings.tavus_api_key is None
+    assert settings.tavus_api_url == "https://tavusapi.com"
+    with pytest.raises(SettingsError, match="TAVUS_API_URL"):
+        Settings.from_env({"TAVUS_API_URL": "not a url"})

@@ -5,15 +5,25 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from schemas.messages import QUEUES, TASK_ROUTES
+from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError
 
-TASK_MODULES = ("workers.tasks.events", "workers.tasks.storage", "workers.tasks.alerts")
+log = logging.getLogger(__name__)
+
+TASK_MODULES = (
+    "workers.tasks.events",
+    "workers.tasks.storage",
+    "workers.tasks.alerts",
+    "workers.tasks.reconcile",
+)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -21,6 +31,10 @@ def create_celery(settings: Settings) -> Celery:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     app = Celery("tavus_callbacks", broker=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
+        # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py).
+        broker_transport="workers.broker:Transport",
+        # Publishing routes by queue name (Celery sends to the anonymous exchange), so no
+        # message depends on kombu's `_kombu.binding.*` keys: after a Redis wipe, routing works.
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue=QUEUES[0],
         task_routes=TASK_ROUTES,
@@ -33,19 +47,81 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            # Look for messages taken but never acked (a worker that lost Redis or died) every
-            # 10 s, not kombu's default of every 100 s: they come back after the visibility
-            # timeout plus at most this.
-            "unacked_restore_throttle": 1,
-        },
+        broker_transport_options=transport_options(settings),
+        # Heroku (and Kubernetes) send SIGTERM, then SIGKILL 30 s later. With
+        # REMAP_SIGTERM=SIGQUIT (the Procfile) SIGTERM starts a cold shutdown that first gives
+        # running tasks this long, then cancels them and hands their messages back to Redis.
+        worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         worker_hijack_root_logger=False,
+        beat_schedule=periodic_tasks(settings),
     )
-    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
+    if settings.redis_url.startswith("rediss://"):
+        # Named explicitly: with our transport class the scheme alone no longer turns TLS on.
+        verify = ssl.CERT_REQUIRED if settings.redis_tls_verify else ssl.CERT_NONE
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": verify}
     app.conf.tavus_settings = settings
+    signals.before_task_publish.connect(_EtaCap(settings.max_countdown_seconds), weak=False)
     return app
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """How kombu's Redis transport takes back messages a dead worker held.
+
+    A message fetched and never acked is restored to its queue once it is older than the
+    visibility timeout, by a sweep every worker runs; with one scan per sweep (throttle 1) a
+    killed worker's messages are back within ``visibility_timeout + restore_interval`` seconds.
+    """
+    timeout = settings.visibility_timeout_seconds
+    return {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": restore_interval(timeout),
+        "unacked_restore_throttle": 1,
+        # A worker killed during a sweep leaves the sweep's mutex behind until it expires.
+        "unacked_mutex_expire": min(300, timeout),
+    }
+
+
+def restore_interval(visibility_timeout: int) -> int:
+    """Seconds between sweeps for overdue messages: often enough, cheap enough (one ZRANGE)."""
+    return max(1, min(10, visibility_timeout // 10))
+
+
+def periodic_tasks(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What `celery beat` sends. Reconciliation needs the Tavus API key; nothing runs without it."""
+    if not settings.tavus_api_key:
+        return {}
+    every = settings.reconcile_interval_seconds
+    return {
+        "reconcile-missed-callbacks": {
+            "task": RECONCILE,
+            "schedule": float(every),
+            # A run not started within one period is dropped: the next one does the same work.
+            "options": {"expires": every},
+        }
+    }
+
+
+class _EtaCap:
+    """Keep every scheduled task (retries, countdowns) within half the visibility timeout.
+
+    A task with an ETA waits in the worker that fetched it, unacked; if it waited longer than the
+    visibility timeout, Redis would hand the same message to another worker as well.
+    """
+
+    def __init__(self, max_countdown_seconds: float) -> None:
+        self.max_countdown = timedelta(seconds=max_countdown_seconds)
+
+    def __call__(self, sender: str | None = None, headers: dict | None = None, **_: Any) -> None:
+        eta = (headers or {}).get("eta")
+        if not eta:
+            return
+        latest = datetime.now(UTC) + self.max_countdown
+        wanted = datetime.fromisoformat(eta)
+        if wanted.tzinfo is None:
+            wanted = wanted.replace(tzinfo=UTC)
+        if wanted > latest:
+            log.warning("task %s scheduled past the visibility timeout; moved earlier", sender)
+            headers["eta"] = latest.isoformat()
 
 
 celery = create_celery(Settings.from_env())

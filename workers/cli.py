@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 import click
+from kombu.exceptions import OperationalError
 
 from bench.cli import bench as bench_command
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import queries, simulate
+from workers import queries, replay, simulate
 from workers.alerts import ledger
 from workers.storage import state
 from workers.store.db import Store
@@ -207,6 +208,53 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
         round_ = state.start_round(row, row.ready_event_id)
     celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
+
+
+@main.command("replay")
+@click.argument("event_id", required=False)
+@click.option("--failed", is_flag=True, help="Replay every failed (dead-lettered) event.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many.")
+@click.pass_obj
+def replay_command(settings: Settings, event_id: str | None, failed: bool, limit: int) -> None:
+    """Process stored events again: EVENT_ID, or --failed ones once their cause is fixed."""
+    if (event_id is None) == (not failed):
+        raise click.UsageError("give one EVENT_ID or --failed")
+    publish = _event_publisher()
+    try:
+        with Store(settings.database_url).session() as session:
+            if failed:
+                rows = replay.failed_events(session, limit)
+            else:
+                row = replay.one_event(session, event_id)
+                if row is None:
+                    raise click.ClickException(f"no event {event_id}")
+                rows = [row]
+            done = replay.replay(rows, publish)
+    except OperationalError as exc:
+        raise click.ClickException(f"Redis unreachable, nothing replayed: {exc}") from exc
+    if not done:
+        click.echo("no failed events to replay")
+        return
+    click.echo(f"replayed {_count(len(done), 'event')}:")
+    for item in done:
+        why = f"; last error: {item.last_error}" if item.last_error else ""
+        click.echo(
+            f"  {item.event_id}  {item.event_type or '-'}  {item.conversation_id or '-'}  "
+            f"(was {item.was} after {_count(item.attempts, 'attempt')}{why})"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _event_publisher() -> replay.Publish:
+    """The Celery app is built on import from REDIS_URL; only commands that publish need it."""
+    try:
+        from workers.tasks.events import publish_event
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return publish_event
 
 
 main.add_command(bench_command)  # the harness itself lives in bench/

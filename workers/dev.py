@@ -42,9 +42,9 @@ def start_embedded_redis(data_dir: Path) -> tuple[object, str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
-def process_commands(port: int, concurrency: int) -> dict[str, str]:
+def process_commands(port: int, concurrency: int, beat: bool = False) -> dict[str, str]:
     python = sys.executable
-    return {
+    commands = {
         "web": (
             f"{python} -m gunicorn -c {GUNICORN_CONFIG} --bind 127.0.0.1:{port} receiver.wsgi:app"
         ),
@@ -53,6 +53,12 @@ def process_commands(port: int, concurrency: int) -> dict[str, str]:
             f"--concurrency {concurrency} --loglevel INFO"
         ),
     }
+    if beat:  # reconciliation with the Tavus API, the one periodic task so far
+        schedule = DATA_DIR.resolve() / "celerybeat-schedule"
+        commands["beat"] = (
+            f"{python} -m celery -A workers.celery_app beat --loglevel INFO --schedule {schedule}"
+        )
+    return commands
 
 
 def run(port: int, concurrency: int) -> int:
@@ -72,7 +78,8 @@ def run(port: int, concurrency: int) -> int:
         f"Try:          tavus-callbacks simulate --url http://127.0.0.1:{port}/callbacks/{token}"
     )
     manager = Manager()
-    for name, command in process_commands(port, concurrency).items():
+    commands = process_commands(port, concurrency, beat=bool(settings.tavus_api_key))
+    for name, command in commands.items():
         manager.add_process(name, command, env=env)
     manager.loop()
     del redis_server  # keeps the embedded server alive until the processes have stopped

@@ -55,6 +55,9 @@ class Plan:
 def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Plan:
     if errors:  # quarantined by the receiver
         return Plan(EventStatus.QUARANTINED, errors=errors)
+    if kind not in SCHEMAS_BY_KIND:
+        # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
+        return Plan(EventStatus.QUARANTINED, errors=_NO_SHAPE)
     raw = orjson.loads(body)
     try:
         data = SCHEMAS_BY_KIND[kind].load(raw)
@@ -65,6 +68,9 @@ def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Pl
     handler = handler_for(kind, event_type)
     status = EventStatus.PROCESSED if handler else EventStatus.UNHANDLED
     return Plan(status, raw, data, None, occurred_at, handler)
+
+
+_NO_SHAPE = {"_schema": ["Not a Tavus callback: no known shape matches."]}
 
 
 class HandlerFailed(Exception):
@@ -248,7 +254,12 @@ RETRY_CAP_SECONDS = 300.0
 def _retry_delay(event: Event) -> float | None:
     if event.status != EventStatus.RECEIVED or event.attempts == 0:
         return None
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (event.attempts - 1))
+    return backoff(event.attempts)
+
+
+def backoff(attempt: int, cap: float = RETRY_CAP_SECONDS) -> float:
+    """Seconds before attempt ``attempt + 1``: doubling from 1 s, capped, with half as jitter."""
+    ceiling = min(cap, RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** min(attempt - 1, 32))
     return random.uniform(ceiling / 2, ceiling)
 
 

@@ -92,6 +92,9 @@ class Conversation(Base):
     perception_unavailable_reason: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Reconciliation with the Tavus API: how often it was pulled, and not before when again.
+    reconcile_checks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reconcile_after: Mapped[datetime | None]
 
 
 class Recording(Base):

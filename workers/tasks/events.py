@@ -20,14 +20,31 @@ def send_task(name: str, args: list[Any]) -> None:
     celery.send_task(name, args=args)
 
 
+def publish_event(message: EventMessage) -> None:
+    """Queue one event for processing, as the receiver does (reconciliation, replay)."""
+    celery.send_task(PROCESS_EVENT, args=[message], task_id=message["event_id"])
+
+
 @celery.task(name=PROCESS_EVENT, bind=True, max_retries=None, acks_late=True)
 def process_event(self: Task, message: EventMessage) -> str:
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
-    outcome = processing.process(
-        store, message, send_task, settings.max_event_attempts, AlertPolicy.from_settings(settings)
-    )
+    try:
+        outcome = processing.process(
+            store,
+            message,
+            send_task,
+            settings.max_event_attempts,
+            AlertPolicy.from_settings(settings),
+        )
+    except Exception as exc:
+        # Not the handler (its failures are counted in the store) but the store itself or the
+        # broker: nothing could be recorded, and this message may be the event's only copy, so
+        # it is retried for as long as it takes, never dropped.
+        delay = processing.backoff(self.request.retries + 1, settings.max_countdown_seconds)
+        log.error("event %s not processed, retry in %.0fs: %r", message["event_id"], delay, exc)
+        raise self.retry(exc=exc, countdown=delay) from exc
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
-        raise self.retry(countdown=outcome.retry_in)
+        raise self.retry(countdown=min(outcome.retry_in, settings.max_countdown_seconds))
     return outcome.status

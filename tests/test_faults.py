@@ -1,0 +1,574 @@
+"""The fault suite: what a deployment survives, shown with real processes broken as production
+breaks them.
+
+Each case runs the receiver under real gunicorn (deploy/gunicorn.conf.py), a real Celery worker
+started as the Procfile starts it (REMAP_SIGTERM=SIGQUIT), a private redis-server with AOF, and
+the store (PostgreSQL where it runs, else SQLite). It breaks something mid-load and ends by
+comparing the store with what was sent: every event stored once, byte for byte, its handler run
+once. The figures of each case are printed at the end and quoted in the README's fault table.
+Visibility timeout and soft shutdown are short here so that redelivery happens in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import requests
+from sqlalchemy import func, select, text
+
+from receiver import create_app
+from schemas.settings import Settings
+from tests.conftest import TOKEN, worker_env
+from tests.services import ROOT, RedisServer, Web, Worker, base_env, wait_until
+from workers.simulate import conversation_lifecycle
+from workers.store.db import Store
+from workers.store.models import Conversation, Event, EventStatus, Objective, Recording
+
+pytestmark = pytest.mark.integration
+
+LOAD = 200
+VISIBILITY_TIMEOUT = 10  # seconds; production: 900
+SOFT_SHUTDOWN = 4  # seconds running tasks get on SIGTERM; production: 15
+MAX_ATTEMPTS = 3
+HEROKU_KILL_AFTER = 30  # seconds between SIGTERM and SIGKILL on Heroku
+POISONED = "c-poisoned"
+
+
+def load(count: int, tag: str) -> list[bytes]:
+    """``count`` distinct callbacks from whole conversations: joined (both names), shutdown,
+    transcript, perception, recording, objective. Guardrails are left out: identical guardrail
+    bodies 10 s apart are two triggers by design, which would blur the count of a resend."""
+    bodies: list[bytes] = []
+    number = 0
+    while len(bodies) < count:
+        for body in conversation_lifecycle(f"c-{tag}-{number:03d}"):
+            if "event_type" in body:
+                bodies.append(orjson.dumps(body))
+        number += 1
+    return bodies[:count]
+
+
+def poisoned_transcript() -> bytes:
+    """A valid transcript callback that the store refuses to hold (see ``refuse_conversation``)."""
+    [body] = [
+        body
+        for body in conversation_lifecycle(POISONED)
+        if body.get("event_type") == "application.transcription_ready"
+    ]
+    return orjson.dumps(body)
+
+
+@dataclass
+class Rig:
+    """The processes of one deployment, each of which a case may signal, stop and restart."""
+
+    redis: RedisServer
+    store: Store
+    env: dict[str, str]
+    web: Web
+    worker: Worker
+
+    @property
+    def url(self) -> str:
+        return f"{self.web.url}/callbacks/{TOKEN}"
+
+    def broker(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "workers.cli", *args]
+        return subprocess.run(
+            command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+
+@pytest.fixture
+def fault_db(request: pytest.FixtureRequest) -> str:
+    """PostgreSQL, the production store, where it runs; SQLite elsewhere."""
+    try:
+        return request.getfixturevalue("postgres_url")
+    except pytest.skip.Exception:
+        return request.getfixturevalue("sqlite_url")
+
+
+@pytest.fixture
+def rig(fault_db: str, tmp_path: Path) -> Iterator[Rig]:
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    store = Store(fault_db)
+    store.upgrade()
+    env = base_env(
+        REDIS_URL=server.url,
+        DATABASE_URL=fault_db,
+        CALLBACK_TOKENS=TOKEN,
+        VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        WORKER_SOFT_SHUTDOWN_SECONDS=str(SOFT_SHUTDOWN),
+        MAX_EVENT_ATTEMPTS=str(MAX_ATTEMPTS),
+        REMAP_SIGTERM="SIGQUIT",  # as the Procfile's worker line
+    )
+    web = Web(env, tmp_path / "web.log").start()
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        yield Rig(server, store, env, web, worker)
+    finally:
+        worker.stop()
+        web.stop()
+        server.stop()
+        store.dispose()
+
+
+@pytest.fixture(scope="module")
+def figures(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
+    """Each case's measured outcome, printed as a table once the module is done."""
+    rows: list[dict[str, Any]] = []
+    yield rows
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    if reporter is None or not rows:
+        return
+    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line("fault suite: case | sent | stored | duplicates | redelivered | notes")
+        for row in rows:
+            reporter.write_line(
+                f"  {row['case']} | {row['sent']} | {row['stored']} | {row['duplicates']} | "
+                f"{row['redelivered']} | {row.get('notes', '')}"
+            )
+
+
+class Load:
+    """Posts bodies from a few threads in the background, like Tavus, and keeps every answer.
+
+    With ``resend``, a body that got no answer or a 5xx is posted again until it gets a 2xx, as
+    a sender that retries would; without, the outcome is kept as it came ("refused", "http 503").
+    """
+
+    def __init__(
+        self,
+        url: str,
+        bodies: list[bytes],
+        threads: int = 4,
+        resend: bool = False,
+        pace: float = 0.0,
+    ) -> None:
+        self.url = url
+        self.bodies = bodies
+        self.threads = threads
+        self.resend = resend
+        self.pace = pace  # seconds each thread waits between posts, to spread the load
+        self.outcomes: dict[int, str] = {}
+        self.failed_attempts: Counter[str] = Counter()
+        self._local = threading.local()
+        self._runner = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Load:
+        self._runner.start()
+        return self
+
+    def join(self, timeout: float = 120) -> Load:
+        self._runner.join(timeout)
+        assert not self._runner.is_alive(), "the load did not finish"
+        return self
+
+    def answered(self) -> int:
+        return len(self.outcomes)
+
+    def count(self) -> Counter[str]:
+        return Counter(self.outcomes.values())
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(self.threads) as pool:
+            list(pool.map(self._send, range(len(self.bodies))))
+
+    def _send(self, index: int) -> None:
+        session = getattr(self._local, "session", None) or requests.Session()
+        self._local.session = session
+        deadline = time.monotonic() + 90
+        while True:
+            outcome = post(session, self.url, self.bodies[index])
+            if not self.resend or outcome in ("accepted", "duplicate", "spooled"):
+                break
+            self.failed_attempts[outcome] += 1
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.outcomes[index] = outcome
+        time.sleep(self.pace)
+
+
+def post(session: requests.Session, url: str, body: bytes) -> str:
+    """One delivery: the status the receiver answered, "refused" without an answer."""
+    try:
+        response = session.post(
+            url, data=body, headers={"Content-Type": "application/json"}, timeout=15
+        )
+    except requests.ConnectionError:
+        return "refused"
+    if response.status_code >= 500:
+        return f"http {response.status_code}"
+    assert response.status_code in (200, 202), response.text
+    return response.json()["status"]
+
+
+def stored_rows(store: Store) -> list[Any]:
+    with store.session() as session:
+        query = select(Event.id, Event.body, Event.status, Event.attempts, Event.last_error)
+        return list(session.execute(query))
+
+
+def settled(store: Store, expected: int, timeout: float = 90) -> list[Any]:
+    """Wait until ``expected`` events are stored and none is still waiting to be processed."""
+
+    def check() -> list[Any] | None:
+        rows = stored_rows(store)
+        waiting = [row for row in rows if row.status == EventStatus.RECEIVED]
+        return rows if len(rows) >= expected and not waiting else None
+
+    return wait_until(check, timeout=timeout, interval=0.25)
+
+
+def exactly_once(
+    store: Store, sent: list[bytes], failed: tuple[bytes, ...] = (), timeout: float = 90
+) -> dict[str, int]:
+    """The store holds every body sent once, byte for byte; each handler ran once."""
+    try:
+        rows = settled(store, len(sent), timeout)
+    except TimeoutError:
+        rows = stored_rows(store)  # the comparison below says what is missing
+    stored = Counter(row.body for row in rows)
+    figures = {
+        "sent": len(sent),
+        "stored": len(rows),
+        "duplicates": sum(count - 1 for count in stored.values()),
+    }
+    missing = [orjson.loads(body) for body in sent if body.decode() not in stored]
+    assert stored == Counter(body.decode() for body in sent), {
+        **figures,
+        "statuses": Counter(row.status for row in rows),
+        "missing": [(m["conversation_id"], m["event_type"]) for m in missing[:10]],
+    }
+    failed_bodies = {body.decode() for body in failed}
+    for row in rows:
+        if row.body in failed_bodies:
+            assert (row.status, row.attempts) == (EventStatus.FAILED, MAX_ATTEMPTS)
+        else:
+            assert (row.status, row.attempts) == (EventStatus.PROCESSED, 1), row
+    _effects_once(store, [orjson.loads(body) for body in sent if body not in failed])
+    return figures
+
+
+def _effects_once(store: Store, bodies: list[dict[str, Any]]) -> None:
+    """The records the handlers keep: one transcript, objective, recording per one sent."""
+    types = Counter(body["event_type"] for body in bodies)
+    with store.session() as session:
+        transcripts = session.scalar(
+            select(func.count()).where(Conversation.transcript_at.is_not(None))
+        )
+        objectives = session.scalar(select(func.count()).select_from(Objective))
+        recordings = session.scalar(select(func.count()).where(Recording.ready_at.is_not(None)))
+    assert transcripts == types["application.transcription_ready"]
+    assert objectives == types["conversation.objective.completed"]
+    assert recordings == types["application.recording_ready"]
+
+
+def redelivered(worker: Worker, rows: list[Any], exclude: tuple[str, ...] = ()) -> int:
+    """Events whose message a worker received more than once (retries of `exclude` aside)."""
+    received = Counter(re.findall(r"Task tavus\.events\.process\[([0-9a-f-]{36})\] received",
+                                  worker.output()))  # fmt: skip
+    return sum(1 for row in rows if row.id not in exclude and received[row.id] > 1)
+
+
+def processed_count(store: Store) -> int:
+    with store.session() as session:
+        query = select(func.count()).where(Event.status != EventStatus.RECEIVED)
+        return session.scalar(query)
+
+
+def refuse_conversation(store: Store, conversation_id: str) -> None:
+    """Make the store itself refuse one conversation, as a constraint or a permission would:
+    every handler of its events fails, deterministically, while production code is untouched."""
+    message = "conversation refused by the store"
+    with store.session() as session:
+        if session.bind.dialect.name == "postgresql":
+            session.execute(text(
+                "CREATE FUNCTION refuse_conversation() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$"
+            ))  # fmt: skip
+            session.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON conversations FOR EACH ROW "
+                f"WHEN (NEW.conversation_id = '{conversation_id}') "
+                "EXECUTE FUNCTION refuse_conversation()"
+            ))  # fmt: skip
+        else:
+            session.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON conversations "
+                f"WHEN NEW.conversation_id = '{conversation_id}' "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            ))  # fmt: skip
+
+
+def accept_conversations(store: Store) -> None:
+    """The operator fixed the cause."""
+    with store.session() as session:
+        suffix = " ON conversations" if session.bind.dialect.name == "postgresql" else ""
+        session.execute(text(f"DROP TRIGGER refuse{suffix}"))
+
+
+def exited_within(service: Worker | Web, timeout: float) -> float:
+    """Seconds the service's main process took to exit; fails past ``timeout``."""
+    started = time.monotonic()
+    service.process.wait(timeout=timeout)
+    return time.monotonic() - started
+
+
+def test_worker_sigkilled_mid_load_loses_nothing(rig: Rig, figures: list) -> None:
+    bodies = load(LOAD, "kill")
+    sending = Load(rig.url, bodies).start()
+    broker = rig.broker()
+    # Kill while the worker holds messages it has not acked: they exist only in Redis now.
+    wait_until(
+        lambda: processed_count(rig.store) >= 30 and broker.hlen("unacked") > 0,
+        timeout=60,
+        interval=0.02,
+    )
+    held = broker.hlen("unacked")
+    rig.worker.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    stored_at_kill = processed_count(rig.store)
+    assert sending.join().count() == {"accepted": LOAD}
+    rig.worker.start()
+
+    outcome = exactly_once(rig.store, bodies)
+    recovered = time.monotonic() - killed
+    assert stored_at_kill < LOAD and held > 0
+    figures.append({
+        "case": "worker SIGKILLed mid-load, restarted",
+        **outcome,
+        "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
+        "notes": f"{held} unacked at the kill, all stored {recovered:.0f}s after it",
+    })  # fmt: skip
+
+
+def test_sigterm_to_every_process_mid_load_as_heroku_does(rig: Rig, figures: list) -> None:
+    bodies = load(LOAD, "term")
+    sending = Load(rig.url, bodies, threads=2, pace=0.02).start()
+    broker = rig.broker()
+    # Both mid-load: posts still coming in, the worker busy with a backlog.
+    wait_until(
+        lambda: processed_count(rig.store) >= 30 and broker.hlen("unacked") > 0,
+        timeout=60,
+        interval=0.01,
+    )
+    assert sending.answered() < LOAD
+    # Heroku: SIGTERM to every process of each dyno (gunicorn master and workers; celery
+    # parent and pool children), SIGKILL 30 s later.
+    rig.web.signal_all(signal.SIGTERM)
+    rig.worker.signal_all(signal.SIGTERM)
+    web_exit = exited_within(rig.web, HEROKU_KILL_AFTER)
+    worker_exit = exited_within(rig.worker, HEROKU_KILL_AFTER)
+    rig.web.stop()
+    rig.worker.stop()
+    first = sending.join().count()
+    assert set(first) <= {"accepted", "refused"}, first  # an answer, or no connection at all
+
+    rig.web.start()
+    rig.worker.start()
+    unanswered = [
+        body for index, body in enumerate(bodies) if sending.outcomes[index] != "accepted"
+    ]
+    resent = Load(rig.url, unanswered, resend=True).start().join().count()
+    assert set(resent) <= {"accepted", "duplicate"}, resent
+
+    outcome = exactly_once(rig.store, bodies)
+    figures.append({
+        "case": "SIGTERM to web and worker (parents and children) mid-load, restarted",
+        **outcome,
+        "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
+        "notes": (
+            f"web exited in {web_exit:.1f}s, worker in {worker_exit:.1f}s; "
+            f"{first['refused']} posts refused while down, resent"
+        ),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("how", "sig"), [("restarted", signal.SIGTERM), ("crashed (SIGKILL)", signal.SIGKILL)]
+)
+def test_redis_restarted_with_aof_loses_nothing(
+    rig: Rig, figures: list, how: str, sig: signal.Signals
+) -> None:
+    """A restart writes the AOF out; a crash loses nothing only because every write is fsynced
+    before it is answered (``appendfsync always``, as tests/services.py runs Redis)."""
+    bodies = load(LOAD, "aof")
+    sending = Load(rig.url, bodies, resend=True).start()
+    broker = rig.broker()
+    wait_until(lambda: sending.answered() >= LOAD // 3, timeout=60, interval=0.01)
+    waiting = broker.llen("events") + broker.hlen("unacked")
+    rig.redis.stop(sig)
+    time.sleep(2)
+    rig.redis.start()
+    answers = sending.join().count()
+    # "duplicate": queued just before Redis went down, but the answer was lost; the resend
+    # finds the key that the AOF kept.
+    assert set(answers) <= {"accepted", "spooled", "duplicate"}, answers
+
+    outcome = exactly_once(rig.store, bodies)
+    figures.append({
+        "case": f"Redis {how} mid-load, AOF",
+        **outcome,
+        "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
+        "notes": (
+            f"{waiting} messages in Redis at the restart; "
+            f"{sum(sending.failed_attempts.values())} posts refused while down, resent "
+            f"({answers['duplicate']} of them had been queued: answered duplicate)"
+        ),
+    })  # fmt: skip
+
+
+def test_redis_restarted_while_a_task_runs_the_worker_reconnects(rig: Rig, figures: list) -> None:
+    """The race kombu 5.7 loses (workers/broker.py): a worker holding an unacked message and
+    waiting on BRPOP when Redis goes away must reconnect, not stop."""
+    busy = load(1, "busy")
+    broker = rig.broker()
+    with rig.store.engine.connect() as blocker, blocker.begin():
+        if blocker.dialect.name == "postgresql":  # SQLite: begin() took the write lock
+            blocker.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+        assert Load(rig.url, busy).start().join().count() == {"accepted": 1}
+        wait_until(
+            lambda: (
+                broker.hlen("unacked") == 1
+                and any(client["cmd"] == "brpop" for client in broker.client_list())
+            ),
+            timeout=20,
+        )
+        rig.redis.stop(signal.SIGTERM)
+        rig.redis.start()
+    after = load(20, "after")
+    assert set(Load(rig.url, after, resend=True).start().join().count()) <= {"accepted"}
+
+    outcome = exactly_once(rig.store, busy + after)
+    assert rig.worker.process.poll() is None  # the same worker, never restarted
+    figures.append({
+        "case": "Redis restarted while a task runs and the worker waits on BRPOP",
+        **outcome,
+        "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
+        "notes": "the worker reconnected by itself and processed what came after",
+    })  # fmt: skip
+
+
+def test_every_event_delivered_three_times_concurrently(rig: Rig, figures: list) -> None:
+    bodies = load(LOAD, "thrice")
+    # The three copies of a body sit side by side, so a 12-thread pool posts them at once.
+    copies = [body for body in bodies for _ in range(3)]
+    answers = Load(rig.url, copies, threads=12).start().join().count()
+    assert answers == {"accepted": LOAD, "duplicate": 2 * LOAD}
+
+    outcome = exactly_once(rig.store, bodies)
+    figures.append({
+        "case": "every event posted 3 times concurrently",
+        **outcome,
+        "sent": len(copies),
+        "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
+        "notes": f"{LOAD} answered accepted, {2 * LOAD} answered duplicate",
+    })  # fmt: skip
+
+
+def test_poison_event_is_dead_lettered_the_queue_flows_and_replay_recovers_it(
+    rig: Rig, figures: list
+) -> None:
+    refuse_conversation(rig.store, POISONED)
+    poison = poisoned_transcript()
+    good = load(60, "good")
+    assert Load(rig.url, [poison, *good]).start().join().count() == {"accepted": 61}
+
+    outcome = exactly_once(rig.store, [poison, *good], failed=(poison,))
+    [dead] = [row for row in stored_rows(rig.store) if row.body == poison.decode()]
+    assert "conversation refused by the store" in dead.last_error
+
+    accept_conversations(rig.store)
+    replayed = rig.cli("replay", "--failed")
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.startswith("replayed 1 event:")
+    assert dead.id in replayed.stdout and "conversation refused by the store" in replayed.stdout
+    wait_until(lambda: {r.status for r in stored_rows(rig.store)} == {"processed"}, timeout=30)
+    again = rig.cli("replay", "--failed")
+    assert again.stdout.strip() == "no failed events to replay"
+    one = rig.cli("replay", dead.id)  # replaying a processed event runs its handler again
+    assert one.returncode == 0 and dead.id in one.stdout
+    rows = settled(rig.store, 61)
+    assert len(rows) == 61 and {row.status for row in rows} == {"processed"}
+    with rig.store.session() as session:
+        assert len(session.get(Conversation, POISONED).transcript) == 13
+
+    figures.append({
+        "case": "one poison event among 60 good ones",
+        **outcome,
+        "redelivered": redelivered(rig.worker, rows, exclude=(dead.id,)),
+        "notes": f"poison failed after {MAX_ATTEMPTS} attempts, the rest processed; "
+        "replay --failed processed it once fixed",
+    })  # fmt: skip
+
+
+def test_after_a_redis_wipe_the_worker_recovers_by_itself(rig: Rig, figures: list) -> None:
+    before = load(30, "before")
+    assert Load(rig.url, before).start().join().count() == {"accepted": 30}
+    settled(rig.store, 30)
+    broker = rig.broker()
+    broker.flushall()  # queues, dedup keys, kombu's bindings and unacked index: all gone
+    refuse_conversation(rig.store, POISONED)
+    poison = poisoned_transcript()
+    after = load(30, "after")
+
+    # Same worker, not restarted: events posted after the wipe are processed, and the poison
+    # event's retries (published by the worker itself) still find their queue.
+    assert Load(rig.url, [poison, *after]).start().join().count() == {"accepted": 31}
+    outcome = exactly_once(rig.store, [*before, poison, *after], failed=(poison,))
+    rows = stored_rows(rig.store)
+    [dead] = [row.id for row in rows if row.body == poison.decode()]
+    figures.append({
+        "case": "Redis wiped (FLUSHALL), worker not restarted",
+        **outcome,
+        "redelivered": redelivered(rig.worker, rows, exclude=(dead,)),
+        "notes": f"30 before and 31 after the wipe; the poison retried {MAX_ATTEMPTS}x, failed",
+    })  # fmt: skip
+
+
+def test_a_store_not_reachable_yet_holds_events_instead_of_dropping_them(
+    redis_url: str, tmp_path: Path, figures: list
+) -> None:
+    """The store fails, not a handler (down, or not migrated yet): the task retries with
+    backoff for as long as it takes, because its message may be the event's only copy."""
+    database = f"sqlite:///{tmp_path / 'late.db'}"  # no tables until the release step runs
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=database)
+    worker = Worker(worker_env(settings), tmp_path / "worker.log").start()
+    try:
+        client = create_app(settings).test_client()
+        bodies = load(10, "nostore")
+        for body in bodies:
+            assert client.post(f"/callbacks/{TOKEN}", data=body).status_code == 202
+        wait_until(lambda: worker.output().count("not processed, retry in") >= 10, timeout=30)
+        store = Store(database)
+        store.upgrade()
+        outcome = exactly_once(store, bodies, timeout=60)
+        store.dispose()
+    finally:
+        worker.stop()
+    figures.append({
+        "case": "store unreachable (not migrated) while events arrive",
+        **outcome,
+        "redelivered": "-",
+        "notes": "every event retried with backoff until the store answered, then stored once",
+    })  # fmt: skip
