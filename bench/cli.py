@@ -3,6 +3,7 @@ so the rest of the CLI never pays for them)."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,6 @@ def bench(
         raise click.ClickException(f"{type(exc).__name__}: {exc} (logs in {work_dir})") from exc
     click.echo(report.render(results))
     click.echo("\n".join(report.verdicts(results)))
-    command = " ".join(["tavus-callbacks", *sys.argv[1:]])
+    command = shlex.join(["tavus-callbacks", *sys.argv[1:]])
     report.write(output, report.document(results, command, note))
     say(f"written to {output}; took {results.elapsed:.0f} s")

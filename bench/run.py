@@ -38,7 +38,7 @@ ROLES = ("noop", "events")  # the no-op worker, the real one
 
 @dataclass(frozen=True)
 class Sizes:
-    """How long and how much; the defaults take about four minutes on two cores."""
+    """How long and how much; the defaults take about three minutes on two cores."""
 
     seconds: float = 10.0  # each intake or baseline measure, in `slices` turns
     slices: int = 5

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas.classify import classify
-from schemas.messages import EventMessage
+from schemas.messages import EventMessage, event_message
 from workers import processing
 from workers.handlers import registry
 from workers.handlers.records import conversation
@@ -29,18 +29,7 @@ def message(event_type: str, conversation_id: str = "c-processing") -> EventMess
         "properties": {},
     }
     raw = orjson.dumps(body)
-    verdict = classify(body, raw, time.time())
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_key": verdict.event_key,
-        "kind": verdict.kind,
-        "event_type": verdict.event_type,
-        "conversation_id": verdict.conversation_id,
-        "received_at": time.time(),
-        "body": raw.decode(),
-        "errors": verdict.errors,
-        "source": "callback",
-    }
+    return event_message(classify(body, raw, time.time()), raw, time.time(), "callback")
 
 
 @pytest.fixture
