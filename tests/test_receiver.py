@@ -128,6 +128,14 @@ def test_invalid_tavus_callback_names_the_field(client) -> None:
     assert "shutdown_reason" in response.json["errors"]["properties"]
 
 
+def test_transcript_that_is_no_list_of_entries_is_422(client) -> None:
+    body = orjson.loads(fixture("transcription_ready"))
+    body["properties"]["transcript"] = [{"content": "an entry without a role"}]
+    response = client.post(URL, data=orjson.dumps(body))
+    assert response.status_code == 422
+    assert "transcript" in response.json["errors"]["properties"]
+
+
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
 def test_wrong_method_is_405_json(client, method) -> None:
     response = getattr(client, method)(URL)

@@ -207,3 +207,16 @@ def test_guardrail_repeats_collapse_only_within_the_window() -> None:
 )
 def test_shutdown_reasons(reason: str, failure: bool | None) -> None:
     assert shutdown_is_failure(reason) is failure
+
+
+def test_the_receiver_checks_a_transcripts_shape_and_leaves_its_entries_to_the_worker() -> None:
+    body = fixture_json("transcription_ready")
+    body["properties"]["transcript"][1]["timestamp"] = "not a date"
+    raw = json.dumps(body).encode()
+    assert classify(body, raw, time.time()).valid  # the receiver: a Tavus callback, keep it
+    deep = classify(body, raw, time.time(), deep=True)  # the worker: this entry is wrong
+    assert "properties" in deep.errors
+    for transcript in ("all of it", [{"content": "no role"}], ["a string"], None):
+        body["properties"]["transcript"] = transcript
+        verdict = verdict_for(body)
+        assert not verdict.valid and "transcript" in verdict.errors["properties"]

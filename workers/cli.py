@@ -10,6 +10,7 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError
 
+from bench.cli import bench as bench_command
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
@@ -254,6 +255,9 @@ def _event_publisher() -> replay.Publish:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     return publish_event
+
+
+main.add_command(bench_command)  # the harness itself lives in bench/
 
 
 @main.group()

@@ -16,14 +16,15 @@ from typing import Any
 
 import orjson
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.messages import RAISE_ALERT, EventMessage
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
+from workers.handlers.registry import Handler
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
 
@@ -39,6 +40,46 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt; None: done
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a body calls for, known before anything is written: parsed, validated, routed."""
+
+    status: str  # PROCESSED when a handler will run (its transaction decides), or a final one
+    raw: Any = None  # the body as JSON
+    data: Any = None  # as its schema loaded it
+    errors: Any = None
+    occurred_at: datetime | None = None
+    handler: Handler | None = None
+
+
+def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Plan:
+    if errors:  # quarantined by the receiver
+        return Plan(EventStatus.QUARANTINED, errors=errors)
+    if kind not in SCHEMAS_BY_KIND:
+        # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
+        return Plan(EventStatus.QUARANTINED, errors=_NO_SHAPE)
+    raw = orjson.loads(body)
+    try:
+        data = SCHEMAS_BY_KIND[kind].load(raw)
+    except ValidationError as exc:
+        # The receiver checks less (a transcript's entries), or a deploy came in between.
+        return Plan(EventStatus.QUARANTINED, errors=_as_errors(exc.messages))
+    occurred_at = data.get("timestamp") or data.get("updated_at")
+    handler = handler_for(kind, event_type)
+    status = EventStatus.PROCESSED if handler else EventStatus.UNHANDLED
+    return Plan(status, raw, data, None, occurred_at, handler)
+
+
+_NO_SHAPE = {"_schema": ["Not a Tavus callback: no known shape matches."]}
+
+
+class HandlerFailed(Exception):
+    """The handler raised: its transaction is rolled back, then the attempt is recorded."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+
+
 def process(
     store: Store,
     message: EventMessage,
@@ -46,20 +87,58 @@ def process(
     max_attempts: int,
     alerts: AlertPolicy = AlertPolicy(),  # noqa: B008  (frozen, so one shared default is safe)
 ) -> Outcome:
-    with store.session() as session:
-        event = store_event(session, message)
-        if event.status not in EventStatus.FINAL:
-            _run_handler(session, event, max_attempts, alerts)
-        outcome = Outcome(event.id, event.status, _retry_delay(event))
-        pending = list(event.pending_tasks or [])
+    """Store the event and run its handler in one transaction; a repeat changes nothing.
+
+    A new event is inserted with the outcome its plan expects (``processed``, say) and its
+    handler runs in the same transaction: if the handler fails, the transaction is rolled back,
+    row and all, and a second one records the failed attempt. The usual case writes the event
+    once and reads nothing back.
+    """
+    expected = plan(message["body"], message["kind"], message["event_type"], message["errors"])
+    try:
+        with store.session() as session:
+            event = store_event(session, message, expected)
+            if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
+                event = _locked_event(session, message["event_key"])
+                if event.status not in EventStatus.FINAL:
+                    _retry(session, event, alerts)
+            elif expected.handler is not None:
+                _handle(session, event, expected, alerts)
+            outcome = Outcome(event.id, event.status, _retry_delay(event))
+            pending = list(event.pending_tasks or [])
+    except HandlerFailed as failure:
+        # One transaction per event and no savepoint on the way (it costs every event two more
+        # statements): a failure, the rare case, pays for a second transaction instead.
+        with store.session() as session:
+            event = store_event(session, message, expected, failed=failure)
+            if event is None:
+                event = _locked_event(session, message["event_key"])
+                _record_failure(event, failure, expected.occurred_at)
+            log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
+            if event.attempts >= max_attempts:
+                _finish(event, EventStatus.FAILED)
+            return Outcome(event.id, event.status, _retry_delay(event))
     if pending:
         _send_pending(store, event.id, pending, send)
     return outcome
 
 
-def store_event(session: Session, message: EventMessage) -> Event:
-    """Insert the event unless its key is stored; return the stored row, locked."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+def store_event(
+    session: Session,
+    message: EventMessage,
+    expected: Plan | None = None,
+    failed: HandlerFailed | None = None,
+) -> Event | None:
+    """Insert the event as ``expected`` unless its key is stored (then None).
+
+    Without a plan, the event is stored as received (or quarantined), for a handler to run later.
+    """
+    status = expected.status if expected else EventStatus.RECEIVED
+    if failed is not None:
+        status = EventStatus.RECEIVED
+    elif message["errors"]:
+        status = EventStatus.QUARANTINED
+    handled = expected is not None and expected.handler is not None
     row = {
         "id": message["event_id"],
         "event_key": message["event_key"],
@@ -68,48 +147,79 @@ def store_event(session: Session, message: EventMessage) -> Event:
         "conversation_id": message["conversation_id"],
         "source": message.get("source", "callback"),
         "received_at": datetime.fromtimestamp(message["received_at"], UTC),
+        "occurred_at": expected.occurred_at if expected else None,
         "body": message["body"],
-        "errors": message["errors"],
-        "status": EventStatus.QUARANTINED if message["errors"] else EventStatus.RECEIVED,
-        "attempts": 0,
+        "errors": (expected.errors if expected else None) or message["errors"],
+        "status": status,
+        "attempts": 1 if handled else 0,
+        "last_error": str(failed)[:2000] if failed else None,
+        # Waiting for (another) attempt, or quarantined by the receiver: not processed. Else
+        # processed as of this transaction, which the handler's writes commit with.
+        "processed_at": None if status == EventStatus.RECEIVED or message["errors"] else now(),
+        "pending_tasks": None,
     }
-    session.execute(dialect.insert(Event).values(**row).on_conflict_do_nothing())
-    query = select(Event).where(Event.event_key == message["event_key"]).with_for_update()
-    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    if session.execute(_INSERT_EVENT[session.bind.dialect.name], row).first() is None:
+        return None
+    # The INSERT holds the new row's lock and we know every column: attach the row as it is
+    # rather than read it back.
+    event = Event(**row)
+    make_transient_to_detached(event)
+    session.add(event)
+    return event
 
 
-def _run_handler(session: Session, event: Event, max_attempts: int, alerts: AlertPolicy) -> None:
-    raw = orjson.loads(event.body)
-    if event.kind not in SCHEMAS_BY_KIND:
-        # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
-        errors = event.errors or {"_schema": ["Not a Tavus callback: no known shape matches."]}
-        _finish(event, EventStatus.QUARANTINED, errors=errors)
-        return
+def _locked_event(session: Session, event_key: str) -> Event:
+    return session.execute(_LOCK_EVENT, {"event_key": event_key}).scalar_one()
+
+
+# Built once: building a statement per event costs more than running it.
+_INSERT_EVENT = {
+    dialect.dialect.name: dialect.insert(Event.__table__)
+    .on_conflict_do_nothing()
+    .returning(Event.__table__.c.id)
+    for dialect in (postgresql, sqlite)
+}
+_LOCK_EVENT = (
+    select(Event)
+    .where(Event.event_key == bindparam("event_key"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
+def _handle(session: Session, event: Event, expected: Plan, alerts: AlertPolicy) -> None:
+    """Run the handler; its writes are flushed here so that they too fail inside this boundary."""
+    context = HandlerContext(session=session, event=event, raw=expected.raw, data=expected.data)
     try:
-        data = SCHEMAS_BY_KIND[event.kind].load(raw)
-    except ValidationError as exc:
-        # The receiver and this worker disagree (a deploy in between): keep it, quarantined.
-        _finish(event, EventStatus.QUARANTINED, errors=exc.messages)
+        expected.handler(context)
+        _ask_alert_rules(context, alerts)
+        if context.follow_ups:
+            event.pending_tasks = context.follow_ups
+        session.flush()
+    except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
+        raise HandlerFailed(exc) from exc
+
+
+def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
+    """Another attempt at an event stored earlier whose handler failed (or never ran)."""
+    again = plan(event.body, event.kind, event.event_type, event.errors)
+    event.occurred_at = again.occurred_at
+    if again.handler is None:
+        _finish(event, again.status, errors=again.errors)
         return
-    event.occurred_at = data.get("timestamp") or data.get("updated_at")
-    handler = handler_for(event.kind, event.event_type)
-    if handler is None:
-        _finish(event, EventStatus.UNHANDLED)
-        return
-    context = HandlerContext(session=session, event=event, raw=raw, data=data)
     event.attempts += 1
-    try:
-        with session.begin_nested():  # a failing handler undoes its own changes only
-            handler(context)
-    except Exception as exc:  # a boundary: recorded, then retried or dead-lettered
-        log.warning("event %s attempt %d failed: %r", event.id, event.attempts, exc)
-        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if event.attempts >= max_attempts:
-            _finish(event, EventStatus.FAILED)
-        return
-    _ask_alert_rules(context, alerts)
-    event.pending_tasks = context.follow_ups or None
     _finish(event, EventStatus.PROCESSED)
+    _handle(session, event, again, alerts)
+
+
+def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime | None) -> None:
+    event.occurred_at = occurred_at
+    event.attempts += 1
+    event.last_error = str(failure)[:2000]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
@@ -127,9 +237,13 @@ def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
 
 def _finish(event: Event, status: str, errors: Any = None) -> None:
     event.status = status
-    event.processed_at = datetime.now(UTC)
+    event.processed_at = now()
     if errors is not None:
-        event.errors = errors if isinstance(errors, dict) else {"_schema": errors}
+        event.errors = errors
+
+
+def _as_errors(messages: Any) -> dict[str, Any]:
+    return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
 # Retries back off exponentially with jitter, up to a cap kept below Redis's visibility timeout.
@@ -156,4 +270,12 @@ def _send_pending(
     for task in pending:
         send(task["name"], task["args"])
     with store.session() as session:
-        session.get(Event, event_id).pending_tasks = None
+        session.execute(_SENT, {"event_id": event_id})
+
+
+# One statement, built once: no need to load the row to clear a column.
+_SENT = (
+    update(Event.__table__)
+    .where(Event.__table__.c.id == bindparam("event_id"))
+    .values(pending_tasks=None)
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema
 
-from .conversation import ConversationEvent
+from .conversation import ConversationEvent, IntakeConversationEvent
 from .standalone import (
     DocumentCallback,
     GuardrailCallback,
@@ -22,3 +22,8 @@ SCHEMAS_BY_KIND: dict[str, Schema] = {
     "document": DocumentCallback(),
 }
 KINDS = tuple(SCHEMAS_BY_KIND)
+# The receiver's: the same, but a transcript's entries are left to the worker (see TranscriptShape).
+INTAKE_SCHEMAS_BY_KIND: dict[str, Schema] = {
+    **SCHEMAS_BY_KIND,
+    "conversation": IntakeConversationEvent(),
+}

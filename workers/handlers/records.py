@@ -1,16 +1,18 @@
 """Getting or creating the record an event updates, safely under concurrent workers.
 
-Two workers may handle two events of one conversation at the same time. The row is inserted
-with ON CONFLICT DO NOTHING and then read FOR UPDATE (PostgreSQL; SQLite's writers are already
-serialised by BEGIN IMMEDIATE), so neither update is lost and neither insert fails.
+Two workers may handle two events of one conversation at the same time. The row is read FOR
+UPDATE (PostgreSQL; SQLite's writers are already serialised by BEGIN IMMEDIATE) and, only when
+missing, inserted with ON CONFLICT DO NOTHING and read again, so neither update is lost and
+neither insert fails.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,11 +25,23 @@ def locked_record(
     session: Session, model: type[Record], defaults: dict[str, Any], **key: Any
 ) -> Record:
     """The row of ``model`` with primary ``key``, created from ``defaults`` if missing, locked."""
+    lock = _lock_statement(model, tuple(key))
+    # Most events find their record already there: read it first, insert only when missing.
+    record = session.execute(lock, key).scalar_one_or_none()
+    if record is not None:
+        return record
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     insert = dialect.insert(model).values(**key, **defaults).on_conflict_do_nothing()
     session.execute(insert)
-    query = select(model).filter_by(**key).with_for_update()
-    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    return session.execute(lock, key).scalar_one()
+
+
+@cache
+def _lock_statement(model: type[Base], names: tuple[str, ...]) -> Select:
+    """``SELECT … WHERE <key> FOR UPDATE``, built once per model and key: building a statement
+    costs more than running it."""
+    query = select(model).filter_by(**{name: bindparam(name) for name in names})
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def conversation(session: Session, conversation_id: str) -> Conversation:

@@ -1,0 +1,89 @@
+"""``tavus-callbacks bench``: options here, the work in ``run`` and ``report`` (imported late,
+so the rest of the CLI never pays for them)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+WORK_ROOT = Path(".tavus-callbacks")
+STORE_CHOICES = ("sqlite", "postgres")
+
+
+@click.command("bench")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Each load measure.")
+@click.option("--events", type=int, default=2000, show_default=True, help="Messages per drain.")
+@click.option(
+    "--e2e-seconds", type=float, default=15.0, show_default=True, help="The end-to-end run."
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Choice(STORE_CHOICES),
+    help="Repeatable; default both (PostgreSQL skipped, with a warning, if absent).",
+)
+@click.option(
+    "--postgres-url",
+    envvar="TEST_POSTGRES_URL",
+    default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="A server where scratch databases may be created and dropped.",
+)
+@click.option("--smoke", is_flag=True, help="Tiny sizes, a few seconds: checks, not figures.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("BENCHMARKS.md"),
+    show_default=True,
+    help="The Markdown file to update.",
+)
+@click.option("--note", default="", help="A remark to keep with the run (e.g. a shared machine).")
+@click.option("--keep", is_flag=True, help="Keep the run's logs and scratch files.")
+def bench(
+    stores: tuple[str, ...],
+    smoke: bool,
+    output: Path,
+    note: str,
+    keep: bool,
+    postgres_url: str,
+    **sizes: Any,
+) -> None:
+    """Measure intake vs a bare-Flask baseline, end to end, and workers vs a no-op task, on
+    this machine; print the tables and write them to BENCHMARKS.md."""
+    from . import load, report, run
+    from .stores import postgres_reachable
+
+    try:
+        load.wrk_binary()
+    except load.LoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    chosen = run.SMOKE if smoke else run.Sizes(**sizes)
+    wanted = stores or chosen.stores
+    why = postgres_reachable(postgres_url) if "postgres" in wanted else None
+    if why and stores:
+        raise click.ClickException(f"PostgreSQL is not reachable: {why}")
+    if why:
+        click.echo(f"warning: PostgreSQL skipped, not reachable: {why}", err=True)
+        wanted = tuple(store for store in wanted if store != "postgres")
+    chosen = run.Sizes(**{**chosen.__dict__, "stores": wanted})
+    work_dir = (WORK_ROOT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+    def say(line: str) -> None:  # progress on stderr, the tables on stdout
+        click.echo(line, err=True)
+
+    say(f"benchmark in {work_dir}, about {run.estimate(chosen):.0f} s")
+    try:
+        results = run.measure(chosen, postgres_url, work_dir, say, keep=keep)
+    except Exception as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc} (logs in {work_dir})") from exc
+    click.echo(report.render(results))
+    click.echo("\n".join(report.verdicts(results)))
+    command = shlex.join(["tavus-callbacks", *sys.argv[1:]])
+    report.write(output, report.document(results, command, note))
+    say(f"written to {output}; took {results.elapsed:.0f} s")

@@ -1,0 +1,199 @@
+"""The run as tables, the machine it ran on, and BENCHMARKS.md kept up to date.
+
+``BENCHMARKS.md`` keeps what people wrote around the generated part: a run replaces only the
+lines between the two markers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from . import load
+from .run import SATURATION, Results
+from .services import redis_server_binary
+
+BEGIN = "<!-- bench:begin (written by `tavus-callbacks bench`; edit outside the markers) -->"
+END = "<!-- bench:end -->"
+MIB = 1024 * 1024
+
+TARGETS = {
+    "intake_ratio": 0.8,  # intake / baseline throughput at saturation, at least
+    "p99_ms_at_1000": 5.0,  # intake ack p99 at 1,000 req/s, at most
+    "e2e_p50_ms": 50.0,  # end-to-end p50 at 200 events/s, at most
+    "worker_ratio": 0.7,  # events / no-op tasks per second, at least
+}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def intake_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for mode, intake in results.intake.items():
+        baseline = results.baseline[mode]
+        if mode == SATURATION:
+            pairs = [("throughput at saturation (req/s)", intake.throughput, baseline.throughput)]
+        else:
+            rate = f"{int(mode):,}"
+            pairs = [
+                (f"ack p50 at {rate} req/s (ms)", intake.percentile(50), baseline.percentile(50)),
+                (f"ack p99 at {rate} req/s (ms)", intake.percentile(99), baseline.percentile(99)),
+            ]
+        for label, ours, theirs in pairs:
+            digits = 0 if mode == SATURATION else 2
+            rows.append(
+                [label, f"{ours:.{digits}f}", f"{theirs:.{digits}f}", f"{ours / theirs:.2f}"]
+            )
+    return rows
+
+
+def e2e_rows(results: Results) -> list[list[str]]:
+    return [
+        [
+            store,
+            f"{results.sizes.e2e_rate}",
+            str(len(latencies)),
+            _ms(1000 * load.percentile(latencies, 50)),
+            _ms(1000 * load.percentile(latencies, 99)),
+        ]
+        for store, latencies in results.e2e_seconds.items()
+    ]
+
+
+def worker_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for (store, processes), events in results.events_per_second.items():
+        noop = results.noop_per_second[store, processes]
+        rows.append([store, str(processes), f"{events:.0f}", f"{noop:.0f}", f"{events / noop:.2f}"])
+    return rows
+
+
+def memory_rows(results: Results) -> list[list[str]]:
+    return [[role, f"{peak / MIB:.0f}"] for role, peak in sorted(results.peak_rss.items())]
+
+
+def render(results: Results) -> str:
+    """The run's figures as Markdown tables, one per question."""
+    sizes = results.sizes
+    bodies = results.body_bytes
+    lines = [
+        f"Payloads: whole conversations, {len(bodies)} callbacks each "
+        f"(transcript {max(bodies):,} bytes, mean body {sum(bodies) // len(bodies):,} bytes); "
+        f"a new idempotency key per request; every answer checked to be 202.",
+        "",
+        f"**Intake** (`POST /callbacks/<token>`) against the **baseline** (bare Flask, one "
+        f"Redis LPUSH, 202), same gunicorn config, {sizes.seconds:g} s per measure in "
+        f"{sizes.slices} turns each:",
+        "",
+        *_table(["measure", "intake", "baseline", "intake / baseline"], intake_rows(results)),
+        "",
+        "**End to end**, from when the POST was due to the event processed in the store "
+        f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes):",
+        "",
+        *_table(["store", "events/s", "events", "p50 (ms)", "p99 (ms)"], e2e_rows(results)),
+        "",
+        f"**Workers**, {sizes.events:,} queued messages drained, against a no-op task on the "
+        "same messages:",
+        "",
+        *_table(
+            ["store", "worker processes", "events/s", "no-op tasks/s", "events / no-op"],
+            worker_rows(results),
+        ),
+        "",
+        "**Peak RSS** of one process:",
+        "",
+        *_table(["process", "MiB"], memory_rows(results)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(results: Results) -> list[str]:
+    """Each target of issue 5, met or not, with the figure."""
+    out = []
+    saturation = results.intake.get(SATURATION), results.baseline.get(SATURATION)
+    if all(saturation):
+        ratio = saturation[0].throughput / saturation[1].throughput
+        out.append(_verdict("intake / baseline throughput", ratio, TARGETS["intake_ratio"], ">="))
+    if "1000" in results.intake:
+        p99 = results.intake["1000"].percentile(99)
+        out.append(_verdict("intake p99 at 1,000 req/s (ms)", p99, TARGETS["p99_ms_at_1000"], "<="))
+    for store, latencies in results.e2e_seconds.items():
+        p50 = 1000 * load.percentile(latencies, 50)
+        out.append(_verdict(f"end-to-end p50, {store} (ms)", p50, TARGETS["e2e_p50_ms"], "<="))
+    for key, events in results.events_per_second.items():
+        ratio = events / results.noop_per_second[key]
+        label = f"workers / no-op, {key[0]} x{key[1]}"
+        out.append(_verdict(label, ratio, TARGETS["worker_ratio"], ">="))
+    return out
+
+
+def _verdict(label: str, value: float, target: float, sense: str) -> str:
+    met = value >= target if sense == ">=" else value <= target
+    return f"- {'met' if met else 'MISSED'}: {label} {value:.2f} (target {sense} {target:g})"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = found[1] if found else cpu
+    memory = psutil.virtual_memory().total / 1024**3
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; {platform.platform()}; "
+        f"Python {platform.python_version()}; {_version([redis_server_binary(), '--version'])}; "
+        f"{_version([load.wrk_binary(), '-v'])}"
+    )
+
+
+def _version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except OSError as exc:
+        return f"{command[0]}: {exc}"
+    first = (done.stdout or done.stderr).strip().splitlines()
+    return first[0][:80] if first else command[0]
+
+
+def document(results: Results, command: str, note: str = "") -> str:
+    """The generated part of BENCHMARKS.md: when, where, how, the tables and the verdicts."""
+    when = datetime.fromtimestamp(results.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        BEGIN,
+        "## Latest run",
+        "",
+        f"- date: {when}, took {results.elapsed:.0f} s",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+    ]
+    if note:
+        lines.append(f"- note: {note}")
+    lines += ["", render(results), "Targets (issue 5):", "", *verdicts(results), "", END]
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, generated: str) -> None:
+    """Put ``generated`` between the markers of ``path``, keeping everything else."""
+    if not path.exists():
+        path.write_text("# Benchmarks\n\n" + generated)
+        return
+    text = path.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        path.write_text(head + generated + ("\n" + tail if tail else ""))
+    else:
+        path.write_text(text.rstrip("\n") + "\n\n" + generated)

