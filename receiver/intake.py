@@ -63,7 +63,7 @@ class Intake:
         self.tokens.authenticate(presented)
         body = parse_object(raw)
         received_at = time.time()
-        verdict = _classify(body, raw, received_at, hint)
+        verdict = _classify(body, raw, hint)
         message = event_message(verdict, raw, received_at, source="callback")
         if not self.drainer.broker_suspect():
             try:
@@ -95,9 +95,9 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _classify(body: dict[str, Any], raw: bytes, received_at: float, hint: str | None) -> Verdict:
+def _classify(body: dict[str, Any], raw: bytes, hint: str | None) -> Verdict:
     try:
-        return classify(body, raw, received_at, hint)
+        return classify(body, raw, hint)
     except UnknownKind as exc:
         raise BadKind(str(exc)) from exc
 

@@ -102,8 +102,9 @@ class Publisher:
         Raises ``redis.RedisError`` when Redis cannot take it: the caller decides what then.
         """
         envelope = celery_envelope(PROCESS_EVENT, message["event_id"], [message], EVENTS_QUEUE)
-        keys = [dedup_key(message["event_key"]), EVENTS_QUEUE]
-        first = self._claim_and_push(keys=keys, args=[message["event_id"], self._ttl, envelope])
+        keys = [dedup_key(message.get("claim_key", message["event_key"])), EVENTS_QUEUE]
+        ttl = message.get("claim_ttl", self._ttl)
+        first = self._claim_and_push(keys=keys, args=[message["event_id"], ttl, envelope])
         if first is None:
             return None
         first_id = first.decode()

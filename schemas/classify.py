@@ -16,8 +16,8 @@ from marshmallow import ValidationError
 from .callbacks import INTAKE_SCHEMAS_BY_KIND, KINDS, SCHEMAS_BY_KIND
 
 # Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
-# times in a conversation. Identical bodies inside this window are taken as one delivery sent
-# twice; the same trigger later counts again.
+# times in a conversation. An identical body within this many seconds of the first is taken as
+# the same delivery sent twice; later, the same trigger counts again.
 GUARDRAIL_REPEAT_WINDOW_SECONDS = 10
 MAX_KEY_LENGTH = 255
 
@@ -59,6 +59,9 @@ class Verdict:
     conversation_id: str | None
     event_key: str
     errors: dict[str, Any] | None  # None: a valid Tavus callback
+    # Set when equal keys may be distinct events later on (guardrails): the key then marks a
+    # repeat only within this many seconds, and each stored event gets a key of its own.
+    repeat_window: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -72,7 +75,6 @@ def guess_kind(body: dict[str, Any]) -> str | None:
 def classify(
     body: dict[str, Any],
     raw: bytes,
-    received_at: float,
     hint: str | None = None,
     deep: bool = False,
 ) -> Verdict:
@@ -93,11 +95,12 @@ def classify(
         data = (SCHEMAS_BY_KIND if deep else INTAKE_SCHEMAS_BY_KIND)[kind].load(body)
     except ValidationError as exc:
         return Verdict(kind, event_type, conversation_id, content_key(raw), _as_dict(exc.messages))
-    key = event_key(kind, data, raw, received_at)
-    return Verdict(kind, event_type, conversation_id, _bounded(key), None)
+    key = _bounded(event_key(kind, data, raw))
+    window = GUARDRAIL_REPEAT_WINDOW_SECONDS if kind == "guardrail" else None
+    return Verdict(kind, event_type, conversation_id, key, None, repeat_window=window)
 
 
-def event_key(kind: str, data: dict[str, Any], raw: bytes, received_at: float) -> str:
+def event_key(kind: str, data: dict[str, Any], raw: bytes) -> str:
     """The identity of one event, from what its shape offers."""
     if kind == "conversation":
         # Documented identity: (conversation_id, event_type, timestamp).
@@ -107,8 +110,7 @@ def event_key(kind: str, data: dict[str, Any], raw: bytes, received_at: float) -
         # An objective completes once per conversation.
         return f"objective:{data['conversation_id']}:{data['objective_name']}"
     if kind == "guardrail":
-        window = int(received_at // GUARDRAIL_REPEAT_WINDOW_SECONDS)
-        return f"guardrail:{data['conversation_id']}:{content_key(raw)}:{window}"
+        return f"guardrail:{content_key(raw)}"  # a repeat only within its window (Verdict)
     if kind == "replica":
         # Training ends once, ready or error; the message tells errors apart.
         return f"replica:{data['replica_id']}:{data['status']}:{_digest(data.get('error_message'))}"

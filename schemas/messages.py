@@ -7,7 +7,7 @@ The receiver publishes by task *name*; it never imports a task function. Names a
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .classify import Verdict
 
@@ -39,6 +39,10 @@ class EventMessage(TypedDict):
     body: str  # the raw JSON text exactly as posted
     errors: dict[str, Any] | None  # validation errors: set means quarantined
     source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay"
+    # Only for events whose key marks a repeat for a short while (guardrails): the receiver's
+    # dedup claim uses this key and TTL, while event_key is made unique to this event.
+    claim_key: NotRequired[str]
+    claim_ttl: NotRequired[int]
 
 
 # Alert severities, most severe first, and the channels an alert can be delivered to.
@@ -48,8 +52,9 @@ ALERT_CHANNELS = ("log", "slack", "webhook", "email")
 
 def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str) -> EventMessage:
     """The PROCESS_EVENT message for one classified body, wherever it came from."""
-    return {
-        "event_id": str(uuid.uuid4()),
+    event_id = str(uuid.uuid4())
+    message: EventMessage = {
+        "event_id": event_id,
         "event_key": verdict.event_key,
         "kind": verdict.kind,
         "event_type": verdict.event_type,
@@ -60,6 +65,11 @@ def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str)
         "errors": verdict.errors,
         "source": source,
     }
+    if verdict.repeat_window:
+        message["claim_key"] = verdict.event_key
+        message["claim_ttl"] = verdict.repeat_window
+        message["event_key"] = f"{verdict.event_key}:{event_id}"
+    return message
 
 
 class AlertMessage(TypedDict):

@@ -29,7 +29,7 @@ def message(event_type: str, conversation_id: str = "c-processing") -> EventMess
         "properties": {},
     }
     raw = orjson.dumps(body)
-    return event_message(classify(body, raw, time.time()), raw, time.time(), "callback")
+    return event_message(classify(body, raw), raw, time.time(), "callback")
 
 
 @pytest.fixture

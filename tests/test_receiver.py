@@ -13,7 +13,7 @@ from receiver import create_app
 from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT
 from schemas.settings import Settings, SettingsError
 from tests.conftest import TOKEN, fixture
-from tests.services import free_port
+from tests.services import free_port, wait_until
 
 URL = f"/callbacks/{TOKEN}"
 
@@ -215,3 +215,21 @@ def test_message_matches_what_celery_itself_publishes(client, redis_client, redi
     assert set(ours["headers"]) == set(theirs["headers"])
     assert set(ours["properties"]) == set(theirs["properties"])
     assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
+
+
+def test_guardrail_repeat_is_a_duplicate_only_within_its_window(client, redis_client) -> None:
+    """Guardrails carry no id or time: a resend soon after is a repeat, a later one a trigger."""
+    first = client.post(URL, data=fixture("guardrail"))
+    again = client.post(URL, data=fixture("guardrail"))
+    assert (first.status_code, again.json) == (
+        202,
+        {"status": "duplicate", "event_id": first.json["event_id"]},
+    )
+    [key] = redis_client.keys("tavus:seen:*")
+    assert 0 < redis_client.ttl(key) <= 10
+    redis_client.pexpire(key, 1)  # the window has passed
+    wait_until(lambda: not redis_client.exists(key), timeout=5)
+    later = client.post(URL, data=fixture("guardrail"))
+    assert later.status_code == 202 and later.json["status"] == "accepted"
+    stored_keys = [message["event_key"] for message in queued(redis_client)]
+    assert len(stored_keys) == len(set(stored_keys)) == 2  # two triggers, two stored events

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -41,7 +40,7 @@ EXPECTED = {
 
 def verdict_for(body: dict, hint: str | None = None):
     raw = json.dumps(body).encode()
-    return classify(body, raw, time.time(), hint)
+    return classify(body, raw, hint)
 
 
 def test_every_fixture_is_covered() -> None:
@@ -50,7 +49,7 @@ def test_every_fixture_is_covered() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_classifies_and_validates(name: str) -> None:
-    verdict = classify(fixture_json(name), fixture(name), time.time())
+    verdict = classify(fixture_json(name), fixture(name))
     assert (verdict.kind, verdict.event_type) == EXPECTED[name]
     assert verdict.errors is None
     assert verdict.valid
@@ -183,12 +182,13 @@ def test_event_keys() -> None:
     assert not long_id.valid and len(long_id.event_key) < 100
 
 
-def test_guardrail_repeats_collapse_only_within_the_window() -> None:
+def test_guardrail_key_is_the_body_and_marks_a_repeat_for_a_short_window() -> None:
     body = fixture_json("guardrail")
     raw = json.dumps(body).encode()
-    first = classify(body, raw, 1000.0)
-    assert classify(body, raw, 1001.0).event_key == first.event_key
-    assert classify(body, raw, 1060.0).event_key != first.event_key
+    first, again = classify(body, raw), classify(body, raw)
+    assert first.event_key == again.event_key
+    assert first.repeat_window == 10
+    assert classify(fixture_json("shutdown"), fixture("shutdown")).repeat_window is None
 
 
 @pytest.mark.parametrize(
@@ -213,8 +213,8 @@ def test_the_receiver_checks_a_transcripts_shape_and_leaves_its_entries_to_the_w
     body = fixture_json("transcription_ready")
     body["properties"]["transcript"][1]["timestamp"] = "not a date"
     raw = json.dumps(body).encode()
-    assert classify(body, raw, time.time()).valid  # the receiver: a Tavus callback, keep it
-    deep = classify(body, raw, time.time(), deep=True)  # the worker: this entry is wrong
+    assert classify(body, raw).valid  # the receiver: a Tavus callback, keep it
+    deep = classify(body, raw, deep=True)  # the worker: this entry is wrong
     assert "properties" in deep.errors
     for transcript in ("all of it", [{"content": "no role"}], ["a string"], None):
         body["properties"]["transcript"] = transcript

@@ -132,7 +132,7 @@ def missed_messages(
         if body["conversation_id"] != conversation_id:
             continue  # not this conversation's: nothing to trust it for
         raw = orjson.dumps(body)
-        verdict = classify(body, raw, received_at, hint="conversation")
+        verdict = classify(body, raw, hint="conversation")
         message = event_message(verdict, raw, received_at, source="reconciled")
         candidates.setdefault(message["event_key"], message)
     if not candidates:
