@@ -4,6 +4,7 @@ so the rest of the CLI never pays for them)."""
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def bench(
         click.echo(line, err=True)
 
     say(f"benchmark in {work_dir}, about {run.estimate(chosen):.0f} s")
+    # A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the servers it started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         results = run.measure(chosen, postgres_url, work_dir, say, keep=keep)
     except Exception as exc:
