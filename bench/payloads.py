@@ -2,7 +2,7 @@
 
 One template a line for ``post.lua``: the eight callbacks of one conversation (joined twice,
 a guardrail, an objective, shutdown, the transcript, perception, the recording) from
-``workers.simulate``, with the conversation id and the send time left as placeholders so that
+``cli.simulate``, with the conversation id and the send time left as placeholders so that
 every request carries a new idempotency key and the time it was due.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from workers.simulate import conversation_lifecycle
+from cli.simulate import conversation_lifecycle
 
 CONVERSATION_ID = "@CID@"
 SENT_AT = "@SENT@"

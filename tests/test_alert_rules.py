@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cli.simulate import conversation_lifecycle
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.classify import guess_kind
 from tests.conftest import fixture_json
 from workers.alerts.rules import COPY_FAILURE_CAUSES, AlertPolicy, alert_for
-from workers.simulate import conversation_lifecycle
 from workers.store.models import Event
 
 RECEIVED = datetime(2025, 7, 11, 7, 0, tzinfo=UTC)

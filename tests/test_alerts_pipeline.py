@@ -113,7 +113,7 @@ class Alerting:
 
     def cli(self, *args: str) -> str:
         env = base_env(DATABASE_URL=self.store.url)
-        command = [sys.executable, "-m", "workers.cli", "alerts", *args]
+        command = [sys.executable, "-m", "cli.main", "alerts", *args]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout

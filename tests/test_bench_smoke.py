@@ -52,7 +52,7 @@ def test_smoke_run_prints_every_table_and_writes_benchmarks_md(tmp_path: Path) -
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\nNotes kept across runs.\n")
     command = [
-        sys.executable, "-m", "workers.cli", "bench", "--smoke", "--store", "sqlite",
+        sys.executable, "-m", "cli.main", "bench", "--smoke", "--store", "sqlite",
         "--output", str(output), "--note", "smoke test",
     ]  # fmt: skip
     done = subprocess.run(

@@ -24,7 +24,7 @@ RECORD_KEYS = {
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "workers.cli", *args]
+    command = [sys.executable, "-m", "cli.main", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -40,7 +40,7 @@ def dev_server(tmp_path: Path):
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "dev"],
+            [sys.executable, "-m", "cli.main", "dev"],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

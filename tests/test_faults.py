@@ -30,11 +30,11 @@ import redis
 import requests
 from sqlalchemy import func, select, text
 
+from cli.simulate import conversation_lifecycle
 from receiver import create_app
 from schemas.settings import Settings
 from tests.conftest import TOKEN, worker_env
 from tests.services import ROOT, RedisServer, Web, Worker, base_env, wait_until
-from workers.simulate import conversation_lifecycle
 from workers.store.db import Store
 from workers.store.models import Conversation, Event, EventStatus, Objective, Recording
 
@@ -90,7 +90,7 @@ class Rig:
         return redis.Redis.from_url(self.redis.url)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "workers.cli", *args]
+        command = [sys.executable, "-m", "cli.main", *args]
         return subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
         )

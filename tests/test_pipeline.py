@@ -8,10 +8,10 @@ import random
 import orjson
 import pytest
 
+from cli.simulate import conversation_lifecycle, document, replica_training, video
 from tests.conftest import TOKEN, fixture
 from tests.services import wait_until
 from workers import queries
-from workers.simulate import conversation_lifecycle, document, replica_training, video
 from workers.store.models import Event
 
 pytestmark = pytest.mark.integration

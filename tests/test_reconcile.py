@@ -19,12 +19,12 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from cli.simulate import conversation_lifecycle
 from schemas.classify import classify
 from schemas.settings import Settings
 from tests.conftest import TOKEN, worker_env
 from tests.services import Beat, Worker, free_port, wait_until
 from workers import queries, reconciliation
-from workers.simulate import conversation_lifecycle
 from workers.store.db import Store
 from workers.store.models import Conversation, Event, Recording
 from workers.tavus_api import TavusAPI, retry_after

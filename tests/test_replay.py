@@ -14,7 +14,7 @@ from workers.store.models import Event, EventStatus
 
 
 def replay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "workers.cli", "replay", *args]
+    command = [sys.executable, "-m", "cli.main", "replay", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -134,7 +134,7 @@ def test_concurrent_drainers_publish_each_event_once_in_order(server, tmp_path) 
     rdb = redis.Redis.from_url(server.url)
     settings = make_settings(server, tmp_path)
     env = base_env(REDIS_URL=server.url, SPOOL_DIR=settings.spool_dir, CALLBACK_TOKENS=TOKEN)
-    command = [sys.executable, "-m", "workers.cli", "spool", "drain", "--wait", "30"]
+    command = [sys.executable, "-m", "cli.main", "spool", "drain", "--wait", "30"]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE) for _ in range(2)]
 
     def drain_until_empty() -> None:
@@ -164,7 +164,7 @@ def test_unreadable_file_is_moved_aside_not_lost(server, tmp_path) -> None:
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "workers.cli", *args]
+    command = [sys.executable, "-m", "cli.main", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 

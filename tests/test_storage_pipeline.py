@@ -24,6 +24,8 @@ import redis
 from celery import Celery
 from click.testing import CliRunner
 
+from cli.main import main
+from cli.simulate import conversation_event
 from receiver import create_app
 from schemas.messages import RAISE_ALERT, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
@@ -32,8 +34,6 @@ from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_
 from tests.storage_fixtures import BUCKET, PROVIDERS, UNLISTED_BUCKET
 from tests.storage_services import LOCKED_ACCOUNT, LOCKED_BUCKET, Emulators
 from workers import queries
-from workers.cli import main
-from workers.simulate import conversation_event
 from workers.storage.state import FINAL
 from workers.store.db import Store
 
@@ -311,7 +311,7 @@ def test_redelivery_changes_nothing_and_a_newer_recording_ready_starts_over(
     # After a fix (here: the object was replaced), an operator checks again from scratch.
     pipeline.emulators.upload("s3", BUCKET, second, MP4[:500])
     env = base_env(REDIS_URL=pipeline.redis_url, DATABASE_URL=pipeline.store.url)
-    command = [sys.executable, "-m", "workers.cli", "verify-recording", conversation_id]
+    command = [sys.executable, "-m", "cli.main", "verify-recording", conversation_id]
     ran = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0 and "round 3" in ran.stdout, ran.stderr
     rechecked = wait_until(lambda: pipeline.verification(conversation_id).get("size") == 500, 15)

