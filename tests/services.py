@@ -294,6 +294,7 @@ class Flower(Service):
         return [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
             f"--port={self.port}", "--address=127.0.0.1", f"--basic-auth={self.basic_auth}",
+            "--inspect_timeout=5000",  # ms; a loaded machine answers slowly
         ]  # fmt: skip
 
     def ready(self, new_output: bytes) -> bool:

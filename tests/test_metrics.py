@@ -241,6 +241,11 @@ def test_flower_lists_our_tasks_and_worker(run) -> None:
 
     found = wait_until(tasks, timeout=30, interval=0.5)
     assert {task["name"] for task in found.values()} == {"tavus.events.process"}
-    workers = requests.get(f"{flower.url}/api/workers", auth=auth, timeout=30).json()
-    assert any(name.startswith("test-") for name in workers)
+
+    def workers() -> list[str]:
+        url = f"{flower.url}/api/workers?refresh=1"  # asks the workers (celery inspect)
+        answer = requests.get(url, auth=auth, timeout=30)
+        return [name for name in answer.json() if name.startswith("test-")]
+
+    assert wait_until(workers, timeout=30, interval=1)
     assert requests.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401
