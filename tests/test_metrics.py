@@ -91,6 +91,37 @@ def test_queue_lengths_and_unreachable_sources(metrics_settings: Settings, redis
     assert 'tavus_callbacks_source_up{source="store"} 1.0' in text
 
 
+def test_redis_down_counts_publish_failures_spool_writes_and_spool_size(
+    sqlite_url: str, tmp_path
+) -> None:
+    Store(sqlite_url).upgrade()
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url=sqlite_url,
+        spool_dir=str(tmp_path / "spool"),
+        spool_drain_interval_seconds=0,  # keep what is spooled, to be counted
+    )
+    receiver = create_app(settings).test_client()
+    metrics = create_metrics_app(settings).test_client()
+
+    def value(name: str) -> float:
+        for line in metrics.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    failures = value("tavus_callbacks_publish_failures_total")
+    written = value('tavus_callbacks_spool_writes_total{outcome="written"}')
+    for n in range(2):
+        reply = receiver.post(f"/callbacks/{TOKEN}", data=joined(n))
+        assert reply.status_code == 202 and reply.json["status"] == "spooled"
+    assert value("tavus_callbacks_publish_failures_total") >= failures + 1
+    assert value('tavus_callbacks_spool_writes_total{outcome="written"}') == written + 2
+    assert value("tavus_callbacks_spool_events") == 2
+    assert value("tavus_callbacks_spool_oldest_age_seconds") > 0
+
+
 # --- a real Prometheus through a run -----------------------------------------------------------
 
 
