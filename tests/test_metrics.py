@@ -4,6 +4,7 @@ through a run; Flower, from PyPI, watching the same workers through their task e
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,12 @@ import requests
 
 from console.metrics import create_metrics_app
 from receiver import create_app
-from schemas.settings import Settings
+from schemas.settings import (
+    MULTIPROC_DIR_VARIABLE,
+    Settings,
+    SettingsError,
+    prepare_multiprocess_dir,
+)
 from tests.conftest import TOKEN, fixture_json, worker_env
 from tests.services import Flower, Prometheus, Web, Worker, free_port, wait_until
 from workers.store.db import Store
@@ -120,6 +126,24 @@ def test_redis_down_counts_publish_failures_spool_writes_and_spool_size(
     assert value('tavus_callbacks_spool_writes_total{outcome="written"}') == written + 2
     assert value("tavus_callbacks_spool_events") == 2
     assert value("tavus_callbacks_spool_oldest_age_seconds") > 0
+
+
+def test_metrics_settings_are_checked_and_the_token_is_a_secret(tmp_path, monkeypatch) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"METRICS_TOKEN": "short-secret"})
+    assert "short-secret" not in str(refused.value)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"WORKER_METRICS_PORT": "70000"})
+    settings = Settings.from_env(
+        {"METRICS_TOKEN": METRICS_TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
+    assert METRICS_TOKEN in settings.secrets() and METRICS_TOKEN not in repr(settings)
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "")  # restored after the test
+    assert prepare_multiprocess_dir(settings, "web") == str(tmp_path)
+    assert os.environ[MULTIPROC_DIR_VARIABLE] == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
 # --- a real Prometheus through a run -----------------------------------------------------------
