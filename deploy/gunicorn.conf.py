@@ -7,12 +7,22 @@ clients. Everything here can be overridden by GUNICORN_CMD_ARGS or WEB_CONCURREN
 
 import multiprocessing
 import os
+import shutil
 
 from gunicorn.glogging import Logger
 from gunicorn.workers.sync import SyncWorker
 
-from receiver.deadlines import ReadDeadlines
-from schemas.settings import Settings
+from schemas.settings import Settings, prepare_multiprocess_dir
+
+# Metrics: every worker counts into files in one directory that /metrics adds up
+# (prometheus_client's multiprocess mode, set up for gunicorn as its documentation says). The
+# directory is exported and wiped here, in the master, before anything imports prometheus_client
+# (importing the receiver does, and the workers inherit the master's modules), and each worker
+# that exits is marked dead (child_exit below) so its live gauges stop counting.
+_settings = Settings.from_env()
+_metrics_dir = prepare_multiprocess_dir(_settings, "web")
+
+from receiver.deadlines import ReadDeadlines  # noqa: E402  (after the metrics directory)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # One sync worker per core (measured by `tavus-callbacks bench` on two cores, Redis local: four
@@ -62,7 +72,7 @@ control_socket_disable = True
 # bounds the body itself (BODY_TIMEOUT_SECONDS, then 408); this bounds the whole read, headers
 # included, a little later and always before `timeout`: the read side is shut, the read ends, and
 # gunicorn drops the connection as a client disconnect.
-_REQUEST_DEADLINE = min(2 * Settings.from_env().body_timeout_seconds, timeout - 5)
+_REQUEST_DEADLINE = min(2 * _settings.body_timeout_seconds, timeout - 5)
 _deadlines = ReadDeadlines(_REQUEST_DEADLINE)
 
 
@@ -73,3 +83,14 @@ class DeadlineSyncWorker(SyncWorker):
 
 
 worker_class = DeadlineSyncWorker
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if not _settings.prometheus_multiproc_dir:  # the temporary directory made for this start
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

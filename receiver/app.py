@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from schemas.settings import Settings, SettingsError
 
-from . import health, intake, openapi, redaction
+from . import health, intake, metrics, openapi, redaction
 from .auth import TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    metrics.instrument(app)
     _register_error_handlers(app)
     return app
 

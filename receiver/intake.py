@@ -21,6 +21,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from schemas.classify import UnknownKind, Verdict, classify
 from schemas.messages import EventMessage, event_message
 
+from . import metrics
 from .auth import TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import BadKind, BodyTimeout, NotJSONObject, QueueUnavailable
@@ -37,6 +38,7 @@ bp = Blueprint("intake", __name__)
 class Reply:
     status: int
     body: dict[str, Any]
+    kind: str | None = None  # the callback kind, for the metrics' label
 
     def to_response(self) -> Response:
         return Response(orjson.dumps(self.body), status=self.status, mimetype="application/json")
@@ -70,6 +72,7 @@ class Intake:
                 first_id = self.publisher.publish(message)
             except redis.RedisError as exc:
                 log.warning("queue unavailable (%s); spooling event %s", exc, message["event_id"])
+                metrics.PUBLISH_FAILURES.inc()
                 self.drainer.note_failure()
             else:
                 return _reply(verdict, first_id or message["event_id"], repeat=first_id is not None)
@@ -81,7 +84,9 @@ class Intake:
             self.drainer.spool.put(message)
         except OSError as exc:
             log.error("cannot spool event %s either, not accepted: %s", message["event_id"], exc)
+            metrics.SPOOL_WRITES.labels("failed").inc()
             raise QueueUnavailable("neither queue nor spool can take events; retry") from exc
+        metrics.SPOOL_WRITES.labels("written").inc()
         self.drainer.spooled()
 
 
@@ -113,10 +118,12 @@ def _reply(verdict: Verdict, event_id: str, repeat: bool, spooled: bool = False)
                 "message": "kept for inspection, but this body is no Tavus callback",
                 "errors": verdict.errors,
             },
+            verdict.kind,
         )
     if repeat:
-        return Reply(200, {"status": "duplicate", "event_id": event_id})
-    return Reply(202, {"status": "spooled" if spooled else "accepted", "event_id": event_id})
+        return Reply(200, {"status": "duplicate", "event_id": event_id}, verdict.kind)
+    status = "spooled" if spooled else "accepted"
+    return Reply(202, {"status": status, "event_id": event_id}, verdict.kind)
 
 
 def read_body(deadlines: ReadDeadlines) -> bytes:
@@ -158,4 +165,5 @@ def receive(token: str | None = None) -> Response:
         presented = request.authorization.password
     raw = read_body(intake.deadlines)
     reply = intake.accept(raw, presented, request.args.get("kind"))
+    metrics.classified(reply.kind)
     return reply.to_response()

@@ -32,10 +32,12 @@ import orjson
 import redis
 
 from schemas.messages import EventMessage
+from schemas.spool_files import SUFFIX, spooled_files, written_at
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
-SUFFIX = ".event"
 REJECTED = "rejected"  # files that do not parse are moved here, never deleted
 _LOCK_NAME = ".drain.lock"
 # A temporary file older than this belongs to a writer that died before answering; the sender
@@ -88,11 +90,7 @@ class Spool:
 
     def pending(self) -> list[Path]:
         """Spooled events, oldest first."""
-        try:
-            names = [e.name for e in os.scandir(self.directory) if e.name.endswith(SUFFIX)]
-        except (FileNotFoundError, NotADirectoryError):  # nothing was ever spooled here
-            return []
-        return [self.directory / name for name in sorted(names)]
+        return spooled_files(self.directory)
 
     def size(self) -> int:
         return len(self.pending())
@@ -101,8 +99,7 @@ class Spool:
         pending = self.pending()
         if not pending:
             return None
-        written_ns = int(pending[0].name.split("-", 1)[0])
-        return max(0.0, time.time() - written_ns / 1e9)
+        return max(0.0, time.time() - written_at(pending[0]))
 
     def writable(self) -> bool:
         try:
@@ -232,6 +229,7 @@ class Drainer:
 
     def drain_once(self) -> DrainReport:
         report = self.spool.drain(self._publish)
+        metrics.count_drained(report.published, report.duplicates, report.rejected)
         if report.complete:
             self._broker_down_until = 0.0
         elif report.error:

@@ -13,9 +13,11 @@ import binascii
 import ipaddress
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -121,6 +123,14 @@ class Settings:
     # When set, only callers from these networks may post (403 otherwise); empty: anyone.
     allowed_source_cidrs: tuple[str, ...] = ()
 
+    # Metrics (README "Metrics"). METRICS_TOKEN, when set, is the bearer token /metrics asks for;
+    # WORKER_METRICS_PORT, when set, is where each worker node serves its own; and
+    # PROMETHEUS_MULTIPROC_DIR is prometheus_client's own variable, the directory its
+    # multiprocess mode shares between one process's children (None: a fresh one per start).
+    metrics_token: str | None = field(default=None, repr=False)
+    worker_metrics_port: int | None = None
+    prometheus_multiproc_dir: str | None = None
+
     def alert_channels(self, severity: str) -> tuple[str, ...]:
         """Where an alert of ``severity`` goes: its route, and the log always."""
         routed = dict(self.alert_routes).get(severity, ())
@@ -173,6 +183,7 @@ class Settings:
             self.alert_webhook_secret,
             self.smtp_password,
             self.azure_storage_connection_string,
+            self.metrics_token,
         )
         found += [value for value in credentials if value]
         if self.azure_storage_connection_string:
@@ -364,6 +375,43 @@ class _SettingsSchema(Schema):
         data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
     )
 
+    # Metrics.
+    metrics_token = f.String(
+        data_key="METRICS_TOKEN", validate=validate.Length(min=MIN_TOKEN_LENGTH)
+    )
+    worker_metrics_port = f.Integer(
+        data_key="WORKER_METRICS_PORT", validate=validate.Range(min=1, max=65535)
+    )
+    prometheus_multiproc_dir = f.String(data_key="PROMETHEUS_MULTIPROC_DIR")
+
 
 _SCHEMA = _SettingsSchema()
 assert {fl.name for fl in fields(Settings)} == set(_SCHEMA.fields), "schema and dataclass drifted"
+
+
+# Metrics: prometheus_client's multiprocess mode (README "Metrics"). It reads
+# PROMETHEUS_MULTIPROC_DIR itself, when it is first imported, and its documentation asks for the
+# directory to be wiped before each start; this does both, for gunicorn's master and for a Celery
+# worker's main process, before any of their children import it.
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(settings: Settings, prefix: str) -> str:
+    """Empty (or make) this process's metrics directory and export it to its children.
+
+    Only prometheus_client's own files (``*.db``) are removed, so a directory set by mistake to
+    somewhere shared loses nothing else. Unset, each start gets a fresh temporary directory.
+    """
+    directory = settings.prometheus_multiproc_dir
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix=f"tavus-callbacks-{prefix}-metrics-")
+    os.environ[MULTIPROC_DIR_VARIABLE] = directory
+    return directory
+
+
+def multiprocess_dir_set() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR_VARIABLE))

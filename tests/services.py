@@ -5,6 +5,7 @@ Helpers, not fixtures, so that fault tests can start, kill and restart them at w
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import requests
 
 # One way to find redis-server and to see a port listen, shared with the benchmark.
 from bench.services import listening, redis_server_binary
@@ -175,9 +178,16 @@ class Beat(Service):
 class Web(Service):
     """The receiver under real gunicorn with deploy/gunicorn.conf.py, as the Procfile runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 2,
+        app: str = "receiver.wsgi:app",  # or a test's composition (tests/metrics_wsgi.py)
+    ) -> None:
         super().__init__({**env, "WEB_CONCURRENCY": str(workers)}, log_path)
         self.port = free_port()
+        self.app = app
 
     @property
     def url(self) -> str:
@@ -186,7 +196,7 @@ class Web(Service):
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "receiver.wsgi:app",
+            "--bind", f"127.0.0.1:{self.port}", self.app,
         ]  # fmt: skip
 
     def ready(self, new_output: bytes) -> bool:
@@ -203,3 +213,89 @@ def base_env(**overrides: str) -> dict[str, str]:
     env["SPOOL_DIR"] = tempfile.mkdtemp(prefix="tavus-spool-")
     env.update(overrides)
     return env
+
+
+class Prometheus(Service):
+    """Debian's prometheus server, scraping ``targets`` (job name -> scrape config) every second,
+    its data in a folder of the test's. Queried through its HTTP API, as a dashboard would."""
+
+    def __init__(self, work_dir: Path, scrape_configs: list[dict[str, Any]]) -> None:
+        super().__init__(dict(os.environ), work_dir / "prometheus.log")
+        self.port = free_port()
+        self.work_dir = work_dir
+        self.config = work_dir / "prometheus.yml"
+        global_ = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+        # JSON is YAML: no YAML writer needed.
+        self.config.write_text(json.dumps({"global": global_, "scrape_configs": scrape_configs}))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            PROMETHEUS_BINARY, f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.work_dir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]  # fmt: skip
+
+    def ready(self, new_output: bytes) -> bool:
+        return b"Server is ready to receive web requests" in new_output
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        answer.raise_for_status()
+        return answer.json()["data"]["result"]
+
+    def value(self, promql: str) -> float | None:
+        """The single value of an instant query (None when it has no result)."""
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def series(self, promql: str, start: float, end: float) -> list[float]:
+        """One series' values between ``start`` and ``end``, a point a second."""
+        params = {"query": promql, "start": start, "end": end, "step": "1s"}
+        answer = requests.get(f"{self.url}/api/v1/query_range", params=params, timeout=5)
+        answer.raise_for_status()
+        result = answer.json()["data"]["result"]
+        return [float(value) for _, value in result[0]["values"]] if result else []
+
+    def wait_for(self, promql: str, expected: float, timeout: float = 60) -> float:
+        """Poll until ``promql`` evaluates to ``expected``; fail with the last value seen."""
+        seen: list[float | None] = [None]
+
+        def reached() -> bool:
+            seen[0] = self.value(promql)
+            return seen[0] == expected
+
+        try:
+            wait_until(reached, timeout, interval=0.5)
+        except TimeoutError:
+            raise AssertionError(f"{promql} = {seen[0]}, expected {expected}") from None
+        return expected
+
+
+PROMETHEUS_BINARY = "/usr/bin/prometheus"  # Debian's package, installed by scripts/test
+
+
+class Flower(Service):
+    """Flower from PyPI, on our Celery app and the test's Redis, behind basic auth."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, basic_auth: str) -> None:
+        super().__init__(env, log_path)
+        self.port = free_port()
+        self.basic_auth = basic_auth
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+            f"--port={self.port}", "--address=127.0.0.1", f"--basic-auth={self.basic_auth}",
+            "--inspect_timeout=5000",  # ms; a loaded machine answers slowly
+        ]  # fmt: skip
+
+    def ready(self, new_output: bytes) -> bool:
+        return listening(self.port)

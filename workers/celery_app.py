@@ -14,7 +14,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
-from schemas.settings import Settings, SettingsError
+from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         worker_hijack_root_logger=False,
         beat_schedule=periodic_tasks(settings),
+        # Task events, so that Flower and celery-exporter watch our workers unchanged.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     if settings.redis_url.startswith("rediss://"):
         # Named explicitly: with our transport class the scheme alone no longer turns TLS on.
@@ -61,7 +64,22 @@ def create_celery(settings: Settings) -> Celery:
         app.conf.broker_use_ssl = {"ssl_cert_reqs": verify}
     app.conf.tavus_settings = settings
     signals.before_task_publish.connect(_EtaCap(settings.max_countdown_seconds), weak=False)
+    if settings.worker_metrics_port is not None:
+        signals.import_modules.connect(_MetricsDirectory(settings), sender=app, weak=False)
     return app
+
+
+class _MetricsDirectory:
+    """Export the worker's own multiprocess metrics directory (workers/metrics.py) before
+    Celery imports the task modules, and so prometheus_client, and before the pool forks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.directory: str | None = None
+
+    def __call__(self, **_: Any) -> None:
+        if self.directory is None:
+            self.directory = prepare_multiprocess_dir(self.settings, "worker")
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from schemas.messages import DELIVER_ALERT, RAISE_ALERT
-from workers.alerts import delivery
+from workers import metrics
+from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
 from workers.celery_app import celery
 from workers.store.db import store_for
@@ -36,6 +37,7 @@ def raise_alert(self: Task, message: Any) -> str:
     except InvalidAlert as exc:
         log.error("alert dropped: %s", exc)
         return "invalid"
+    metrics.alert_raised(ledger.normalise(message)["severity"])
     # A repeat (the same cause, or this message redelivered) sends these again: each delivery
     # task finds its channel done, or being done, and sends nothing twice.
     for channel in channels:
@@ -47,6 +49,9 @@ def raise_alert(self: Task, message: Any) -> str:
 def deliver_alert(self: Task, cause_key: str, channel: str) -> str:
     settings = celery.conf.tavus_settings
     outcome = delivery.deliver(store_for(settings.database_url), cause_key, channel, settings)
+    metrics.alert_delivery(channel, outcome.status)
+    if outcome.status == "failed":
+        metrics.dead_letter(DELIVER_ALERT)
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
         raise self.retry(countdown=outcome.retry_in)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import processing
+from workers import metrics, processing
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
+from workers.store.models import EventStatus
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ def publish_event(message: EventMessage) -> None:
 def process_event(self: Task, message: EventMessage) -> str:
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
+    started = time.perf_counter()
     try:
         outcome = processing.process(
             store,
@@ -43,8 +46,13 @@ def process_event(self: Task, message: EventMessage) -> str:
         # it is retried for as long as it takes, never dropped.
         delay = processing.backoff(self.request.retries + 1, settings.max_countdown_seconds)
         log.error("event %s not processed, retry in %.0fs: %r", message["event_id"], delay, exc)
+        metrics.event_processed(message, "error", started)
         raise self.retry(exc=exc, countdown=delay) from exc
     if outcome.retry_in is not None:
+        metrics.event_processed(message, "retrying", started)
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
         raise self.retry(countdown=min(outcome.retry_in, settings.max_countdown_seconds))
+    metrics.event_processed(message, outcome.status, started)
+    if outcome.status == EventStatus.FAILED:
+        metrics.dead_letter(PROCESS_EVENT)
     return outcome.status

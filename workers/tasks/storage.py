@@ -7,6 +7,7 @@ import logging
 from celery import Task
 
 from schemas.messages import VERIFY_RECORDING
+from workers import metrics
 from workers.celery_app import celery
 from workers.storage import verification
 from workers.store.db import store_for
@@ -26,6 +27,8 @@ def verify_recording(self: Task, conversation_id: str, round_: int | None = None
     store = store_for(settings.database_url)
     outcome = verification.verify(store, settings, conversation_id, round_, send_task)
     if outcome.retry_in is not None:
+        metrics.VERIFICATIONS.labels("retrying").inc()
         # The attempt count and the wait window live in the store, not in Celery's retry count.
         raise self.retry(countdown=outcome.retry_in)
+    metrics.VERIFICATIONS.labels(outcome.status).inc()
     return outcome.status

@@ -1,0 +1,229 @@
+"""``GET /metrics``: the web process's metrics in the Prometheus text format (README "Metrics").
+
+Two sources, one exposition:
+
+- what the receiver counted (``receiver.metrics``), summed over every gunicorn worker from
+  prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, prepared by
+  deploy/gunicorn.conf.py), or this process's own registry when there is no such directory;
+- the pipeline's state, read at scrape time from Redis, the store and the spool directory: queue
+  lengths and unacked messages, failed events and deliveries, the oldest pending event's age,
+  the spool's size. A source that cannot be read is reported down
+  (``tavus_callbacks_source_up``) rather than failing the scrape.
+
+With ``METRICS_TOKEN`` set, a scrape must present it as a bearer token (Prometheus:
+``authorization: {credentials: ...}``); it is compared in constant time and never exposed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from flask import Flask, Response, current_app, request
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from schemas.messages import EVENTS_QUEUE, QUEUES
+from schemas.settings import Settings
+from schemas.spool_files import spooled_files, written_at
+from workers.store.db import Store, store_for
+from workers.store.models import AlertDelivery, DeliveryStatus, Event, EventStatus
+
+log = logging.getLogger(__name__)
+
+# The worker's queues (DESIGN.md), whether or not this build routes to all of them yet.
+QUEUE_NAMES = tuple(dict.fromkeys((*QUEUES, "events", "storage", "alerts", "forward", "hooks")))
+# kombu's Redis transport: a list per queue, one more per priority step ("<queue>\x06\x16<n>"),
+# and one hash of the messages workers took and have not acked yet.
+PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+UNACKED_KEY = "unacked"
+
+# Failed deliveries, by ledger: one query each. The forward destinations' ledger adds one line.
+FAILED_DELIVERIES: dict[str, Select[Any]] = {
+    "alert": select(func.count())
+    .select_from(AlertDelivery)
+    .where(AlertDelivery.status == DeliveryStatus.FAILED),
+}
+FAILED_EVENTS = select(func.count()).select_from(Event).where(Event.status == EventStatus.FAILED)
+OLDEST_PENDING = select(func.min(Event.received_at)).where(Event.status == EventStatus.RECEIVED)
+
+
+def create_metrics_app(settings: Settings) -> Flask:
+    app = Flask("console.metrics")
+    app.extensions["metrics"] = metrics_registry(settings)
+    app.extensions["metrics_token"] = settings.metrics_token
+    app.add_url_rule("/metrics", "metrics", scrape, methods=["GET"])
+    return app
+
+
+def metrics_registry(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    if settings.prometheus_multiproc_dir:
+        multiprocess.MultiProcessCollector(registry, path=settings.prometheus_multiproc_dir)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(PipelineCollector(settings))
+    return registry
+
+
+def scrape() -> Response:
+    expected = current_app.extensions["metrics_token"]
+    if expected and not _presents(expected):
+        body = orjson.dumps(
+            {"error": "unauthorized", "message": "send METRICS_TOKEN as a bearer token"}
+        )
+        return Response(
+            body,
+            status=401,
+            mimetype="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    exposition = generate_latest(current_app.extensions["metrics"])
+    return Response(exposition, status=200, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _presents(expected: str) -> bool:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+
+
+class _ThisProcess(Collector):
+    """Without a multiprocess directory (one process, tests): this process's own instruments."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+class PipelineCollector(Collector):
+    """The pipeline's state, read when Prometheus scrapes (a few cheap reads each time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._redis: redis.Redis | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "tavus_callbacks_source_up",
+            "Whether this scrape could read a source of the pipeline metrics (1) or not (0).",
+            labels=["source"],
+        )
+        now = time.time()
+        oldest: list[float] = []
+        try:
+            yield from self._broker(oldest)
+            up.add_metric(["redis"], 1)
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis unreadable: %s", type(exc).__name__)
+            up.add_metric(["redis"], 0)
+        try:
+            yield from self._store(oldest)
+            up.add_metric(["store"], 1)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: store unreadable: %s", type(exc).__name__)
+            up.add_metric(["store"], 0)
+        yield from self._spool()
+        age = GaugeMetricFamily(
+            "tavus_callbacks_oldest_pending_event_age_seconds",
+            "Age of the oldest event not processed yet, waiting in the events queue or stored "
+            "and waiting for another attempt (0: none).",
+        )
+        age.add_metric([], max(0.0, now - min(oldest)) if oldest else 0.0)
+        yield age
+        yield up
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
+            url = self._settings.redis_url or ""
+            if url.startswith("rediss://") and not self._settings.redis_tls_verify:
+                options["ssl_cert_reqs"] = "none"  # Heroku Redis presents a self-signed cert
+            self._redis = redis.Redis.from_url(url, **options)
+        return self._redis
+
+    def _broker(self, oldest: list[float]) -> Iterator[Metric]:
+        with self._client().pipeline(transaction=False) as pipe:
+            for name in QUEUE_NAMES:
+                for suffix in PRIORITY_KEYS:
+                    pipe.llen(name + suffix)
+            pipe.hlen(UNACKED_KEY)
+            pipe.lindex(EVENTS_QUEUE, -1)  # kombu pushes left, takes right: the oldest
+            *lengths, unacked, tail = pipe.execute()
+        queued = GaugeMetricFamily(
+            "tavus_callbacks_queue_messages",
+            "Messages waiting in each Celery queue in Redis.",
+            labels=["queue"],
+        )
+        step = len(PRIORITY_KEYS)
+        for i, name in enumerate(QUEUE_NAMES):
+            queued.add_metric([name], sum(lengths[i * step : (i + 1) * step]))
+        yield queued
+        yield GaugeMetricFamily(
+            "tavus_callbacks_queue_unacked_messages",
+            "Messages workers took and have not acked yet (all queues; includes retries "
+            "waiting for their countdown).",
+            value=unacked,
+        )
+        received_at = _received_at(tail)
+        if received_at is not None:
+            oldest.append(received_at)
+
+    def _store(self, oldest: list[float]) -> Iterator[Metric]:
+        with self._store_handle().session() as session:
+            failed_events = session.scalar(FAILED_EVENTS) or 0
+            failed = {ledger: session.scalar(q) or 0 for ledger, q in FAILED_DELIVERIES.items()}
+            pending_since: datetime | None = session.scalar(OLDEST_PENDING)
+        yield GaugeMetricFamily(
+            "tavus_callbacks_failed_events",
+            "Stored events whose handler kept failing (dead-lettered; `replay --failed`).",
+            value=failed_events,
+        )
+        deliveries = GaugeMetricFamily(
+            "tavus_callbacks_failed_deliveries",
+            "Deliveries that failed for good, by ledger (alert: an alert on one channel).",
+            labels=["ledger"],
+        )
+        for ledger, count in failed.items():
+            deliveries.add_metric([ledger], count)
+        yield deliveries
+        if pending_since is not None:
+            oldest.append(pending_since.replace(tzinfo=pending_since.tzinfo or UTC).timestamp())
+
+    def _store_handle(self) -> Store:
+        return store_for(self._settings.database_url)
+
+    def _spool(self) -> Iterator[Metric]:
+        files = spooled_files(self._settings.spool_dir)
+        yield GaugeMetricFamily(
+            "tavus_callbacks_spool_events",
+            "Events waiting in this host's spool (SPOOL_DIR) for Redis to take them.",
+            value=len(files),
+        )
+        yield GaugeMetricFamily(
+            "tavus_callbacks_spool_oldest_age_seconds",
+            "Age of the oldest event in this host's spool (0: empty).",
+            value=max(0.0, time.time() - written_at(files[0])) if files else 0.0,
+        )
+
+
+def _received_at(envelope: bytes | None) -> float | None:
+    """When the event in a queued PROCESS_EVENT message reached us; None for anything else."""
+    if envelope is None:
+        return None
+    try:
+        body = orjson.loads(base64.b64decode(orjson.loads(envelope)["body"]))
+        return float(body[0][0]["received_at"])
+    except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError):
+        return None
