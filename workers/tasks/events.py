@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import processing
+from workers import processing, retry
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
@@ -27,24 +27,27 @@ def publish_event(message: EventMessage) -> None:
 
 @celery.task(name=PROCESS_EVENT, bind=True, max_retries=None, acks_late=True)
 def process_event(self: Task, message: EventMessage) -> str:
+    """Handler failures are counted on the event (``MAX_EVENT_ATTEMPTS``); whatever escapes
+    ``process`` (the store, the broker, a bug before the event is stored) goes through the one
+    retry policy, and in the end to ``processing.dead_letter``: this message may be the event's
+    only copy, so it is never acked before its outcome is in the store."""
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
-    try:
-        outcome = processing.process(
+    outcome = retry.run(
+        self,
+        "events",
+        message.get("event_id", "?") if isinstance(message, dict) else "?",
+        lambda: processing.process(
             store,
             message,
             send_task,
             settings.max_event_attempts,
             AlertPolicy.from_settings(settings),
-        )
-    except Exception as exc:
-        # Not the handler (its failures are counted in the store) but the store itself or the
-        # broker: nothing could be recorded, and this message may be the event's only copy, so
-        # it is retried for as long as it takes, never dropped.
-        delay = processing.backoff(self.request.retries + 1, settings.max_countdown_seconds)
-        log.error("event %s not processed, retry in %.0fs: %r", message["event_id"], delay, exc)
-        raise self.retry(exc=exc, countdown=delay) from exc
+        ),
+        lambda exc, failures: processing.dead_letter(store, message, exc, failures, send_task),
+        settings,
+    )
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
-        raise self.retry(countdown=min(outcome.retry_in, settings.max_countdown_seconds))
+        retry.later(self, outcome.retry_in, settings)
     return outcome.status
