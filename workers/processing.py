@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from marshmallow import ValidationError
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from schemas.callbacks import SCHEMAS_BY_KIND
+from schemas import tolerant
+from schemas.callbacks import KIND_TABLE
 from schemas.messages import RAISE_ALERT, EventMessage
 from workers import retry
 from workers.alerts.pipeline import pipeline_failure
@@ -51,24 +51,26 @@ class Plan:
     errors: Any = None
     occurred_at: datetime | None = None
     handler: Handler | None = None
+    warnings: Any = None  # what the tolerant reader left out, by path
 
 
 def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Plan:
     if errors:  # quarantined by the receiver
         return Plan(EventStatus.QUARANTINED, errors=errors)
-    if kind not in SCHEMAS_BY_KIND:
+    if kind not in KIND_TABLE:
         # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
         return Plan(EventStatus.QUARANTINED, errors=_NO_SHAPE)
     raw = orjson.loads(body)
-    try:
-        data = SCHEMAS_BY_KIND[kind].load(raw)
-    except ValidationError as exc:
-        # The receiver checks less (a transcript's entries), or a deploy came in between.
-        return Plan(EventStatus.QUARANTINED, errors=_as_errors(exc.messages))
+    # The receiver checks less (a transcript's entries), or a deploy came in between.
+    table = KIND_TABLE[kind]
+    reading = tolerant.read(table.schema, raw, table.identity)
+    if reading.data is None:
+        return Plan(EventStatus.QUARANTINED, errors=reading.errors)
+    data = reading.data
     occurred_at = _first_date(data.get("timestamp"), data.get("updated_at"))
     handler = handler_for(kind, event_type)
     status = EventStatus.PROCESSED if handler else EventStatus.UNHANDLED
-    return Plan(status, raw, data, None, occurred_at, handler)
+    return Plan(status, raw, data, None, occurred_at, handler, reading.warnings)
 
 
 def _first_date(*candidates: Any) -> datetime | None:
@@ -189,7 +191,7 @@ def store_event(
         "source": message.get("source", "callback"),
         "received_at": datetime.fromtimestamp(message["received_at"], UTC),
         "occurred_at": expected.occurred_at if expected else None,
-        "warnings": None,
+        "warnings": expected.warnings if expected else None,
         "failed_stage": None,
         "body": message["body"],
         "errors": (expected.errors if expected else None) or message["errors"],
@@ -254,6 +256,7 @@ def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
             raise
         raise HandlerFailed(exc, stage="plan") from exc
     event.occurred_at = again.occurred_at
+    event.warnings = again.warnings
     if again.handler is None:
         _finish(event, again.status, errors=again.errors)
         return
@@ -307,10 +310,6 @@ def _finish(event: Event, status: str, errors: Any = None) -> None:
     event.processed_at = now()
     if errors is not None:
         event.errors = errors
-
-
-def _as_errors(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
 def _retry_delay(event: Event) -> float | None:

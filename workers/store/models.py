@@ -76,7 +76,7 @@ class Event(Base):
     # sent, so a crash in between sends them again on redelivery, never loses them.
     pending_tasks: Mapped[list[Any] | None]
     # What deviated from the documented shape (the tolerant reader took the rest), by field.
-    warnings: Mapped[dict[str, Any] | None]
+    warnings: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # Where a failed event failed: "plan" (schema load, dates), "handler", "store".
     failed_stage: Mapped[str | None] = mapped_column(String(32))
 
