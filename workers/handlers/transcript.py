@@ -25,7 +25,7 @@ def _entries(transcript: Any) -> list[Any] | None:
     """The entries as sent; a transcript sent as one text (not the documented list) is kept as
     one entry, its role unknown (the event's warnings say so)."""
     if isinstance(transcript, list):
-        return transcript
+        return [entry for entry in transcript if isinstance(entry, dict)]
     if isinstance(transcript, str) and transcript.strip():
         return [{"role": None, "content": transcript}]
     return None
