@@ -559,7 +559,7 @@ def test_a_store_not_reachable_yet_holds_events_instead_of_dropping_them(
         bodies = load(10, "nostore")
         for body in bodies:
             assert client.post(f"/callbacks/{TOKEN}", data=body).status_code == 202
-        wait_until(lambda: worker.output().count("not processed, retry in") >= 10, timeout=30)
+        wait_until(lambda: worker.output().count("infrastructure fault, retry in") >= 10, timeout=30)
         store = Store(database)
         store.upgrade()
         outcome = exactly_once(store, bodies, timeout=60)
