@@ -750,3 +750,57 @@ def test_postgresql_unreachable_for_15s_while_recordings_are_verified_and_alerts
         "notes": f"10 verified, 5 missing, 15 alerts delivered ({posted - 15} sent twice) "
         f"{recovered:.0f}s after the store came back; {retried} transient retries",
     })  # fmt: skip
+
+
+def test_a_body_the_store_refuses_outside_its_handler_is_dead_lettered_at_stage_store(
+    rig: Rig, figures: list
+) -> None:
+    """The event's own INSERT fails, not for the infrastructure (a constraint, a trigger): the
+    task is retried the bounded number of times (counted in its message header, through real
+    Celery retries), then the event is recorded ``failed`` at stage ``store``, with its alert."""
+    marker = "REFUSED-BY-THE-EVENTS-TABLE"
+    with rig.store.session() as session:
+        condition = f"NEW.body LIKE '%{marker}%' AND NEW.last_error IS NULL"
+        if session.bind.dialect.name == "postgresql":
+            session.execute(text(
+                "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'event refused by the store'; END $$"
+            ))  # fmt: skip
+            session.execute(text(
+                f"CREATE TRIGGER refuse_event BEFORE INSERT ON events FOR EACH ROW "
+                f"WHEN ({condition}) EXECUTE FUNCTION refuse_event()"
+            ))  # fmt: skip
+        else:
+            session.execute(text(
+                f"CREATE TRIGGER refuse_event BEFORE INSERT ON events WHEN {condition} "
+                "BEGIN SELECT RAISE(ABORT, 'event refused by the store'); END"
+            ))  # fmt: skip
+    [body] = [
+        body
+        for body in conversation_lifecycle("c-refused-row")
+        if body.get("event_type") == "application.perception_analysis"
+    ]
+    body["properties"]["analysis"] = marker
+    refused = orjson.dumps(body)
+    good = load(20, "row")
+    assert Load(rig.url, [refused, *good]).start().join().count() == {"accepted": 21}
+
+    rows = settled(rig.store, 21)
+    [dead] = [row for row in rows if row.body == refused.decode()]
+    assert (dead.status, dead.attempts) == (EventStatus.FAILED, MAX_ATTEMPTS)
+    assert "event refused by the store" in dead.last_error
+    with rig.store.session() as session:
+        assert session.get(Event, dead.id).failed_stage == "store"
+    assert {row.status for row in rows if row.id != dead.id} == {EventStatus.PROCESSED}
+    cause = f"pipeline_failure:events.store:{dead.id}"
+    wait_until(lambda: _alert_causes(rig.store).count(cause) == 1, timeout=30)
+    retries = rig.worker.output().count(f"events {dead.id}: attempt")
+    assert retries == MAX_ATTEMPTS - 1  # bounded: the header carried the count across retries
+    figures.append({
+        "case": "the store refuses an event's own row (not the infrastructure), among 20",
+        "sent": 21,
+        "stored": len(rows),
+        "duplicates": 0,
+        "redelivered": "-",
+        "notes": f"retried {retries}x by Celery, then failed at stage store with one alert",
+    })  # fmt: skip
