@@ -35,6 +35,7 @@ EXPECTED = {
     "video_ready": ("video", None),
     "video_error": ("video", None),
     "document_processing": ("document", None),
+    "document_object": ("document", None),
 }
 
 
