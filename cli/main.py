@@ -79,6 +79,7 @@ def simulate_command(url: str, scenarios: tuple[str, ...], shuffle: bool, repeat
 @click.option("--status", help="processed, unhandled, quarantined, failed, received.")
 @click.option("--conversation", "conversation_id", help="Only this conversation's events.")
 @click.option("--type", "event_type", help="Only this event_type.")
+@click.option("--warnings", is_flag=True, help="Only events taken with warnings.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.pass_obj
 def events(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:

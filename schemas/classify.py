@@ -6,14 +6,13 @@ so the kind is read from the body's shape; ``?kind=`` in the URL overrides the g
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import ValidationError
-
-from .callbacks import INTAKE_SCHEMAS_BY_KIND, KINDS, SCHEMAS_BY_KIND
+from . import tolerant
+from .callbacks import KIND_TABLE, KINDS
+from .callbacks.keys import content_key
 
 # Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
 # times in a conversation. An identical body within this many seconds of the first is taken as
@@ -58,10 +57,12 @@ class Verdict:
     event_type: str | None
     conversation_id: str | None
     event_key: str
-    errors: dict[str, Any] | None  # None: a valid Tavus callback
+    errors: dict[str, Any] | None  # None: a Tavus callback (its identity loads)
     # Set when equal keys may be distinct events later on (guardrails): the key then marks a
     # repeat only within this many seconds, and each stored event gets a key of its own.
     repeat_window: int | None = None
+    # What deviated from the documented shape (the tolerant reader took the rest), by path.
+    warnings: dict[str, list[str]] | None = None
 
     @property
     def valid(self) -> bool:
@@ -91,37 +92,30 @@ def classify(
     if kind is None:
         errors = {"_schema": ["Not a Tavus callback: no known shape matches this body."]}
         return Verdict(None, event_type, conversation_id, content_key(raw), errors)
-    try:
-        data = (SCHEMAS_BY_KIND if deep else INTAKE_SCHEMAS_BY_KIND)[kind].load(body)
-    except ValidationError as exc:
-        return Verdict(kind, event_type, conversation_id, content_key(raw), _as_dict(exc.messages))
-    key = _bounded(event_key(kind, data, raw))
+    table = KIND_TABLE[kind]
+    reading = tolerant.read(table.schema if deep else table.intake, body, table.identity)
+    if reading.data is None:
+        return Verdict(kind, event_type, conversation_id, content_key(raw), reading.errors)
+    key = _bounded(event_key(kind, reading.data, raw))
     window = GUARDRAIL_REPEAT_WINDOW_SECONDS if kind == "guardrail" else None
-    return Verdict(kind, event_type, conversation_id, key, None, repeat_window=window)
+    return Verdict(
+        kind,
+        event_type,
+        conversation_id,
+        key,
+        None,
+        repeat_window=window,
+        warnings=reading.warnings,
+    )
 
 
 def event_key(kind: str, data: dict[str, Any], raw: bytes) -> str:
-    """The identity of one event, from what its shape offers."""
-    if kind == "conversation":
-        # Documented identity: (conversation_id, event_type, timestamp).
-        stamp = data["timestamp"].isoformat() if data.get("timestamp") else content_key(raw)
-        return f"conversation:{data['conversation_id']}:{data['event_type']}:{stamp}"
-    if kind == "objective":
-        # An objective completes once per conversation.
-        return f"objective:{data['conversation_id']}:{data['objective_name']}"
-    if kind == "guardrail":
-        return f"guardrail:{content_key(raw)}"  # a repeat only within its window (Verdict)
-    if kind == "replica":
-        # Training ends once, ready or error; the message tells errors apart.
-        return f"replica:{data['replica_id']}:{data['status']}:{_digest(data.get('error_message'))}"
-    if kind == "video":
-        # Each status update carries its own updated_at; without it, its progress.
-        stamp = data.get("updated_at") or data.get("generation_progress")
-        return f"video:{data['video_id']}:{data['status']}:{_digest(stamp)}"
-    # Documents: one update per status and progress figure (any JSON: its shape is not known).
-    progress = data.get("progress")
-    stamp = _digest(progress) if _is_scalar(progress) else content_key(raw)
-    return f"document:{data['document_id']}:{data['status']}:{stamp}"
+    """The identity of one event, by its kind's key function (``KIND_TABLE``); the bytes when
+    the fields the function needs are missing (the tolerant reader may have left them out)."""
+    try:
+        return KIND_TABLE[kind].key(data, raw)
+    except (KeyError, TypeError, AttributeError):
+        return content_key(raw)
 
 
 def _bounded(key: str) -> str:
@@ -129,37 +123,7 @@ def _bounded(key: str) -> str:
     return key if len(key) <= MAX_KEY_LENGTH else content_key(key.encode())
 
 
-def content_key(raw: bytes) -> str:
-    """Bodies with no identity of their own are the same event when they are the same bytes."""
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _digest(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _text(value: Any) -> str | None:
     """An id worth indexing: a short, non-empty string that a text column can hold."""
     usable = isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH and "\x00" not in value
     return value if usable else None
-
-
-def _as_dict(messages: Any) -> dict[str, Any]:
-    """Marshmallow keys a list's errors by index (an int): JSON wants string keys."""
-    return _string_keys(messages if isinstance(messages, dict) else {"_schema": messages})
-
-
-def _string_keys(value: Any) -> Any:
-    """Also: a message may quote the input, and no text column (nor jsonb) takes a NUL."""
-    if isinstance(value, dict):
-        return {str(key): _string_keys(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_string_keys(item) for item in value]
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    return value

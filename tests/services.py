@@ -5,6 +5,7 @@ Helpers, not fixtures, so that fault tests can start, kill and restart them at w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -144,17 +146,20 @@ class Worker(Service):
         log_path: Path,
         concurrency: int = 2,
         queues: str = "events,storage,alerts",
+        include: tuple[str, ...] = (),
     ) -> None:
         super().__init__(env, log_path)
         self.concurrency = concurrency
         self.queues = queues  # leave a queue out to find its messages waiting in Redis
+        self.include = include  # test-only modules the worker imports (tests/bugs)
 
     def command(self) -> list[str]:
+        extra = ["--include", ",".join(self.include)] if self.include else []
         return [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "-Q", self.queues, "--concurrency", str(self.concurrency),
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
+            "-n", f"test-{uuid.uuid4().hex[:8]}@%h", *extra,
         ]  # fmt: skip
 
     def ready(self, new_output: bytes) -> bool:
@@ -299,3 +304,65 @@ class Flower(Service):
 
     def ready(self, new_output: bytes) -> bool:
         return listening(self.port)
+class CuttableProxy:
+    """A TCP proxy in front of a server (PostgreSQL) that a test can cut and restore: cut, every
+    connection through it is dropped and new ones are refused, as when the server's host goes
+    away; restored, it listens on the same port again."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> CuttableProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._open.clear()
+
+    def stop(self) -> None:
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)

@@ -17,6 +17,7 @@ from receiver.publisher import celery_envelope
 from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, RECONCILE, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
 from tests.services import RedisServer
+from workers import broker
 
 
 @pytest.fixture
@@ -88,14 +89,27 @@ def test_rediss_still_means_tls_with_our_transport(celery_app_module, verify, ce
     assert connection.ssl == {"ssl_cert_reqs": cert_reqs}
 
 
-def test_a_message_taken_as_redis_dies_is_kept_to_run(celery_app_module, tmp_path: Path) -> None:
-    """BRPOP took it out of its queue; recording it as unacked fails: the worker must keep it."""
+def test_a_message_taken_as_redis_dies_goes_back_to_its_queue(
+    celery_app_module, tmp_path: Path
+) -> None:
+    """BRPOP took it out of its queue; recording it as unacked fails: the consumer must not get
+    it (Celery would drop it with its reserved requests), and once Redis answers again it is
+    back in its queue."""
     server = RedisServer(tmp_path / "redis").start()
     app = celery_app_module.create_celery(Settings(redis_url=server.url))
-    envelope = orjson.loads(celery_envelope(PROCESS_EVENT, "e-1", [{}], EVENTS_QUEUE))
+    envelope = orjson.loads(celery_envelope(PROCESS_EVENT, "e-taken", [{}], EVENTS_QUEUE))
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         message = channel.Message(envelope, channel=channel)
         server.stop(signal.SIGKILL)
-        channel.qos.append(message, message.delivery_tag)  # kombu's own would raise here
-        assert channel.qos.get(message.delivery_tag) is message
+        with pytest.raises(channel.connection_errors):
+            channel.qos.append(message, message.delivery_tag)
+        assert message.delivery_tag not in channel.qos._delivered
+    server.start()
+    with app.connection_for_write() as connection:
+        broker._push_back_taken(connection.default_channel)
+    try:
+        queued = redis.Redis.from_url(server.url).lrange(EVENTS_QUEUE, 0, -1)
+        assert len(queued) == 1 and b"e-taken" in queued[0]
+    finally:
+        server.stop()

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,37 @@ import orjson
 import pytest
 import redis
 import requests
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 
-from cli.simulate import conversation_lifecycle
+from cli.simulate import conversation_event, conversation_lifecycle
 from receiver import create_app
+from schemas.callbacks.conversation import RECORDING_READY, SHUTDOWN
 from schemas.settings import Settings
+from tests.bugs.planning import MARKER
 from tests.conftest import TOKEN, worker_env
-from tests.services import ROOT, RedisServer, Web, Worker, base_env, wait_until
+from tests.services import (
+    ROOT,
+    CuttableProxy,
+    RedisServer,
+    Web,
+    Worker,
+    base_env,
+    wait_until,
+)
+from tests.sinks import HttpSink
+from tests.storage_fixtures import BUCKET
+from workers.storage.state import FINAL as FINAL_VERIFICATION
 from workers.store.db import Store
-from workers.store.models import Conversation, Event, EventStatus, Objective, Recording
+from workers.store.models import (
+    Alert,
+    AlertDelivery,
+    Conversation,
+    DeliveryStatus,
+    Event,
+    EventStatus,
+    Objective,
+    Recording,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +141,11 @@ def rig(fault_db: str, tmp_path: Path) -> Iterator[Rig]:
         WORKER_SOFT_SHUTDOWN_SECONDS=str(SOFT_SHUTDOWN),
         MAX_EVENT_ATTEMPTS=str(MAX_ATTEMPTS),
         REMAP_SIGTERM="SIGQUIT",  # as the Procfile's worker line
+        # Inert until a case creates this file (tests/bugs/planning.py).
+        TAVUS_TEST_PLANNING_BUG=str(tmp_path / "planning-bug"),
     )
     web = Web(env, tmp_path / "web.log").start()
-    worker = Worker(env, tmp_path / "worker.log").start()
+    worker = Worker(env, tmp_path / "worker.log", include=("tests.bugs.planning",)).start()
     try:
         yield Rig(server, store, env, web, worker)
     finally:
@@ -559,7 +584,8 @@ def test_a_store_not_reachable_yet_holds_events_instead_of_dropping_them(
         bodies = load(10, "nostore")
         for body in bodies:
             assert client.post(f"/callbacks/{TOKEN}", data=body).status_code == 202
-        wait_until(lambda: worker.output().count("not processed, retry in") >= 10, timeout=30)
+        retrying = "infrastructure fault, retry in"
+        wait_until(lambda: worker.output().count(retrying) >= 10, timeout=30)
         store = Store(database)
         store.upgrade()
         outcome = exactly_once(store, bodies, timeout=60)
@@ -571,4 +597,210 @@ def test_a_store_not_reachable_yet_holds_events_instead_of_dropping_them(
         **outcome,
         "redelivered": "-",
         "notes": "every event retried with backoff until the store answered, then stored once",
+    })  # fmt: skip
+
+
+def test_a_body_that_breaks_planning_is_stored_failed_listed_and_replayed(
+    rig: Rig, figures: list, tmp_path: Path
+) -> None:
+    """A bug on the path before the handler (schema load, dates, routing): the body is stored,
+    fails after the bounded attempts with its stage, raises one alert, is listed, and replays
+    to processed once the bug is gone; the events behind it never wait."""
+    bug = Path(rig.env["TAVUS_TEST_PLANNING_BUG"])
+    bug.touch()
+    [poison_body] = [
+        body
+        for body in conversation_lifecycle("c-planning-bug")
+        if body.get("event_type") == "application.perception_analysis"
+    ]
+    poison_body["properties"]["analysis"] = f"{MARKER} and some analysis"
+    poison = orjson.dumps(poison_body)
+    good = load(60, "plan")
+    started = time.monotonic()
+    assert Load(rig.url, [poison, *good]).start().join().count() == {"accepted": 61}
+
+    outcome = exactly_once(rig.store, [poison, *good], failed=(poison,))
+    failed_after = time.monotonic() - started
+    with rig.store.session() as session:
+        dead = session.scalars(select(Event).where(Event.body == poison.decode())).one()
+        assert (dead.failed_stage, dead.attempts) == ("plan", MAX_ATTEMPTS)
+        assert "injected planning bug" in dead.last_error
+    cause = f"pipeline_failure:events.plan:{dead.id}"
+    wait_until(lambda: _alert_causes(rig.store).count(cause) == 1, timeout=30)
+
+    listed = rig.cli("events", "--status", "failed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = orjson.loads(listed.stdout)
+    assert (row["event_id"], row["failed_stage"]) == (dead.id, "plan")
+
+    bug.unlink()  # the fix is deployed
+    replayed = rig.cli("replay", "--failed")
+    assert replayed.returncode == 0 and dead.id in replayed.stdout, replayed.stderr
+    wait_until(lambda: {r.status for r in stored_rows(rig.store)} == {"processed"}, timeout=30)
+    rows = settled(rig.store, 61)
+    assert len(rows) == 61
+    with rig.store.session() as session:
+        assert MARKER in session.get(Conversation, "c-planning-bug").perception_analysis
+    assert _alert_causes(rig.store).count(cause) == 1  # one alert, however often it failed
+    figures.append({
+        "case": "a body that breaks planning (bug injected), among 60 good ones",
+        **outcome,
+        "redelivered": redelivered(rig.worker, rows, exclude=(dead.id,)),
+        "notes": f"stored at once, failed at stage plan after {MAX_ATTEMPTS} attempts "
+        f"({failed_after:.0f}s), one pipeline_failure alert; replayed to processed once fixed",
+    })  # fmt: skip
+
+
+def _alert_causes(store: Store) -> list[str]:
+    with store.session() as session:
+        return list(session.scalars(select(Alert.cause_key)))
+
+
+def test_postgresql_unreachable_for_15s_while_recordings_are_verified_and_alerts_delivered(
+    postgres_url: str, emulators: Any, tmp_path: Path, figures: list
+) -> None:
+    """The store goes away (a proxy in front of PostgreSQL is cut: connections dropped, new ones
+    refused) while recordings are being verified and alerts delivered. Every task meets the
+    outage as a transient fault and retries under the one policy: afterwards every verification
+    is final (none left pending) and every alert delivered."""
+    direct = make_url(postgres_url)
+    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1").start()
+    through_proxy = direct.set(host="127.0.0.1", port=proxy.port)
+    database = through_proxy.render_as_string(hide_password=False)
+    store = Store(postgres_url)
+    store.upgrade()
+    server = RedisServer(tmp_path / "redis").start()
+    slack = HttpSink().start()
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=server.url, database_url=database)
+    env = worker_env(
+        settings,
+        **emulators.worker_env(),
+        RECORDING_LOCATIONS=f"s3:{BUCKET}",
+        RECORDING_WAIT_SECONDS="45",
+        STORAGE_RETRY_BASE_SECONDS="1",
+        STORAGE_TIMEOUT_SECONDS="2",
+        SLACK_WEBHOOK_URL=f"{slack.url}/services/T0001/B0001/outage",
+        ALERT_TIMEOUT_SECONDS="1",
+        VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+    )
+    worker = Worker(env, tmp_path / "worker.log", concurrency=3).start()
+    client = create_app(settings).test_client()
+    now = datetime.now(UTC)
+    present = [f"c-pg-present-{n:02d}" for n in range(10)]
+    missing = [f"c-pg-missing-{n:02d}" for n in range(5)]
+    failed = [f"c-pg-failed-{n:02d}" for n in range(10)]
+    bodies = []
+    for conversation_id in present + missing:
+        key = f"recordings/{conversation_id}.mp4"
+        if conversation_id in present:
+            emulators.upload("s3", BUCKET, key, b"\x00\x00\x00\x18ftypmp42" * 100)
+        properties = {"storage_provider": "s3", "storage_uri": f"s3://{BUCKET}/{key}"}
+        bodies.append(conversation_event(conversation_id, RECORDING_READY, now, properties))
+    for conversation_id in failed:
+        properties = {"shutdown_reason": "daily_room_has_been_deleted"}
+        bodies.append(conversation_event(conversation_id, SHUTDOWN, now, properties))
+    sent = [orjson.dumps(body) for body in bodies]
+    try:
+        for body in sent:
+            assert client.post(f"/callbacks/{TOKEN}", data=body).status_code == 202
+        wait_until(lambda: processed_count(store) >= 5, timeout=30, interval=0.05)
+        proxy.cut()
+        cut_at = time.monotonic()
+        time.sleep(15)
+        proxy.start()
+        restored = time.monotonic() - cut_at
+
+        def all_final() -> bool:
+            with store.session() as session:
+                rows = session.scalars(select(Recording)).all()
+                waiting = session.scalar(
+                    select(func.count()).where(AlertDelivery.status.not_in(DeliveryStatus.FINAL))
+                )
+                alerts = session.scalar(select(func.count()).select_from(Alert))
+            done = [r for r in rows if r.verification_status in FINAL_VERIFICATION]
+            return len(done) == 15 and alerts == 15 and waiting == 0
+
+        wait_until(all_final, timeout=180, interval=0.5)
+        recovered = time.monotonic() - cut_at - restored
+        outcome = exactly_once(store, sent)
+        with store.session() as session:
+            statuses = Counter(
+                (row.conversation_id.rsplit("-", 1)[0], row.verification_status)
+                for row in session.scalars(select(Recording))
+            )
+            deliveries = Counter(
+                (d.channel, d.status) for d in session.scalars(select(AlertDelivery))
+            )
+        assert statuses == {("c-pg-present", "verified"): 10, ("c-pg-missing", "missing"): 5}
+        assert deliveries == {("log", "delivered"): 15, ("slack", "delivered"): 15}
+        posted = len(slack.accepted())
+        assert posted >= 15
+        retried = worker.output().count("infrastructure fault, retry in")
+        assert retried > 0  # the outage was met, and retried, not failed
+    finally:
+        worker.stop()
+        slack.stop()
+        server.stop()
+        proxy.stop()
+        store.dispose()
+    figures.append({
+        "case": "PostgreSQL unreachable for 15 s while recordings are verified, alerts sent",
+        **outcome,
+        "redelivered": "-",
+        "notes": f"10 verified, 5 missing, 15 alerts delivered ({posted - 15} sent twice) "
+        f"{recovered:.0f}s after the store came back; {retried} transient retries",
+    })  # fmt: skip
+
+
+def test_a_body_the_store_refuses_outside_its_handler_is_dead_lettered_at_stage_store(
+    rig: Rig, figures: list
+) -> None:
+    """The event's own INSERT fails, not for the infrastructure (a constraint, a trigger): the
+    task is retried the bounded number of times (counted in its message header, through real
+    Celery retries), then the event is recorded ``failed`` at stage ``store``, with its alert."""
+    marker = "REFUSED-BY-THE-EVENTS-TABLE"
+    with rig.store.session() as session:
+        condition = f"NEW.body LIKE '%{marker}%' AND NEW.last_error IS NULL"
+        if session.bind.dialect.name == "postgresql":
+            session.execute(text(
+                "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'event refused by the store'; END $$"
+            ))  # fmt: skip
+            session.execute(text(
+                f"CREATE TRIGGER refuse_event BEFORE INSERT ON events FOR EACH ROW "
+                f"WHEN ({condition}) EXECUTE FUNCTION refuse_event()"
+            ))  # fmt: skip
+        else:
+            session.execute(text(
+                f"CREATE TRIGGER refuse_event BEFORE INSERT ON events WHEN {condition} "
+                "BEGIN SELECT RAISE(ABORT, 'event refused by the store'); END"
+            ))  # fmt: skip
+    [body] = [
+        body
+        for body in conversation_lifecycle("c-refused-row")
+        if body.get("event_type") == "application.perception_analysis"
+    ]
+    body["properties"]["analysis"] = marker
+    refused = orjson.dumps(body)
+    good = load(20, "row")
+    assert Load(rig.url, [refused, *good]).start().join().count() == {"accepted": 21}
+
+    rows = settled(rig.store, 21)
+    [dead] = [row for row in rows if row.body == refused.decode()]
+    assert (dead.status, dead.attempts) == (EventStatus.FAILED, MAX_ATTEMPTS)
+    assert "event refused by the store" in dead.last_error
+    with rig.store.session() as session:
+        assert session.get(Event, dead.id).failed_stage == "store"
+    assert {row.status for row in rows if row.id != dead.id} == {EventStatus.PROCESSED}
+    cause = f"pipeline_failure:events.store:{dead.id}"
+    wait_until(lambda: _alert_causes(rig.store).count(cause) == 1, timeout=30)
+    retries = rig.worker.output().count(f"events {dead.id}: attempt")
+    assert retries == MAX_ATTEMPTS - 1  # bounded: the header carried the count across retries
+    figures.append({
+        "case": "the store refuses an event's own row (not the infrastructure), among 20",
+        "sent": 21,
+        "stored": len(rows),
+        "duplicates": 0,
+        "redelivered": "-",
+        "notes": f"retried {retries}x by Celery, then failed at stage store with one alert",
     })  # fmt: skip

@@ -118,21 +118,24 @@ def test_failure_shutdown_marks_the_conversation_failed(pipeline) -> None:
     assert (got["status"], got["shutdown_is_failure"]) == ("failed", True)
 
 
-def test_quarantined_and_unhandled_events_are_kept(pipeline) -> None:
-    bad = post(pipeline["client"], {"conversation_id": "c9", "event_type": "system.shutdown"})
+def test_quarantined_unhandled_and_drifted_events_are_kept(pipeline) -> None:
+    bad = post(pipeline["client"], {"conversation_id": "", "event_type": "system.shutdown"})
+    drifted = post(pipeline["client"], {"conversation_id": "c9", "event_type": "system.shutdown"})
     new = orjson.loads(fixture("shutdown")) | {"event_type": "application.brand_new"}
     unhandled = post(pipeline["client"], new)
-    # The receiver checks a transcript's shape; the worker finds the bad entry and keeps it aside.
+    # The receiver checks less of a transcript; the worker finds the bad entry and warns.
     late = orjson.loads(fixture("transcription_ready"))
     late["properties"]["transcript"][2]["timestamp"] = "not a date"
     deep = post(pipeline["client"], late)
-    assert deep["status"] == "accepted"
-    rows = {row["event_id"]: row for row in settled(pipeline["store"], 3)}
+    assert deep["status"] == "accepted" and bad["status"] == "quarantined"
+    rows = {row["event_id"]: row for row in settled(pipeline["store"], 4)}
     assert rows[bad["event_id"]]["status"] == "quarantined"
-    assert "properties" in rows[bad["event_id"]]["errors"]
+    assert "conversation_id" in rows[bad["event_id"]]["errors"]
+    assert rows[drifted["event_id"]]["status"] == "processed"
+    assert "properties.shutdown_reason" in rows[drifted["event_id"]]["warnings"]
     assert rows[unhandled["event_id"]]["status"] == "unhandled"
-    assert rows[deep["event_id"]]["status"] == "quarantined"
-    assert "transcript" in rows[deep["event_id"]]["errors"]["properties"]
+    assert rows[deep["event_id"]]["status"] == "processed"
+    assert "properties.transcript.2.timestamp" in rows[deep["event_id"]]["warnings"]
 
 
 def test_every_resource_kind_gets_its_record(pipeline) -> None:

@@ -35,6 +35,7 @@ EXPECTED = {
     "video_ready": ("video", None),
     "video_error": ("video", None),
     "document_processing": ("document", None),
+    "document_object": ("document", None),
 }
 
 
@@ -124,11 +125,11 @@ def test_post_call_action_fields_beside_properties_are_folded_in() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "warning"),
     [
         (
             {"conversation_id": "c1", "event_type": "system.shutdown", "properties": {}},
-            "properties",
+            "properties.shutdown_reason",
         ),
         (
             {
@@ -138,14 +139,31 @@ def test_post_call_action_fields_beside_properties_are_folded_in() -> None:
             },
             "properties",
         ),
-        ({"conversation_id": "", "event_type": "system.replica_joined"}, "conversation_id"),
         ({"conversation_id": "c1", "event_type": "x", "timestamp": "soon"}, "timestamp"),
         ({"video_id": "v1", "status": 3}, "status"),
         ({"replica_id": "r1", "status": None}, "status"),
-        ({"conversation_id": "c1", "properties": {"guardrail": ""}}, "properties"),
+        ({"conversation_id": "c1", "properties": {"guardrail": ""}}, "properties.guardrail"),
     ],
 )
-def test_invalid_bodies_name_the_field(body: dict, field: str) -> None:
+def test_a_deviation_beside_a_tavus_identity_is_taken_with_a_warning(
+    body: dict, warning: str
+) -> None:
+    verdict = verdict_for(body)
+    assert verdict.valid, verdict.errors
+    assert warning in verdict.warnings, verdict.warnings
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"conversation_id": "", "event_type": "system.replica_joined"}, "conversation_id"),
+        ({"conversation_id": "c1", "event_type": ["x"]}, "event_type"),
+        ({"video_id": "v" * 300, "status": "ready"}, "video_id"),
+        ({"replica_id": None, "status": "ready"}, "replica_id"),
+        ({"document_id": "d\x00", "status": "ready"}, "document_id"),
+    ],
+)
+def test_a_body_whose_tavus_identity_does_not_load_is_refused(body: dict, field: str) -> None:
     verdict = verdict_for(body)
     assert not verdict.valid
     assert field in verdict.errors
@@ -214,9 +232,11 @@ def test_the_receiver_checks_a_transcripts_shape_and_leaves_its_entries_to_the_w
     body["properties"]["transcript"][1]["timestamp"] = "not a date"
     raw = json.dumps(body).encode()
     assert classify(body, raw).valid  # the receiver: a Tavus callback, keep it
-    deep = classify(body, raw, deep=True)  # the worker: this entry is wrong
-    assert "properties" in deep.errors
+    deep = classify(body, raw, deep=True)  # the worker: this entry is wrong, the rest is taken
+    assert deep.valid and "properties.transcript.1.timestamp" in deep.warnings
     for transcript in ("all of it", [{"content": "no role"}], ["a string"], None):
         body["properties"]["transcript"] = transcript
         verdict = verdict_for(body)
-        assert not verdict.valid and "transcript" in verdict.errors["properties"]
+        assert verdict.valid and any(
+            path.startswith("properties.transcript") for path in verdict.warnings
+        )

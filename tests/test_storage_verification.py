@@ -7,18 +7,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.settings import Settings
+from workers import retry
 from workers.storage import state, unverified
-from workers.storage.verification import Claim, inspect, retry_delay
+from workers.storage.verification import Claim, inspect
 
 
-def test_delays_double_with_jitter_and_stay_below_the_visibility_timeout() -> None:
-    settings = Settings(storage_retry_base_seconds=5, visibility_timeout_seconds=3600)
+def test_delays_double_with_jitter_and_stay_below_half_the_visibility_timeout() -> None:
+    cap = retry.cap_seconds(3600)
     for attempt, ceiling in ((1, 5), (2, 10), (3, 20), (7, 300), (30, 300)):
-        delays = [retry_delay(attempt, settings) for _ in range(200)]
+        delays = [retry.delay(attempt, cap, base=5) for _ in range(200)]
         assert ceiling / 2 <= min(delays) and max(delays) <= ceiling, attempt
         assert len(set(delays)) > 1  # jitter: redeliveries do not move in lockstep
-    short = Settings(storage_retry_base_seconds=5, visibility_timeout_seconds=60)
-    assert max(retry_delay(12, short) for _ in range(200)) < 60
+    short = retry.cap_seconds(60)
+    assert max(retry.delay(12, short, base=5) for _ in range(200)) < 30
+    assert max(retry.delay(1, short, retry_after=999) for _ in range(20)) < 30
 
 
 def test_no_locations_configured_means_skipped_not_refused() -> None:

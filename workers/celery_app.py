@@ -120,10 +120,12 @@ def periodic_tasks(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 class _EtaCap:
-    """Keep every scheduled task (retries, countdowns) within half the visibility timeout.
+    """A guard: no scheduled task (retries, countdowns) past half the visibility timeout.
 
     A task with an ETA waits in the worker that fetched it, unacked; if it waited longer than the
-    visibility timeout, Redis would hand the same message to another worker as well.
+    visibility timeout, Redis would hand the same message to another worker as well. Every
+    retry comes from ``workers.retry``, which caps its delays already: reaching this guard means
+    some code scheduled a countdown of its own, and it says so.
     """
 
     def __init__(self, max_countdown_seconds: float) -> None:
@@ -138,7 +140,13 @@ class _EtaCap:
         if wanted.tzinfo is None:
             wanted = wanted.replace(tzinfo=UTC)
         if wanted > latest:
-            log.warning("task %s scheduled past the visibility timeout; moved earlier", sender)
+            log.error(
+                "task %s scheduled %s, past half the visibility timeout (a countdown that did "
+                "not come from workers.retry); moved to %s",
+                sender,
+                wanted.isoformat(),
+                latest.isoformat(),
+            )
             headers["eta"] = latest.isoformat()
 
 

@@ -8,20 +8,21 @@ This module knows nothing of Celery; the task in ``workers.tasks.events`` wraps 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from marshmallow import ValidationError
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from schemas.callbacks import SCHEMAS_BY_KIND
+from schemas import tolerant
+from schemas.callbacks import KIND_TABLE
 from schemas.messages import RAISE_ALERT, EventMessage
+from workers import retry
+from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
 from workers.handlers.registry import Handler
@@ -50,34 +51,53 @@ class Plan:
     errors: Any = None
     occurred_at: datetime | None = None
     handler: Handler | None = None
+    warnings: Any = None  # what the tolerant reader left out, by path
 
 
 def plan(body: str, kind: str | None, event_type: str | None, errors: Any) -> Plan:
     if errors:  # quarantined by the receiver
         return Plan(EventStatus.QUARANTINED, errors=errors)
-    if kind not in SCHEMAS_BY_KIND:
+    if kind not in KIND_TABLE:
         # No shape matched at the receiver (or a replay of such a body): nothing can handle it.
         return Plan(EventStatus.QUARANTINED, errors=_NO_SHAPE)
     raw = orjson.loads(body)
-    try:
-        data = SCHEMAS_BY_KIND[kind].load(raw)
-    except ValidationError as exc:
-        # The receiver checks less (a transcript's entries), or a deploy came in between.
-        return Plan(EventStatus.QUARANTINED, errors=_as_errors(exc.messages))
-    occurred_at = data.get("timestamp") or data.get("updated_at")
+    # The receiver checks less (a transcript's entries), or a deploy came in between.
+    table = KIND_TABLE[kind]
+    reading = tolerant.read(table.schema, raw, table.identity)
+    if reading.data is None:
+        return Plan(EventStatus.QUARANTINED, errors=reading.errors)
+    data = reading.data
+    occurred_at = _first_date(data.get("timestamp"), data.get("updated_at"))
     handler = handler_for(kind, event_type)
     status = EventStatus.PROCESSED if handler else EventStatus.UNHANDLED
-    return Plan(status, raw, data, None, occurred_at, handler)
+    return Plan(status, raw, data, None, occurred_at, handler, reading.warnings)
+
+
+def _first_date(*candidates: Any) -> datetime | None:
+    """The event's own time; a schema that left a date unparsed must not reach the INSERT."""
+    return next((value for value in candidates if isinstance(value, datetime)), None)
 
 
 _NO_SHAPE = {"_schema": ["Not a Tavus callback: no known shape matches."]}
 
 
 class HandlerFailed(Exception):
-    """The handler raised: its transaction is rolled back, then the attempt is recorded."""
+    """The event's content made a step fail (``stage``: "plan" or "handler"): the transaction is
+    rolled back, then the attempt is recorded, bounded, and dead-lettered when they run out."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: Exception, stage: str = "handler") -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+def _planned(message: EventMessage) -> Plan:
+    """``plan``, inside the failure boundary: loading, dates and routing depend on the body."""
+    try:
+        return plan(message["body"], message["kind"], message["event_type"], message["errors"])
+    except Exception as exc:  # a boundary: the body is stored first, the attempt recorded
+        if retry.is_transient(exc):
+            raise
+        raise HandlerFailed(exc, stage="plan") from exc
 
 
 def process(
@@ -94,8 +114,9 @@ def process(
     row and all, and a second one records the failed attempt. The usual case writes the event
     once and reads nothing back.
     """
-    expected = plan(message["body"], message["kind"], message["event_type"], message["errors"])
+    expected: Plan | None = None
     try:
+        expected = _planned(message)
         with store.session() as session:
             event = store_event(session, message, expected)
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
@@ -108,18 +129,40 @@ def process(
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
         # One transaction per event and no savepoint on the way (it costs every event two more
-        # statements): a failure, the rare case, pays for a second transaction instead.
+        # statements): a failure, the rare case, pays for a second transaction instead. The
+        # body is stored whatever failed, before anything else is tried again.
         with store.session() as session:
             event = store_event(session, message, expected, failed=failure)
             if event is None:
                 event = _locked_event(session, message["event_key"])
-                _record_failure(event, failure, expected.occurred_at)
+                occurred_at = expected.occurred_at if expected else event.occurred_at
+                _record_failure(event, failure, occurred_at)
             log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
             if event.attempts >= max_attempts:
-                _finish(event, EventStatus.FAILED)
-            return Outcome(event.id, event.status, _retry_delay(event))
+                _dead_letter(event, failure.stage, str(failure))
+            outcome = Outcome(event.id, event.status, _retry_delay(event))
+            pending = list(event.pending_tasks or [])
     if pending:
         _send_pending(store, event.id, pending, send)
+    return outcome
+
+
+def dead_letter(
+    store: Store, message: EventMessage, error: BaseException, attempts: int, send: SendTask
+) -> Outcome:
+    """Record an event whose processing kept failing outside its handler: ``failed``, at stage
+    "store", with the error and the raw body, and its alert. Replay sends it again."""
+    failure = HandlerFailed(error, stage="store") if isinstance(error, Exception) else None
+    with store.session() as session:
+        event = store_event(session, message, None, failed=failure)
+        if event is None:
+            event = _locked_event(session, message["event_key"])
+        if event.status in EventStatus.FINAL:
+            return Outcome(event.id, event.status)
+        event.attempts = max(event.attempts, attempts)
+        _dead_letter(event, "store", str(failure))
+        outcome, pending = Outcome(event.id, event.status), list(event.pending_tasks or [])
+    _send_pending(store, event.id, pending, send)
     return outcome
 
 
@@ -148,10 +191,12 @@ def store_event(
         "source": message.get("source", "callback"),
         "received_at": datetime.fromtimestamp(message["received_at"], UTC),
         "occurred_at": expected.occurred_at if expected else None,
+        "warnings": expected.warnings if expected else None,
+        "failed_stage": None,
         "body": message["body"],
         "errors": (expected.errors if expected else None) or message["errors"],
         "status": status,
-        "attempts": 1 if handled else 0,
+        "attempts": 1 if handled or failed else 0,
         "last_error": str(failed)[:2000] if failed else None,
         # Waiting for (another) attempt, or quarantined by the receiver: not processed. Else
         # processed as of this transaction, which the handler's writes commit with.
@@ -197,19 +242,44 @@ def _handle(session: Session, event: Event, expected: Plan, alerts: AlertPolicy)
             event.pending_tasks = context.follow_ups
         session.flush()
     except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
+        if retry.is_transient(exc):
+            raise  # the store or the network, not the event: the task's policy retries it
         raise HandlerFailed(exc) from exc
 
 
 def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
     """Another attempt at an event stored earlier whose handler failed (or never ran)."""
-    again = plan(event.body, event.kind, event.event_type, event.errors)
+    try:
+        again = plan(event.body, event.kind, event.event_type, event.errors)
+    except Exception as exc:  # a boundary, as in _planned
+        if retry.is_transient(exc):
+            raise
+        raise HandlerFailed(exc, stage="plan") from exc
     event.occurred_at = again.occurred_at
+    event.warnings = again.warnings
     if again.handler is None:
         _finish(event, again.status, errors=again.errors)
         return
     event.attempts += 1
     _finish(event, EventStatus.PROCESSED)
     _handle(session, event, again, alerts)
+
+
+def _dead_letter(event: Event, stage: str, error: str) -> None:
+    """Failed for good (until replayed): say where, keep the error, raise one alert after the
+    commit (through the outbox, so a crash in between still sends it)."""
+    _finish(event, EventStatus.FAILED)
+    event.failed_stage = stage
+    event.last_error = error[:2000]
+    alert = pipeline_failure(
+        f"events.{stage}",
+        event.id,
+        error,
+        conversation_id=event.conversation_id,
+        event_id=event.id,
+        attempts=event.attempts,
+    )
+    event.pending_tasks = [*(event.pending_tasks or []), {"name": RAISE_ALERT, "args": [alert]}]
 
 
 def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime | None) -> None:
@@ -242,25 +312,11 @@ def _finish(event: Event, status: str, errors: Any = None) -> None:
         event.errors = errors
 
 
-def _as_errors(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
-
-
-# Retries back off exponentially with jitter, up to a cap kept below Redis's visibility timeout.
-RETRY_BASE_SECONDS = 1.0
-RETRY_CAP_SECONDS = 300.0
-
-
 def _retry_delay(event: Event) -> float | None:
+    """Seconds until the next attempt at an event whose handler failed; None: final."""
     if event.status != EventStatus.RECEIVED or event.attempts == 0:
         return None
-    return backoff(event.attempts)
-
-
-def backoff(attempt: int, cap: float = RETRY_CAP_SECONDS) -> float:
-    """Seconds before attempt ``attempt + 1``: doubling from 1 s, capped, with half as jitter."""
-    ceiling = min(cap, RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** min(attempt - 1, 32))
-    return random.uniform(ceiling / 2, ceiling)
+    return retry.backoff(event.attempts, retry.MAX_BACKOFF_SECONDS)
 
 
 def _send_pending(

@@ -46,6 +46,12 @@ def conversation_record(session: Session, conversation_id: str) -> dict[str, Any
     record["guardrails"] = _guardrails(session, conversation_id)
     record["post_call_actions"] = _post_call_actions(session, conversation_id)
     record["events"] = [event_summary(event) for event in events]
+    # What deviated from the documented shapes, event by event: the record above holds the rest.
+    record["warnings"] = [
+        {"event_id": event.id, "event_type": event.event_type, "warnings": event.warnings}
+        for event in events
+        if event.warnings
+    ]
     return record
 
 
@@ -141,8 +147,12 @@ def recent_events(
     status: str | None = None,
     conversation_id: str | None = None,
     event_type: str | None = None,
+    warnings: bool = False,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``warnings``: only events the tolerant reader took with warnings."""
     query = select(Event).order_by(Event.received_at.desc()).limit(limit)
+    if warnings:
+        query = query.where(Event.warnings.is_not(None))
     for column, value in (
         (Event.kind, kind),
         (Event.status, status),
@@ -167,6 +177,8 @@ def event_summary(event: Event) -> dict[str, Any]:
         "attempts": event.attempts,
         "last_error": event.last_error,
         "errors": event.errors,
+        "warnings": event.warnings,
+        "failed_stage": event.failed_stage,
     }
 
 

@@ -64,6 +64,8 @@ def replay(events: list[Event], publish: Publish) -> list[Replayed]:
         event.attempts = 0
         event.processed_at = None
         event.errors = None  # validated again, with today's schemas
+        event.warnings = None
+        event.failed_stage = None
         publish(message_for(event))
     return done
 

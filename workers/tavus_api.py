@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import requests
 
+from workers import retry
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
@@ -23,11 +25,11 @@ class TavusAPIError(Exception):
     """The API refused the request for good (a bad key, a bad request): do not retry soon."""
 
 
-class ConversationNotFound(TavusAPIError):
+class ConversationNotFound(TavusAPIError, retry.Permanent):
     """Tavus does not know this conversation (deleted, or another account's)."""
 
 
-class TavusUnavailable(TavusAPIError):
+class TavusUnavailable(TavusAPIError, retry.Transient):
     """Throttled (429), failing (5xx) or unreachable: try again later, after ``retry_after``."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
+_EPOCH_TEXT = re.compile(r"-?\d{9,}(\.\d+)?")  # "1724858860.824457": no year has 9 digits
 # Epoch values above this are milliseconds, not seconds (it is the year 33658 in seconds).
 _EPOCH_MILLIS_ABOVE = 1e12
 
@@ -22,8 +24,9 @@ class TavusSchema(Schema):
 def parse_tavus_datetime(value: Any) -> datetime:
     """Parse any date Tavus sends into an aware UTC datetime.
 
-    Forms seen: ISO 8601 with ``Z`` (conversation events), ``"2024-08-28 15:27:40.824457"``
-    with no zone (videos, taken as UTC) and epoch floats (some transcript entries).
+    Forms seen: ISO 8601 with ``Z`` or an offset (conversation events, documents),
+    ``"2024-08-28 15:27:40.824457"`` with no zone (videos, taken as UTC), and epoch seconds (or
+    milliseconds) as numbers or as strings (some transcript entries).
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a date")
@@ -35,6 +38,8 @@ def parse_tavus_datetime(value: Any) -> datetime:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected an ISO 8601 string or an epoch number")
     text = value.strip()
+    if _EPOCH_TEXT.fullmatch(text):
+        return parse_tavus_datetime(float(text))
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
     parsed = datetime.fromisoformat(text)

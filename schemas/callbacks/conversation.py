@@ -83,7 +83,9 @@ class RecordingProperties(TavusSchema):
     duration = fields.Float(load_default=None, allow_none=True)
 
     @validates_schema
-    def _has_a_location(self, data: dict[str, Any], **kwargs: Any) -> None:
+    def _has_a_location(self, data: dict[str, Any], partial: Any = None, **kwargs: Any) -> None:
+        if partial:
+            return  # the tolerant reader: a warning already says so; verification refuses it
         if not data.get("storage_uri") and not (data.get("bucket_name") and data.get("s3_key")):
             raise ValidationError("Needs storage_uri, or bucket_name and s3_key.")
 
@@ -148,11 +150,15 @@ class ConversationEvent(TavusSchema):
         return {**data, "properties": {**flat, **data.get("properties", {})}}
 
     @post_load
-    def _load_properties(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def _load_properties(
+        self, data: dict[str, Any], partial: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # ``partial``: the tolerant reader's second pass, which takes properties as they come.
+        data.setdefault("properties", {})
         schema = self.properties_schemas.get(data["event_type"])
         if schema is not None:
             try:
-                data["properties"] = schema.load(data["properties"])
+                data["properties"] = schema.load(data["properties"], partial=partial)
             except ValidationError as exc:
                 raise ValidationError({"properties": exc.messages}) from exc
         return data

@@ -81,9 +81,17 @@ class VideoCallback(TavusSchema):
 
 
 class DocumentCallback(TavusSchema):
-    """Knowledge-base document processing: status updates with a progress figure."""
+    """Knowledge-base document processing: the document object as the API reference shows it
+    (``document_id``, ``document_name``, ``document_url``, ``status``, ``progress``, ``tags``,
+    ``created_at`` / ``updated_at`` as ISO strings), each update a status."""
 
     document_id = required_id()
     status = required_text()
+    document_name = optional_text()
+    document_url = optional_text()
+    callback_url = optional_text()
     progress = fields.Raw(load_default=None, allow_none=True)
     error_message = optional_text()
+    tags = fields.List(fields.String(), load_default=None, allow_none=True)
+    created_at = TavusDateTime(load_default=None, allow_none=True)
+    updated_at = TavusDateTime(load_default=None, allow_none=True)

@@ -10,12 +10,12 @@ or the attempts ran out). A channel that fails never holds up another: each is i
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.settings import Settings
+from workers import retry
 from workers.store.db import Store
 
 from . import ledger
@@ -29,7 +29,6 @@ from .notifiers import (
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 2.0
-RETRY_CAP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,11 @@ def deliver(store: Store, cause_key: str, channel: str, settings: Settings) -> O
         status, error = "failed", str(exc)
     except TransientDeliveryError as exc:
         status, error = "retrying", str(exc)
-        retry_in = backoff(claim.attempt, settings, exc.retry_after)
+        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS, exc.retry_after)
     except Exception as exc:  # a boundary: a notifier's own bug is recorded, and retried
         # Only the type: a library's message may quote a URL that is itself a secret.
         status, error = "retrying", f"unexpected {type(exc).__name__}"
-        retry_in = backoff(claim.attempt, settings)
+        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS)
     if status == "retrying" and claim.attempt >= settings.alert_delivery_attempts:
         status, retry_in = "failed", None
         error = f"{error} (gave up after {claim.attempt} attempts)"
@@ -94,13 +93,19 @@ def lease(settings: Settings) -> timedelta:
     return timedelta(seconds=10 * settings.alert_timeout_seconds + 30)
 
 
-def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
-    """Exponential with jitter, at least what the channel asked for, below the broker's
-    visibility timeout (Redis would otherwise hand the waiting message to a second worker)."""
-    ceiling = min(_cap(settings), RETRY_BASE_SECONDS * 2 ** (attempt - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
-    return min(max(delay, retry_after or 0.0), _cap(settings))
-
-
 def _cap(settings: Settings) -> float:
-    return min(RETRY_CAP_SECONDS, settings.visibility_timeout_seconds / 2)
+    return retry.cap_seconds(settings.visibility_timeout_seconds)
+
+
+def give_up(
+    store: Store, cause_key: str, channel: str, error: BaseException, attempts: int
+) -> Outcome:
+    """The delivery task kept failing outside the notifier (a bug, a bad row): mark the
+    delivery ``failed`` with the reason, so that ``alerts`` shows it and nothing waits on it."""
+    reason = f"delivery task failed: {type(error).__name__}"  # no message: it may quote a URL
+    with store.session() as session:
+        found = ledger.give_up(session, cause_key, channel, reason, datetime.now(UTC))
+    log.error(
+        "alert %s via %s dead-lettered after %d attempts: %s", cause_key, channel, attempts, reason
+    )
+    return Outcome(found)

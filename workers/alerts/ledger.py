@@ -155,6 +155,24 @@ def finish(
         delivery.status = DeliveryStatus.FAILED if outcome == "failed" else DeliveryStatus.PENDING
 
 
+def give_up(session: Session, cause_key: str, channel: str, error: str, now: datetime) -> str:
+    """Mark a delivery ``failed`` for good (its task was dead-lettered); answer its status."""
+    query = (
+        select(AlertDelivery)
+        .join(Alert, Alert.id == AlertDelivery.alert_id)
+        .where(Alert.cause_key == cause_key, AlertDelivery.channel == channel)
+        .with_for_update(of=AlertDelivery)
+    )
+    delivery = session.execute(query).scalar_one_or_none()
+    if delivery is None:
+        return "unknown"
+    if delivery.status not in DeliveryStatus.FINAL:
+        delivery.status = DeliveryStatus.FAILED
+        delivery.claimed_until = None
+        delivery.last_error = error
+    return delivery.status
+
+
 def _attempt(session: Session, delivery_id: int, number: int) -> AlertAttempt:
     query = select(AlertAttempt).where(
         AlertAttempt.delivery_id == delivery_id, AlertAttempt.number == number

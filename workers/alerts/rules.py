@@ -65,6 +65,11 @@ def _alert(
     )
 
 
+def _properties(data: dict[str, Any]) -> dict[str, Any]:
+    properties = data.get("properties")
+    return properties if isinstance(properties, dict) else {}
+
+
 def _when(event: Event) -> datetime:
     """When it happened by Tavus's clock; our arrival time when the body carries none."""
     return event.occurred_at or event.received_at
@@ -91,7 +96,7 @@ ACCESS_CHECKS = {
 
 
 def recording_copy_failed(event: Event, data: dict[str, Any], policy: AlertPolicy) -> AlertMessage:
-    properties = data["properties"]
+    properties = _properties(data)
     conversation = event.conversation_id
     provider = properties.get("storage_provider")
     destination = properties.get("storage_uri")
@@ -147,7 +152,8 @@ SHUTDOWN_EXPLANATIONS = {
 
 
 def failed_shutdown(event: Event, data: dict[str, Any], policy: AlertPolicy) -> AlertMessage | None:
-    reason = data["properties"]["shutdown_reason"]
+    # No reason (the tolerant reader took the shutdown without one): unknown, said quietly.
+    reason = _properties(data).get("shutdown_reason") or "(no shutdown_reason given)"
     verdict = shutdown_is_failure(reason)
     if verdict is False:
         return None
@@ -202,7 +208,7 @@ class ResourceFailure:
     def __call__(
         self, event: Event, data: dict[str, Any], policy: AlertPolicy
     ) -> AlertMessage | None:
-        if data["status"] != "error":
+        if data.get("status") != "error":
             return None
         resource = data[self.id_field]
         name = data.get(self.name_field) if self.name_field else None
@@ -252,7 +258,7 @@ PERCEPTION_REASONS = {
 
 def perception_unavailable(event: Event, data: dict[str, Any], policy: AlertPolicy) -> AlertMessage:
     conversation = event.conversation_id
-    reason = data["properties"].get("reason") or "unknown"
+    reason = _properties(data).get("reason") or "unknown"
     return _alert(
         event,
         f"perception_unavailable:{conversation}",
@@ -273,7 +279,7 @@ def guardrail_triggered(
     if not policy.guardrail_alerts:
         return None
     conversation = event.conversation_id
-    guardrail = data["properties"]["guardrail"]
+    guardrail = _properties(data).get("guardrail") or "unknown"
     # One alert per guardrail and conversation: a guardrail that fires ten times in one call is
     # one thing to look at, and the conversation record counts the triggers.
     return _alert(

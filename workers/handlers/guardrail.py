@@ -13,7 +13,7 @@ def record_guardrail_trigger(ctx: HandlerContext) -> None:
         GuardrailTrigger(
             event_id=ctx.event.id,
             conversation_id=ctx.event.conversation_id,
-            guardrail=ctx.data["properties"]["guardrail"],
+            guardrail=ctx.properties.get("guardrail") or "unknown",
             triggered_at=ctx.event.occurred_at or ctx.event.received_at,
         )
     )

@@ -9,10 +9,10 @@ from .registry import HandlerContext, handles
 @handles(PERCEPTION_ANALYSIS)
 def record_analysis(ctx: HandlerContext) -> None:
     convo = records.conversation(ctx.session, ctx.event.conversation_id)
-    convo.perception_analysis = ctx.data["properties"]["analysis"]
+    convo.perception_analysis = ctx.properties.get("analysis")
 
 
 @handles(PERCEPTION_UNAVAILABLE)
 def record_unavailable(ctx: HandlerContext) -> None:
     convo = records.conversation(ctx.session, ctx.event.conversation_id)
-    convo.perception_unavailable_reason = ctx.data["properties"].get("reason") or "unknown"
+    convo.perception_unavailable_reason = ctx.properties.get("reason") or "unknown"

@@ -10,8 +10,9 @@ from .registry import HandlerContext, handles
 @handles(POST_CALL_ACTION_EXECUTED)
 def record_post_call_action(ctx: HandlerContext) -> None:
     records.conversation(ctx.session, ctx.event.conversation_id)
-    properties = ctx.raw.get("properties") or {}
-    loaded = ctx.data["properties"]
+    properties = ctx.raw.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    loaded = ctx.properties
     ctx.session.merge(
         PostCallAction(
             event_id=ctx.event.id,

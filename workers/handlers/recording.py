@@ -30,7 +30,7 @@ def legacy_s3_uri(properties: dict[str, Any]) -> str | None:
 @handles(RECORDING_READY)
 def record_recording(ctx: HandlerContext) -> None:
     """Note where the recording is, then verify it there once this event has committed."""
-    properties = ctx.data["properties"]
+    properties = ctx.properties
     row = recording(ctx.session, ctx.event.conversation_id)
     ready_at = ctx.event.occurred_at or ctx.event.received_at
     if row.ready_at is not None and ready_at < row.ready_at:
@@ -49,7 +49,7 @@ def record_recording(ctx: HandlerContext) -> None:
 
 @handles(RECORDING_COPY_FAILED)
 def record_copy_failure(ctx: HandlerContext) -> None:
-    properties = ctx.data["properties"]
+    properties = ctx.properties
     row = recording(ctx.session, ctx.event.conversation_id)
     row.copy_failed_at = ctx.event.occurred_at or ctx.event.received_at
     code = properties.get("error_code")

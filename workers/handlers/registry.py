@@ -24,6 +24,12 @@ class HandlerContext:
     data: dict[str, Any]  # the body as its schema loaded it: dates parsed, variants folded
     follow_ups: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The loaded ``properties``; empty when the tolerant reader had to leave them out."""
+        properties = self.data.get("properties")
+        return properties if isinstance(properties, dict) else {}
+
     def then(self, task_name: str, *args: Any) -> None:
         """Send this task once the event's transaction has committed (never before)."""
         self.follow_ups.append({"name": task_name, "args": list(args)})

@@ -12,7 +12,7 @@ RANKS = {"started": 0, "training": 1, "ready": 2, "error": 2}
 @handles("replica")
 def record_replica(ctx: HandlerContext) -> None:
     update = {
-        "status": ctx.data["status"],
+        "status": ctx.data.get("status") or "unknown",
         "status_at": ctx.event.received_at,  # training callbacks carry no time of their own
         "error_message": ctx.data.get("error_message"),
     }

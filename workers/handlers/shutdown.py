@@ -9,11 +9,14 @@ from .registry import HandlerContext, handles
 @handles(SHUTDOWN)
 def record_shutdown(ctx: HandlerContext) -> None:
     convo = records.conversation(ctx.session, ctx.event.conversation_id)
-    properties = ctx.data["properties"]
+    properties = ctx.properties
     convo.replica_id = convo.replica_id or properties.get("replica_id")
-    ended_at = records.earliest(convo.ended_at, ctx.event.occurred_at)
+    # A shutdown with its time or reason missing still ended the call (the event's warnings say
+    # what was missing): ended at arrival, reason unknown.
+    ended_at = records.earliest(convo.ended_at, ctx.event.occurred_at or ctx.event.received_at)
+    reason = properties.get("shutdown_reason")
     if convo.shutdown_reason is None or ended_at != convo.ended_at:
         # The first shutdown is the one that ended it; a later one changes nothing.
-        convo.shutdown_reason = properties["shutdown_reason"]
-        convo.shutdown_is_failure = shutdown_is_failure(properties["shutdown_reason"])
+        convo.shutdown_reason = reason
+        convo.shutdown_is_failure = shutdown_is_failure(reason) if reason else None
     convo.ended_at = ended_at

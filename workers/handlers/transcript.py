@@ -1,5 +1,7 @@
 """The transcript is ready: keep it whole, as a list of ``{role, content, ...}`` entries."""
 
+from typing import Any
+
 from schemas.callbacks.conversation import TRANSCRIPTION_READY
 
 from . import records
@@ -13,6 +15,17 @@ def record_transcript(ctx: HandlerContext) -> None:
     if convo.transcript_at is not None and convo.transcript_at > at:
         return  # a newer transcript is already kept
     # Entries are kept as Tavus sent them (the raw body): no date was rewritten.
-    convo.transcript = ctx.raw["properties"]["transcript"]
+    sent = ctx.raw.get("properties")
+    convo.transcript = _entries(sent.get("transcript") if isinstance(sent, dict) else None)
     convo.transcript_at = at
-    convo.replica_id = convo.replica_id or ctx.data["properties"].get("replica_id")
+    convo.replica_id = convo.replica_id or ctx.properties.get("replica_id")
+
+
+def _entries(transcript: Any) -> list[Any] | None:
+    """The entries as sent; a transcript sent as one text (not the documented list) is kept as
+    one entry, its role unknown (the event's warnings say so)."""
+    if isinstance(transcript, list):
+        return [entry for entry in transcript if isinstance(entry, dict)]
+    if isinstance(transcript, str) and transcript.strip():
+        return [{"role": None, "content": transcript}]
+    return None

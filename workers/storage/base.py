@@ -7,6 +7,9 @@ provider module (``raise ... from exc``), so the retry logic reads the type and 
 - ``Missing``: the object is not there (yet): retried with backoff within the wait window;
 - ``Transient``: timeout, connection refused, 5xx, throttling: retried with backoff and jitter;
 - ``Permanent`` (``AccessDenied`` among them): no retry, recorded and alerted.
+
+``Transient`` and ``Permanent`` are ``workers.retry``'s two words, so a storage error that
+escapes a task is classified like any other.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import base64
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
+
+from workers import retry
 
 from .locations import ObjectLocation
 
@@ -54,11 +59,11 @@ class Missing(StorageError):
     """No such object (yet): Tavus may still be writing or copying it."""
 
 
-class Transient(StorageError):
+class Transient(StorageError, retry.Transient):
     """The provider could not answer now: a timeout, a refused connection, 5xx, throttling."""
 
 
-class Permanent(StorageError):
+class Permanent(StorageError, retry.Permanent):
     """Asking again will not help: no such bucket or container, no credentials, bad request."""
 
     status: ClassVar[str] = "error"

@@ -8,16 +8,16 @@ Three steps, so no database lock is held during a network call:
 
 Retry by cause: not found and transient failures are tried again with exponential backoff and
 jitter until ``RECORDING_WAIT_SECONDS`` after the first attempt; permanent failures are final at
-once. Every delay stays below the broker's visibility timeout. A final result other than
-``verified`` leaves one alert in the row's outbox, sent after the commit (and sent again by a
-redelivery if the process died in between; the alerts side keeps one per ``cause_key``).
+once. Delays come from ``workers.retry`` (below half the broker's visibility timeout). A final
+result other than ``verified`` leaves one alert in the row's outbox, sent after the commit (and
+sent again by a redelivery if the process died in between; the alerts side keeps one per
+``cause_key``).
 This module knows nothing of Celery; ``workers.tasks.storage`` wraps it.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import RAISE_ALERT
 from schemas.settings import Settings
+from workers import retry
+from workers.alerts.pipeline import pipeline_failure
 from workers.store.db import Store
 from workers.store.models import Recording
 
@@ -43,8 +45,6 @@ SendTask = Callable[[str, list[Any]], None]
 VerifierLookup = Callable[[str, Settings], StorageVerifier]
 
 TRANSIENT = "transient"  # an attempt's finding, never a final status
-RETRY_CAP_SECONDS = 300.0
-VISIBILITY_MARGIN = 0.8  # a countdown longer than the visibility timeout is delivered twice
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,35 @@ def inspect(claim: Claim, settings: Settings, verifiers: VerifierLookup = verifi
     return Finding(state.VERIFIED, None, facts, where, _since(started))
 
 
-def retry_delay(attempt: int, settings: Settings) -> float:
-    """Exponential backoff with jitter, capped below the broker's visibility timeout."""
-    cap = min(RETRY_CAP_SECONDS, settings.visibility_timeout_seconds * VISIBILITY_MARGIN)
-    ceiling = min(cap, settings.storage_retry_base_seconds * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+def dead_letter(
+    store: Store,
+    conversation_id: str,
+    round_: int | None,
+    error: BaseException,
+    attempts: int,
+    send: SendTask,
+) -> Outcome:
+    """The task kept failing for a reason the store cannot explain (a bug, a bad row): end the
+    round as ``error`` with the reason, so it is not ``pending`` for good, and raise one alert.
+    ``verify-recording`` starts a new round once the cause is fixed."""
+    reason = f"verification failed: {type(error).__name__}: {error}"[:500]
+    with store.session() as session:
+        row = _locked(session, conversation_id)
+        if row is None or (round_ is not None and row.verification_round != round_):
+            return Outcome("stale")
+        if row.verification_status in state.FINAL:
+            return Outcome(row.verification_status)
+        row.verification_status = state.ERROR
+        row.verification_reason = reason
+        row.verification_checked_at = datetime.now(UTC)
+        row.verification_next_at = None
+        alert = pipeline_failure(
+            "storage", conversation_id, reason, conversation_id=conversation_id, attempts=attempts
+        )
+        row.verification_alert = dict(alert)
+        current_round = row.verification_round
+    _send_alert(store, conversation_id, current_round, dict(alert), send)
+    return Outcome(state.ERROR)
 
 
 def _claim(
@@ -175,7 +199,8 @@ def _record(
     status, reason, retry_in = finding.status, finding.reason, None
     now = datetime.now(UTC)
     if status in (state.MISSING, TRANSIENT):
-        delay = retry_delay(claim.attempt, settings)
+        cap = retry.cap_seconds(settings.visibility_timeout_seconds)
+        delay = retry.delay(claim.attempt, cap, base=settings.storage_retry_base_seconds)
         waited = (now - claim.started_at).total_seconds()
         if waited + delay <= settings.recording_wait_seconds:
             status, retry_in = state.PENDING, delay

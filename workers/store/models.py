@@ -75,6 +75,10 @@ class Event(Base):
     # Tasks to send once this event's transaction has committed (a small outbox): cleared once
     # sent, so a crash in between sends them again on redelivery, never loses them.
     pending_tasks: Mapped[list[Any] | None]
+    # What deviated from the documented shape (the tolerant reader took the rest), by field.
+    warnings: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Where a failed event failed: "plan" (schema load, dates), "handler", "store".
+    failed_stage: Mapped[str | None] = mapped_column(String(32))
 
 
 class Conversation(Base):

@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject, Retry
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import metrics, processing
+from workers import metrics, processing, retry
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
@@ -29,29 +30,38 @@ def publish_event(message: EventMessage) -> None:
 
 @celery.task(name=PROCESS_EVENT, bind=True, max_retries=None, acks_late=True)
 def process_event(self: Task, message: EventMessage) -> str:
+    """Handler failures are counted on the event (``MAX_EVENT_ATTEMPTS``); whatever escapes
+    ``process`` (the store, the broker, a bug before the event is stored) goes through the one
+    retry policy, and in the end to ``processing.dead_letter``: this message may be the event's
+    only copy, so it is never acked before its outcome is in the store."""
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
     started = time.perf_counter()
     try:
-        outcome = processing.process(
-            store,
-            message,
-            send_task,
-            settings.max_event_attempts,
-            AlertPolicy.from_settings(settings),
+        outcome = retry.run(
+            self,
+            "events",
+            message.get("event_id", "?") if isinstance(message, dict) else "?",
+            lambda: processing.process(
+                store,
+                message,
+                send_task,
+                settings.max_event_attempts,
+                AlertPolicy.from_settings(settings),
+            ),
+            lambda exc, failures: processing.dead_letter(store, message, exc, failures, send_task),
+            settings,
         )
-    except Exception as exc:
-        # Not the handler (its failures are counted in the store) but the store itself or the
-        # broker: nothing could be recorded, and this message may be the event's only copy, so
-        # it is retried for as long as it takes, never dropped.
-        delay = processing.backoff(self.request.retries + 1, settings.max_countdown_seconds)
-        log.error("event %s not processed, retry in %.0fs: %r", message["event_id"], delay, exc)
+    except (Retry, Reject):
+        metrics.event_processed(message, "retrying", started)
+        raise
+    if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         metrics.event_processed(message, "error", started)
-        raise self.retry(exc=exc, countdown=delay) from exc
+        return "unrecorded"
     if outcome.retry_in is not None:
         metrics.event_processed(message, "retrying", started)
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
-        raise self.retry(countdown=min(outcome.retry_in, settings.max_countdown_seconds))
+        retry.later(self, outcome.retry_in, settings)
     metrics.event_processed(message, outcome.status, started)
     if outcome.status == EventStatus.FAILED:
         metrics.dead_letter(PROCESS_EVENT)

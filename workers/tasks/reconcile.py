@@ -6,26 +6,46 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from schemas.messages import RECONCILE
-from workers import reconciliation
+from celery import Task
+
+from schemas.messages import RAISE_ALERT, RECONCILE
+from workers import reconciliation, retry
+from workers.alerts.pipeline import pipeline_failure
 from workers.celery_app import celery
 from workers.store.db import store_for
-from workers.tasks.events import publish_event
+from workers.tasks.events import publish_event, send_task
 from workers.tavus_api import TavusAPI
 
 log = logging.getLogger(__name__)
 
 
-@celery.task(name=RECONCILE)
-def reconcile() -> dict[str, Any]:
+@celery.task(name=RECONCILE, bind=True, acks_late=True, max_retries=None)
+def reconcile(self: Task) -> dict[str, Any]:
     settings = celery.conf.tavus_settings
     if not settings.tavus_api_key:
         log.info("reconciliation skipped: TAVUS_API_KEY is not set")
         return {}
-    api = TavusAPI(settings.tavus_api_url, settings.tavus_api_key)
-    try:
-        report = reconciliation.run(store_for(settings.database_url), api, publish_event, settings)
-    finally:
-        api.close()
-    log.info("reconciliation: %d conversations checked, %d events fed", report.checked, report.fed)
-    return asdict(report)
+
+    def work() -> dict[str, Any]:
+        api = TavusAPI(settings.tavus_api_url, settings.tavus_api_key)
+        try:
+            report = reconciliation.run(
+                store_for(settings.database_url), api, publish_event, settings
+            )
+        finally:
+            api.close()
+        log.info(
+            "reconciliation: %d conversations checked, %d events fed", report.checked, report.fed
+        )
+        return asdict(report)
+
+    def dead_letter(exc: BaseException, failures: int) -> dict[str, Any]:
+        # No row to mark: the next run starts over; the alert says this one gave up.
+        error = f"{type(exc).__name__}: {exc}"
+        send_task(
+            RAISE_ALERT,
+            [pipeline_failure("reconcile", self.request.id or "run", error, attempts=failures)],
+        )
+        return {"failed": error}
+
+    return retry.run(self, "reconcile", self.request.id or "run", work, dead_letter, settings)

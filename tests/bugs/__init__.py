@@ -1,0 +1,1 @@
+"""Bugs injected into real worker processes by the fault suite (``Worker(include=...)``)."""
