@@ -170,3 +170,13 @@ class SmtpSink:
         message = message_from_bytes(envelope.content, policy=default_policy)
         self.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 OK"
+
+
+def verified(received: list[Received], secret: str) -> list[Received]:
+    """Every request checked with the Standard Webhooks reference library (raises if one fails)."""
+    from standardwebhooks import Webhook
+
+    webhook = Webhook(secret)
+    for request in received:
+        webhook.verify(request.body, request.headers)
+    return received
