@@ -39,14 +39,16 @@ class Received:
 class HttpSink:
     """Answers each POST with the next of ``statuses`` (then 200) after ``delay`` seconds."""
 
-    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0, always: int = 200):
+    def __init__(
+        self, statuses: tuple[int, ...] = (), delay: float = 0.0, always: int = 200, port: int = 0
+    ):
         self.received: list[Received] = []
         self.statuses = list(statuses)
         self.delay = delay
         self.always = always
         self.headers: dict[str, str] = {}  # extra reply headers
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -73,8 +73,10 @@ def sink():
 
 def test_the_body_is_what_tavus_posted_signed_for_the_reference_library(store, sink) -> None:
     # Key order and spacing as Tavus wrote them: a re-encoded body would break their signature.
-    raw = b'{"event_type": "system.shutdown",  "conversation_id": "c-bytes", "properties": ' \
-          b'{"shutdown_reason": "end_call"}, "timestamp": "2025-07-11T06:48:37.566057Z"}'  # fmt: skip
+    raw = (
+        b'{"event_type": "system.shutdown",  "conversation_id": "c-bytes", "properties": '
+        b'{"shutdown_reason": "end_call"}, "timestamp": "2025-07-11T06:48:37.566057Z"}'
+    )
     event_id, message = stored_event(store, raw)
     settings = settings_for(store, sink.url + "/tavus/webhook")
     [outcome] = deliver_all(store, settings, event_id, message)
