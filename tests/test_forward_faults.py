@@ -21,6 +21,7 @@ from tests.conftest import TOKEN
 from tests.services import RedisServer, Web, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink, verified
 from tests.test_faults import Load, load
+from tests.test_faults import fault_db as fault_db  # a fixture: PostgreSQL, else SQLite
 from workers import forwarding
 from workers.store.db import Store
 from workers.store.models import Event
@@ -48,14 +49,6 @@ class Rig:
         with self.store.session() as session:
             rows = forwarding.list_deliveries(session, limit=100_000)
         return sum(row["status"] == "delivered" for row in rows)
-
-
-@pytest.fixture
-def fault_db(request: pytest.FixtureRequest) -> str:
-    try:
-        return request.getfixturevalue("postgres_url")
-    except pytest.skip.Exception:
-        return request.getfixturevalue("sqlite_url")
 
 
 @pytest.fixture
