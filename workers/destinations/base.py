@@ -80,9 +80,6 @@ class Destination(Protocol):
         ...
 
 
-KINDS = ("conversation", "guardrail", "objective", "replica", "video", "document")
-
-
 def matches(patterns: Iterable[str], kind: str | None, event_type: str | None) -> bool:
     """``*``, a kind (``objective``), an exact conversation event type, or ``prefix.*``."""
     for pattern in patterns:
