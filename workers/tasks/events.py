@@ -10,7 +10,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import metrics, processing, retry
+from workers import forwarding, metrics, processing, retry
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
@@ -58,6 +58,8 @@ def process_event(self: Task, message: EventMessage) -> str:
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         metrics.event_processed(message, "error", started)
         return "unrecorded"
+    for task in forwarding.tasks_for(outcome.event_id, message, outcome.status, settings):
+        send_task(task["name"], task["args"])  # after the commit, like the event's outbox
     if outcome.retry_in is not None:
         metrics.event_processed(message, "retrying", started)
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
