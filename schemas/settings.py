@@ -121,6 +121,15 @@ class Settings:
     # When set, only callers from these networks may post (403 otherwise); empty: anyone.
     allowed_source_cidrs: tuple[str, ...] = ()
 
+    # The console (console/): read API tokens, the pages' password, and the key its session
+    # cookies are signed with (derived from CONSOLE_PASSWORD and SECRET_KEY). No API token: the
+    # API answers 404; no password: the pages answer 404. CONSOLE_ENABLED=false: web serves the
+    # intake alone.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    console_password: str | None = field(default=None, repr=False)
+    console_enabled: bool = True
+    secret_key: str | None = field(default=None, repr=False)
+
     def alert_channels(self, severity: str) -> tuple[str, ...]:
         """Where an alert of ``severity`` goes: its route, and the log always."""
         routed = dict(self.alert_routes).get(severity, ())
@@ -173,6 +182,9 @@ class Settings:
             self.alert_webhook_secret,
             self.smtp_password,
             self.azure_storage_connection_string,
+            self.console_password,
+            self.secret_key,
+            *self.api_tokens,
         )
         found += [value for value in credentials if value]
         if self.azure_storage_connection_string:
@@ -259,6 +271,15 @@ def _is_network(cidr: str) -> bool:
     except ValueError as exc:
         raise ValidationError(f"not a network: {cidr!r}") from exc
     return True
+
+
+def _long_enough(name: str) -> Any:
+    def check(token: str) -> bool:
+        if len(token) < MIN_TOKEN_LENGTH:  # the message never repeats the token
+            raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
+        return True
+
+    return check
 
 
 class _SettingsSchema(Schema):
@@ -363,6 +384,15 @@ class _SettingsSchema(Schema):
     allowed_source_cidrs = CommaList(
         data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
     )
+
+    # The console (console/).
+    api_tokens = CommaList(
+        data_key="API_TOKENS",
+        validate=lambda tokens: all(map(_long_enough("API_TOKENS"), tokens)),
+    )
+    console_password = f.String(data_key="CONSOLE_PASSWORD")
+    console_enabled = f.Boolean(data_key="CONSOLE_ENABLED")
+    secret_key = f.String(data_key="SECRET_KEY")
 
 
 _SCHEMA = _SettingsSchema()

@@ -1,0 +1,72 @@
+"""The WSGI entry points gunicorn serves (run from the project root):
+
+- ``deploy.wsgi:app``: the web process. The receiver, and beside it, unless
+  ``CONSOLE_ENABLED=false``, the console under ``/api`` and ``/console``. The receiver never
+  imports the store: the two apps meet only here.
+- ``deploy.wsgi:console_app``: the console alone (the Procfile's ``console`` process).
+
+Each is built on first use, in each gunicorn worker after the fork (``preload_app`` is off), so
+importing this module for one never builds the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from schemas.settings import Settings
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+CONSOLE_PREFIXES = ("/api", "/console")
+
+
+class PathRouter:
+    """Send a request to the app mounted at the first segment of its path, else to ``default``.
+
+    Paths are kept whole (no SCRIPT_NAME shift), so each app routes as if served alone. The
+    intake's cost is one dictionary lookup on the first path segment.
+    """
+
+    def __init__(self, default: WSGIApp, mounts: dict[str, WSGIApp]) -> None:
+        self.default = default
+        self.mounts = mounts
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        first = path[: path.find("/", 1)] if path.count("/") > 1 else path
+        return self.mounts.get(first, self.default)(environ, start_response)
+
+
+def build_web(settings: Settings) -> WSGIApp:
+    from receiver import create_app as create_receiver
+
+    receiver = create_receiver(settings)
+    if not settings.console_enabled:
+        return receiver
+    console = build_console(settings)
+    mounts: dict[str, WSGIApp] = dict.fromkeys(CONSOLE_PREFIXES, console)
+    # --- metrics: the lead mounts console.metrics here -------------------------------------
+    # from console.metrics import create_metrics_app
+    # mounts["/metrics"] = create_metrics_app(settings)
+    # ----------------------------------------------------------------------------------------
+    return PathRouter(receiver, mounts)
+
+
+def build_console(settings: Settings) -> WSGIApp:
+    from console import create_app as create_console
+
+    return create_console(settings)
+
+
+_BUILT: dict[str, WSGIApp] = {}
+_BUILDERS = {"app": build_web, "console_app": build_console}
+
+
+def __getattr__(name: str) -> WSGIApp:
+    """``deploy.wsgi:app`` and ``deploy.wsgi:console_app``, each built once, on first use."""
+    if name not in _BUILDERS:
+        raise AttributeError(name)
+    if name not in _BUILT:
+        _BUILT[name] = _BUILDERS[name](Settings.from_env())
+    return _BUILT[name]
