@@ -175,9 +175,16 @@ class Beat(Service):
 class Web(Service):
     """The receiver under real gunicorn with deploy/gunicorn.conf.py, as the Procfile runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 2,
+        app: str = "receiver.wsgi:app",  # deploy.wsgi:app is the Procfile's web (with the console)
+    ) -> None:
         super().__init__({**env, "WEB_CONCURRENCY": str(workers)}, log_path)
         self.port = free_port()
+        self.app = app
 
     @property
     def url(self) -> str:
@@ -186,7 +193,7 @@ class Web(Service):
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "receiver.wsgi:app",
+            "--bind", f"127.0.0.1:{self.port}", self.app,
         ]  # fmt: skip
 
     def ready(self, new_output: bytes) -> bool:
