@@ -119,8 +119,9 @@ class SigninThrottle:
     def failed(self, address: str) -> None:
         key = self._key(address)
         with self._redis.pipeline() as pipe:
+            # The window starts at the first failure (SET NX; EXPIRE NX needs Redis 7).
+            pipe.set(key, 0, ex=SIGNIN_WINDOW_SECONDS, nx=True)
             pipe.incr(key)
-            pipe.expire(key, SIGNIN_WINDOW_SECONDS, nx=True)
             pipe.execute()
 
     def succeeded(self, address: str) -> None:
