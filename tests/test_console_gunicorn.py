@@ -4,6 +4,7 @@ callbacks arrive; replay; CONSOLE_ENABLED=false; the console alone (deploy.wsgi:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cli.simulate import conversation_lifecycle
 from tests.conftest import TOKEN
 from tests.console_fixtures import API_TOKEN, BEARER, PASSWORD, failed_shutdown
 from tests.services import Web, Worker, base_env, wait_until
+from tests.test_cli import dev_server  # noqa: F401  (the fixture)
 from workers.store.db import Store
 
 pytestmark = pytest.mark.integration
@@ -146,3 +148,21 @@ def test_console_process_alone(redis_url, sqlite_url, tmp_path) -> None:
         assert posted.status_code == 404
     finally:
         web.stop()
+
+
+def test_dev_prints_the_console_url_and_a_password_that_signs_in(dev_server) -> None:  # noqa: F811
+    log = dev_server["log"].read_text()
+    found = re.search(r"Console: +(\S+)  password: (\S+)", log)
+    assert found, log
+    url, password = found[1], found[2]
+    token = re.search(r"API: +\S+  token: (\S+)", log)[1]
+    session = requests.Session()
+    login = session.get(f"{url}login", timeout=30)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text)[1]
+    signed = session.post(
+        f"{url}login", data={"password": password, "csrf_token": csrf}, timeout=30
+    )
+    assert signed.status_code == 200 and "Overview" in signed.text
+    api_url = url.replace("/console/", "/api/v1/events")
+    listed = requests.get(api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert listed.json()["data"] == [] or listed.status_code == 200
