@@ -51,8 +51,8 @@ def process_commands(port: int, concurrency: int, beat: bool = False) -> dict[st
             f"--bind 127.0.0.1:{port} deploy.wsgi:app"
         ),
         "worker": (
-            f"{python} -m celery -A workers.celery_app worker -Q events,storage,alerts "
-            f"--concurrency {concurrency} --loglevel INFO"
+            f"{python} -m celery -A workers.celery_app worker "
+            f"-Q events,storage,alerts,forward,hooks --concurrency {concurrency} --loglevel INFO"
         ),
     }
     if beat:  # reconciliation with the Tavus API, the one periodic task so far

@@ -11,7 +11,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from bench.cli import bench as bench_command
-from cli import simulate
+from cli import deliveries, simulate
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
@@ -259,6 +259,7 @@ def _event_publisher() -> replay.Publish:
 
 
 main.add_command(bench_command)  # the harness itself lives in bench/
+deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 
 
 @main.group()

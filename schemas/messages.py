@@ -14,12 +14,17 @@ from .classify import Verdict
 EVENTS_QUEUE = "events"
 STORAGE_QUEUE = "storage"
 ALERTS_QUEUE = "alerts"
-QUEUES = (EVENTS_QUEUE, STORAGE_QUEUE, ALERTS_QUEUE)
+FORWARD_QUEUE = "forward"  # signed webhooks to the user's endpoints
+HOOKS_QUEUE = "hooks"  # the user's Python hooks
+QUEUES = (EVENTS_QUEUE, STORAGE_QUEUE, ALERTS_QUEUE, FORWARD_QUEUE, HOOKS_QUEUE)
 
 PROCESS_EVENT = "tavus.events.process"
 VERIFY_RECORDING = "tavus.storage.verify_recording"
 RAISE_ALERT = "tavus.alerts.raise"
 DELIVER_ALERT = "tavus.alerts.deliver"  # args: cause_key, channel
+# One delivery of one event to one destination; args: event_id, destination, source.
+FORWARD_EVENT = "tavus.forward.deliver"
+RUN_HOOK = "tavus.hooks.run"
 # Periodic (celery beat): pull from the Tavus API what its callbacks never delivered.
 RECONCILE = "tavus.events.reconcile"
 

@@ -19,7 +19,7 @@ from email.utils import parseaddr
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, pre_load, validate, validates_schema
 from marshmallow import fields as f
 
 from .messages import ALERT_CHANNELS, SEVERITIES
@@ -48,6 +48,29 @@ DEFAULT_ALERT_ROUTES = (
     ("warning", ("slack", "webhook")),
     ("info", ()),
 )
+
+
+@dataclass(frozen=True)
+class ForwardDestination:
+    """One ``FORWARD_<NAME>_*`` destination: where to post, how to sign, which events."""
+
+    name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
+    url: str = field(repr=False)
+    secret: str = field(repr=False)  # whsec_<base64>
+    events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
+
+    @property
+    def host(self) -> str:
+        """What logs and errors may name: the host, never the URL (it may hold a token)."""
+        return urlsplit(self.url).hostname or "the destination"
+
+    def secrets(self) -> tuple[str, ...]:
+        found = [self.secret]
+        parts = urlsplit(self.url)
+        for credential in (parts.password, parts.username):
+            if credential:
+                found += {credential, unquote(credential)}
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,16 @@ class Settings:
     console_enabled: bool = True
     secret_key: str | None = field(default=None, repr=False)
 
+    # Forwarding to the user's own endpoints and Python hooks (README "Put it in front of your
+    # app"). Destinations come from FORWARD_<NAME>_URL / _SECRET / _EVENTS; their secrets and
+    # URLs (which may hold credentials) stay out of the repr.
+    forward_destinations: tuple[ForwardDestination, ...] = field(default=(), repr=False)
+    forward_timeout_seconds: float = 15.0
+    forward_retry_hours: float = 24.0  # retried this long, measured from the first attempt
+    tavus_hooks: tuple[str, ...] = ()  # modules whose @on(...) functions the workers run
+    hook_max_attempts: int = 8
+    hook_timeout_seconds: float = 60.0
+
     def alert_channels(self, severity: str) -> tuple[str, ...]:
         """Where an alert of ``severity`` goes: its route, and the log always."""
         routed = dict(self.alert_routes).get(severity, ())
@@ -189,6 +222,7 @@ class Settings:
         found += [value for value in credentials if value]
         if self.azure_storage_connection_string:
             found += re.findall(r"AccountKey=([^;]+)", self.azure_storage_connection_string)
+        found += [secret for dest in self.forward_destinations for secret in dest.secrets()]
         return tuple(found)
 
 
@@ -280,6 +314,43 @@ def _long_enough(name: str) -> Any:
         return True
 
     return check
+
+# --- forwarding destinations: FORWARD_<NAME>_URL, _SECRET (required), _EVENTS (default *) ---
+
+FORWARD_DESTINATIONS_KEY = "FORWARD_<NAME>_URL"
+_FORWARD_URL = re.compile(r"^FORWARD_([A-Z0-9][A-Z0-9_]*)_URL$")
+_EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$")
+_HTTP_URL = validate.URL(schemes={"http", "https"}, require_tld=False)
+
+
+def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination, ...]:
+    """Every destination the environment names, checked whole; errors name the variable only."""
+    found = []
+    for key in sorted(environ):
+        match = _FORWARD_URL.match(key)
+        if not match:
+            continue
+        name = match.group(1)
+        prefix = f"FORWARD_{name}"
+        try:
+            _HTTP_URL(environ[key])
+        except ValidationError:
+            raise ValidationError("must be an http:// or https:// URL", key) from None
+        secret = environ.get(f"{prefix}_SECRET")
+        if not secret:
+            raise ValidationError(f"required to sign {key}'s requests", f"{prefix}_SECRET")
+        try:
+            webhook_secret_key(secret)
+        except ValueError as exc:  # the message never repeats the secret
+            raise ValidationError(str(exc), f"{prefix}_SECRET") from None
+        events = CommaList().deserialize(environ.get(f"{prefix}_EVENTS", "*")) or ("*",)
+        bad = [pattern for pattern in events if not _EVENT_PATTERN.match(pattern)]
+        if bad:
+            raise ValidationError(
+                f"{bad}: expected event types, kinds, prefix.* patterns or *", f"{prefix}_EVENTS"
+            )
+        found.append(ForwardDestination(name.lower(), environ[key], secret, events))
+    return tuple(found)
 
 
 class _SettingsSchema(Schema):
@@ -393,6 +464,29 @@ class _SettingsSchema(Schema):
     console_password = f.String(data_key="CONSOLE_PASSWORD")
     console_enabled = f.Boolean(data_key="CONSOLE_ENABLED")
     secret_key = f.String(data_key="SECRET_KEY")
+
+    # Forwarding to the user's endpoints and Python hooks. The destinations are gathered from
+    # every FORWARD_<NAME>_URL in the environment (see _gather_destinations).
+    forward_destinations = f.Raw(data_key=FORWARD_DESTINATIONS_KEY)
+    forward_timeout_seconds = f.Float(
+        data_key="FORWARD_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
+    )
+    forward_retry_hours = f.Float(data_key="FORWARD_RETRY_HOURS", validate=validate.Range(min=0))
+    tavus_hooks = CommaList(data_key="TAVUS_HOOKS")
+    hook_max_attempts = f.Integer(
+        data_key="HOOK_MAX_ATTEMPTS", validate=validate.Range(min=1, max=100)
+    )
+    hook_timeout_seconds = f.Float(
+        data_key="HOOK_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=3600)
+    )
+
+    @pre_load
+    def _gather_destinations(self, data: Mapping[str, str], **kwargs: Any) -> dict[str, Any]:
+        data = {key: value for key, value in data.items() if key != FORWARD_DESTINATIONS_KEY}
+        found = forward_destinations(data)
+        if found:
+            data[FORWARD_DESTINATIONS_KEY] = found
+        return data
 
 
 _SCHEMA = _SettingsSchema()

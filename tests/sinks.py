@@ -39,14 +39,16 @@ class Received:
 class HttpSink:
     """Answers each POST with the next of ``statuses`` (then 200) after ``delay`` seconds."""
 
-    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0, always: int = 200):
+    def __init__(
+        self, statuses: tuple[int, ...] = (), delay: float = 0.0, always: int = 200, port: int = 0
+    ):
         self.received: list[Received] = []
         self.statuses = list(statuses)
         self.delay = delay
         self.always = always
         self.headers: dict[str, str] = {}  # extra reply headers
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -170,3 +172,13 @@ class SmtpSink:
         message = message_from_bytes(envelope.content, policy=default_policy)
         self.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 OK"
+
+
+def verified(received: list[Received], secret: str) -> list[Received]:
+    """Every request checked with the Standard Webhooks reference library (raises if one fails)."""
+    from standardwebhooks import Webhook
+
+    webhook = Webhook(secret)
+    for request in received:
+        webhook.verify(request.body, request.headers)
+    return received

@@ -23,6 +23,7 @@ TASK_MODULES = (
     "workers.tasks.storage",
     "workers.tasks.alerts",
     "workers.tasks.reconcile",
+    "workers.tasks.forward",
 )
 
 

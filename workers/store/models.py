@@ -260,3 +260,40 @@ class AlertAttempt(Base):
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str] = mapped_column(String(16))  # sending, delivered, retrying, failed
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ForwardDelivery(Base):
+    """One event for one destination (a webhook or a Python hook): done at most once unless
+    `redeliver` asks again, however often its task runs."""
+
+    __tablename__ = "forward_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # The unique constraint leads with event_id, so it indexes the lookup by event too.
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    destination: Mapped[str] = mapped_column(String(255), index=True)
+    source: Mapped[str] = mapped_column(String(32))  # callback, reconciled, replay
+    status: Mapped[str] = mapped_column(String(16), index=True, default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # in this round (redeliver: 0)
+    first_attempt_at: Mapped[datetime | None]  # of this round: retries stop some hours after
+    claimed_until: Mapped[datetime | None]
+    current_attempt_id: Mapped[int | None] = mapped_column(Integer)  # the claim's attempt
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ForwardAttempt(Base):
+    """One try at one forward delivery: when, what came back, how long it took."""
+
+    __tablename__ = "forward_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("forward_deliveries.id"), index=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16))  # sending, delivered, retrying, failed, lost
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None]
+    answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
+    error: Mapped[str | None] = mapped_column(Text)

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import processing
+from workers import forwarding, processing
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.store.db import store_for
@@ -44,6 +44,8 @@ def process_event(self: Task, message: EventMessage) -> str:
         delay = processing.backoff(self.request.retries + 1, settings.max_countdown_seconds)
         log.error("event %s not processed, retry in %.0fs: %r", message["event_id"], delay, exc)
         raise self.retry(exc=exc, countdown=delay) from exc
+    for task in forwarding.tasks_for(outcome.event_id, message, outcome.status, settings):
+        send_task(task["name"], task["args"])  # after the commit, like the event's outbox
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
         raise self.retry(countdown=min(outcome.retry_in, settings.max_countdown_seconds))

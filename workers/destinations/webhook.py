@@ -1,0 +1,107 @@
+"""Forwarding to the user's own endpoint: Tavus's body, byte for byte, signed per Standard
+Webhooks (standardwebhooks.com), so any handler written for Tavus works behind us unchanged.
+
+Headers: ``webhook-id`` (our event id, the same on every retry: the receiver's idempotency key),
+``webhook-timestamp`` (epoch seconds of this attempt), ``webhook-signature``
+(``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``), and ours: ``tavus-event-kind``,
+``tavus-event-type``, ``tavus-event-source`` (callback, reconciled, replay).
+
+2xx is delivered; timeouts, refused connections, 408, 425, 429 and 5xx are retried (honouring
+``Retry-After``) for ``FORWARD_RETRY_HOURS`` from the first attempt; a redirect is not followed
+(it would send a signed body somewhere unlisted) and, like any other 4xx, fails at once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import requests
+
+from schemas.messages import FORWARD_EVENT
+from schemas.settings import ForwardDestination, Settings, webhook_secret_key
+from workers.alerts.notifiers.http import RETRYABLE_STATUSES
+from workers.alerts.notifiers.webhook import sign
+from workers.retry import Permanent, Transient
+from workers.tavus_api import retry_after
+
+from .base import Answer, ForwardedEvent, matches, with_answer
+
+EXCERPT_BYTES = 500  # of each reply, kept with the attempt
+
+
+class WebhookDestination:
+    type = "webhook"
+    task = FORWARD_EVENT
+
+    def __init__(self, config: ForwardDestination, timeout: float, retry_hours: float) -> None:
+        self.name = config.name
+        self.host = config.host
+        self._url = config.url
+        self._key = webhook_secret_key(config.secret)
+        self._events = config.events
+        self._timeout = timeout
+        self._retry_for = timedelta(hours=retry_hours)
+
+    @classmethod
+    def configured(cls, settings: Settings) -> list[WebhookDestination]:
+        return [
+            cls(config, settings.forward_timeout_seconds, settings.forward_retry_hours)
+            for config in settings.forward_destinations
+        ]
+
+    @staticmethod
+    def owns(name: str) -> bool:
+        return ":" not in name  # FORWARD_<NAME>_URL, lower-cased
+
+    def wants(self, kind: str | None, event_type: str | None) -> bool:
+        return matches(self._events, kind, event_type)
+
+    def lease_seconds(self) -> float:
+        return 2 * self._timeout + 15  # connect and read timeouts, and room to record
+
+    def gives_up(self, attempts: int, first_attempt_at: datetime, now: datetime) -> bool:
+        return now - first_attempt_at >= self._retry_for
+
+    def headers(self, event: ForwardedEvent, body: bytes) -> dict[str, str]:
+        timestamp = str(int(time.time()))
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": event.id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": sign(self._key, event.id, timestamp, body),
+            "tavus-event-kind": event.kind or "",
+            "tavus-event-type": event.event_type or "",
+            "tavus-event-source": event.source,
+        }
+
+    def deliver(self, event: ForwardedEvent) -> Answer:
+        body = event.raw.encode("utf-8")
+        try:
+            response = requests.post(
+                self._url,
+                data=body,
+                headers=self.headers(event, body),
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise Transient(f"no answer from {self.host} within {self._timeout:g}s") from None
+        except requests.ConnectionError:
+            raise Transient(f"could not connect to {self.host}") from None
+        except requests.RequestException as exc:  # the URL's own text may hold a credential
+            raise Permanent(f"request to {self.host} failed: {type(exc).__name__}") from None
+        status = response.status_code
+        answer = Answer(status, response.content[:EXCERPT_BYTES].decode(errors="replace"))
+        if 200 <= status < 300:
+            return answer
+        problem = f"HTTP {status} from {self.host}"
+        if status in RETRYABLE_STATUSES or status >= 500:
+            raise with_answer(Transient(problem, retry_after=_retry_after(response)), answer)
+        if 300 <= status < 400:
+            problem += " (a redirect: not followed; point FORWARD_<NAME>_URL at the final URL)"
+        raise with_answer(Permanent(problem), answer)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    return retry_after(response.headers.get("Retry-After"))

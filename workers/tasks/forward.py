@@ -1,0 +1,59 @@
+"""``tavus.forward.deliver`` (queue ``forward``) and ``tavus.hooks.run`` (queue ``hooks``): one
+task per (event, destination), each retried on its own; and the hooks of TAVUS_HOOKS, loaded
+once when a worker starts (a module that cannot be imported stops it)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, signals
+
+from schemas.messages import FORWARD_EVENT, RUN_HOOK
+from workers import forwarding, hooks
+from workers.celery_app import celery
+from workers.store.db import store_for
+from workers.tasks.alerts import STORE_RETRIES
+
+log = logging.getLogger(__name__)
+
+
+@signals.worker_init.connect
+def load_hooks(**_: object) -> None:
+    """Import TAVUS_HOOKS before the pool forks, so every process has the same hooks."""
+    settings = celery.conf.tavus_settings
+    try:
+        names = hooks.load(settings.tavus_hooks)
+    except hooks.HookModuleError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"worker not started: {exc}") from None
+    if names:
+        log.info("hooks loaded: %s", ", ".join(names))
+
+
+def _deliver(task: Task, event_id: str, destination: str, source: str) -> str:
+    settings = celery.conf.tavus_settings
+    store = store_for(settings.database_url)
+    outcome = forwarding.deliver(store, event_id, destination, source, settings)
+    if outcome.retry_in is not None:
+        # The attempts live in the store, so Celery's own retry limit is not needed.
+        raise task.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@celery.task(name=FORWARD_EVENT, bind=True, acks_late=True, max_retries=None, **STORE_RETRIES)
+def forward_event(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
+    return _deliver(self, event_id, destination, source)
+
+
+# A hook's own time limit (HOOK_TIMEOUT_SECONDS) is a timer around the call; this hard limit is
+# the backstop for a hook stuck where no signal reaches it.
+@celery.task(
+    name=RUN_HOOK,
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    time_limit=celery.conf.tavus_settings.hook_timeout_seconds + 60,
+    **STORE_RETRIES,
+)
+def run_hook(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
+    return _deliver(self, event_id, destination, source)
