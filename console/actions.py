@@ -1,4 +1,4 @@
-"""What a person can do from the console besides reading: redeliver what failed.
+"""What a person can do from the console besides reading: redeliver.
 
 (Replaying an event is ``workers/replay.py``'s.) A redelivery is reset and its task sent inside
 one transaction, as a replay is: a worker taking the task waits for the row, so it always sees
@@ -14,7 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.messages import DELIVER_ALERT
-from workers.store.models import Alert, AlertDelivery, DeliveryStatus
+from schemas.settings import Settings
+from workers import forwarding
+from workers.store.models import Alert, AlertDelivery, DeliveryStatus, ForwardDelivery
 
 Send = Callable[[str, list[Any]], None]
 
@@ -48,3 +50,23 @@ def failed_alert_deliveries(session: Session, limit: int) -> list[int]:
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def redeliver(session: Session, settings: Settings, delivery_id: int, send: Send) -> bool:
+    """Another round for one delivery to a destination (``workers.forwarding.redeliver``, as
+    ``tavus-callbacks redeliver`` does); False if there is no such delivery."""
+    delivery = session.get(ForwardDelivery, delivery_id)
+    if delivery is None:
+        return False
+    tasks = forwarding.redeliver(session, settings, delivery.event_id, delivery.destination)
+    for task in tasks:
+        send(task["name"], task["args"])
+    return bool(tasks)
+
+
+def redeliver_failed(session: Session, settings: Settings, send: Send) -> int:
+    """Bulk Redeliver: every failed delivery to a destination, one transaction."""
+    tasks = forwarding.redeliver(session, settings, failed=True)
+    for task in tasks:
+        send(task["name"], task["args"])
+    return len(tasks)

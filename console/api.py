@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from workers import queries, replay
 
-from . import openapi, reads
+from . import actions, openapi, reads
 from .cursor import BadCursor
 from .params import ALERT_ARGS, CONVERSATION_ARGS, DELIVERY_ARGS, EVENT_ARGS, BadArgs, parse
 
@@ -119,7 +119,19 @@ def alerts() -> Response:
 
 @bp.get("/deliveries")
 def deliveries() -> Response:
-    return _page(reads.alert_deliveries_page, DELIVERY_ARGS)
+    return _page(reads.deliveries_page, DELIVERY_ARGS)
+
+
+@bp.post("/deliveries/<int:delivery_id>/redeliver")
+def redeliver(delivery_id: int) -> Response:
+    """Another round for one delivery (as ``tavus-callbacks redeliver``)."""
+    with console().store.session() as session:
+        done = actions.redeliver(session, console().settings, delivery_id, console().tasks.send)
+    if not done:
+        abort(404, description=f"no delivery {delivery_id}")
+    response = jsonify({"delivery_id": delivery_id, "status": "pending"})
+    response.status_code = 202
+    return response
 
 
 @bp.get("/openapi.json")

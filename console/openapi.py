@@ -109,7 +109,25 @@ def build_spec() -> dict[str, Any]:
     for kind in queries.RESOURCE_MODELS:
         spec.path(f"/{kind}s/{{{kind}_id}}", operations=_one(f"One {kind}", f"{kind}_id"))
     spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
-    spec.path("/deliveries", operations=_list("Deliveries", DeliveryArgs))
+    spec.path(
+        "/deliveries",
+        operations=_list("Deliveries to your destinations (webhooks, hooks)", DeliveryArgs),
+    )
+    redeliver = {
+        "post": {
+            "summary": "Send one delivery again (a new round of attempts)",
+            "parameters": [
+                {"name": "delivery_id", "in": "path", "required": True,
+                 "schema": {"type": "integer"}}
+            ],
+            "responses": {
+                "202": _json("Reset and queued", _RECORD),
+                "404": _json("Not known", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }  # fmt: skip
+    spec.path("/deliveries/{delivery_id}/redeliver", operations=redeliver)
     document = spec.to_dict()
     document["security"] = [{"bearer": []}]
     return document

@@ -34,9 +34,11 @@ from .params import (
     CONVERSATION_ARGS,
     CONVERSATION_STATUSES,
     DELIVERY_ARGS,
+    DELIVERY_STATUSES,
     EVENT_ARGS,
     EVENT_STATUSES,
     KINDS,
+    MAX_LIMIT,
     SEVERITIES,
     BadArgs,
     parse,
@@ -262,12 +264,24 @@ def alerts() -> str:
 
 @bp.get("/deliveries")
 def deliveries() -> str:
-    args, errors, page = _page(reads.alert_deliveries_page, DELIVERY_ARGS)
-    failed = None
+    """Deliveries to the user's destinations, failed first; then failed alert deliveries."""
+    args, errors, page = _page(reads.deliveries_page, DELIVERY_ARGS)
+    failed = failed_alerts = None
     if not args.get("status") and not args.get("cursor") and not errors:
-        with console().store.session() as s:  # failed first, then everything
-            failed = reads.alert_deliveries_page(s, {"status": "failed", "limit": 200}).data
-    return render_template("deliveries.html", page=page, args=args, errors=errors, failed=failed)
+        with console().store.session() as s:
+            failed = reads.deliveries_page(s, {"status": "failed", "limit": MAX_LIMIT}).data
+            failed_alerts = reads.alert_deliveries_page(
+                s, {"status": "failed", "limit": MAX_LIMIT}
+            ).data
+    return render_template(
+        "deliveries.html",
+        page=page,
+        args=args,
+        errors=errors,
+        failed=failed,
+        failed_alerts=failed_alerts,
+        statuses=DELIVERY_STATUSES,
+    )
 
 
 @bp.app_template_filter("when")
@@ -285,22 +299,33 @@ def when(value: str | None) -> str:
 @bp.post("/deliveries/<int:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     with console().store.session() as s:
-        done = actions.redeliver_alert(s, delivery_id, console().tasks.send)
-    if done:
-        flash(f"Delivery {delivery_id} queued again.", "success")
-    else:
-        flash(f"Delivery {delivery_id} is not a failed delivery.", "warning")
+        done = actions.redeliver(s, console().settings, delivery_id, console().tasks.send)
+    if not done:
+        abort(404, description=f"no delivery {delivery_id}")
+    flash(f"Delivery {delivery_id} queued again.", "success")
     return redirect(url_for("pages.deliveries"))
 
 
 @bp.post("/deliveries/redeliver")
 def redeliver_failed() -> Response:
-    """Bulk Redeliver: every failed delivery, each in its own transaction."""
+    """Bulk Redeliver: every failed delivery to a destination, and every failed alert one."""
     with console().store.session() as s:
-        ids = actions.failed_alert_deliveries(s, limit=1000)
-    done = 0
-    for delivery_id in ids:
+        done = actions.redeliver_failed(s, console().settings, console().tasks.send)
+    with console().store.session() as s:
+        alert_ids = actions.failed_alert_deliveries(s, limit=1000)
+    for delivery_id in alert_ids:
         with console().store.session() as s:
             done += actions.redeliver_alert(s, delivery_id, console().tasks.send)
     flash(f"{done} failed deliveries queued again.", "success")
+    return redirect(url_for("pages.deliveries"))
+
+
+@bp.post("/alert-deliveries/<int:delivery_id>/redeliver")
+def redeliver_alert(delivery_id: int) -> Response:
+    with console().store.session() as s:
+        done = actions.redeliver_alert(s, delivery_id, console().tasks.send)
+    if done:
+        flash(f"Alert delivery {delivery_id} queued again.", "success")
+    else:
+        flash(f"Alert delivery {delivery_id} is not a failed delivery.", "warning")
     return redirect(url_for("pages.deliveries"))

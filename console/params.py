@@ -74,10 +74,19 @@ class AlertArgs(PageArgs):
     conversation = f.String(load_default=None, metadata={"description": "A conversation_id."})
 
 
-class DeliveryArgs(PageArgs):
-    status = f.String(
-        load_default=None, validate=validate.OneOf(("pending", "sending", "delivered", "failed"))
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+class AlertDeliveryArgs(PageArgs):
+    status = f.String(load_default=None, validate=validate.OneOf(DELIVERY_STATUSES))
+
+
+class DeliveryArgs(AlertDeliveryArgs):
+    destination = f.String(
+        load_default=None,
+        metadata={"description": "A destination: <NAME> of FORWARD_<NAME>_URL, or hook:..."},
     )
+    event = f.String(load_default=None, metadata={"description": "Only this event's."})
 
 
 class BadArgs(ValueError):
@@ -101,3 +110,4 @@ EVENT_ARGS = EventArgs()
 CONVERSATION_ARGS = ConversationArgs()
 ALERT_ARGS = AlertArgs()
 DELIVERY_ARGS = DeliveryArgs()
+ALERT_DELIVERY_ARGS = AlertDeliveryArgs()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from workers import queries
 from workers.alerts import ledger
+from workers.forwarding import list_deliveries
 from workers.store.models import (
     Alert,
     AlertDelivery,
@@ -23,6 +24,7 @@ from workers.store.models import (
     DeliveryStatus,
     Event,
     EventStatus,
+    ForwardDelivery,
 )
 
 from . import cursor
@@ -125,10 +127,29 @@ def event_record(session: Session, event_id: str) -> dict[str, Any] | None:
             "processed_at": _iso(event.processed_at),
             "warnings": getattr(event, "warnings", None),  # the tolerant reader's, once stored
             "alerts": ledger.alerts_json(session, _alerts_of_event(session, event_id)),
-            "deliveries": _deliveries_of_event(session, event_id),
+            "deliveries": forward_deliveries_of_event(session, event_id),
+            "alert_deliveries": _deliveries_of_event(session, event_id),
         }
     )
     return record
+
+
+def forward_deliveries_of_event(session: Session, event_id: str) -> list[dict[str, Any]]:
+    """The event's deliveries to the user's destinations, every attempt included (as
+    ``tavus-callbacks deliveries --event`` prints them), each with its id."""
+    ids = dict(
+        session.execute(
+            select(ForwardDelivery.destination, ForwardDelivery.id).where(
+                ForwardDelivery.event_id == event_id
+            )
+        ).all()
+    )
+    rows = list_deliveries(session, event_id=event_id, limit=1000)
+    return [
+        {**row, "delivery_id": ids.get(row["destination"]), "type": "forward",
+         "redeliverable": True}
+        for row in rows
+    ]  # fmt: skip
 
 
 def _deliveries_of_event(session: Session, event_id: str) -> list[dict[str, Any]]:
@@ -248,6 +269,50 @@ def alert_deliveries_page(session: Session, args: dict[str, Any]) -> Page:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def deliveries_page(session: Session, args: dict[str, Any]) -> Page:
+    """Deliveries to the user's destinations (webhooks, hooks), newest first by id."""
+    query = select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id).join(
+        Event, Event.id == ForwardDelivery.event_id
+    )
+    if args.get("status") is not None:
+        query = query.where(ForwardDelivery.status == args["status"])
+    if args.get("destination") is not None:
+        query = query.where(ForwardDelivery.destination == args["destination"].lower())
+    if args.get("event") is not None:
+        query = query.where(ForwardDelivery.event_id == args["event"])
+    if args.get("cursor"):
+        _at, last_id = cursor.decode(args["cursor"])
+        query = query.where(ForwardDelivery.id < last_id)
+    limit = args["limit"]
+    rows = session.execute(query.order_by(ForwardDelivery.id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [delivery_summary(*row) for row in rows]
+    last = rows[-1][0] if rows and more else None
+    return Page(data, cursor.encode(_EPOCH, last.id) if last else None)
+
+
+def delivery_summary(
+    delivery: ForwardDelivery, kind: str | None, event_type: str | None, conversation_id: str | None
+) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery.id,
+        "type": "forward",
+        "destination": delivery.destination,
+        "event_id": delivery.event_id,
+        "kind": kind,
+        "event_type": event_type,
+        "conversation_id": conversation_id,
+        "source": delivery.source,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "first_attempt_at": _iso(delivery.first_attempt_at),
+        "delivered_at": _iso(delivery.delivered_at),
+        "last_error": delivery.last_error,
+        "redeliverable": True,  # any delivery can be sent again (redeliver, as the CLI)
+    }
+
+
 def alert_delivery_summary(delivery: AlertDelivery, alert: Alert) -> dict[str, Any]:
     return {
         "delivery_id": delivery.id,
@@ -284,6 +349,9 @@ def overview(session: Session, now: datetime | None = None) -> dict[str, Any]:
         "events_last_day": _count_by_status(session, now - timedelta(days=1)),
         "failed_events": _count(session, Event, Event.status == EventStatus.FAILED),
         "failed_deliveries": _count(
+            session, ForwardDelivery, ForwardDelivery.status == DeliveryStatus.FAILED
+        ),
+        "failed_alert_deliveries": _count(
             session, AlertDelivery, AlertDelivery.status == DeliveryStatus.FAILED
         ),
         "undelivered_alerts": _count(

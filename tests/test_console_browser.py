@@ -8,6 +8,7 @@ text; a wrong password fails. A screenshot of each page is kept in test-artifact
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from tests.console_fixtures import PASSWORD, failed_shutdown
 from tests.services import ROOT, RedisServer, Web, Worker, wait_until
 from tests.test_console_gunicorn import answering, env_for
 from workers.store.db import Store
-from workers.store.models import Alert, AlertDelivery, DeliveryStatus
+from workers.store.models import Alert, AlertDelivery, DeliveryStatus, ForwardDelivery
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -46,11 +47,18 @@ class Sink:
 
     def __init__(self) -> None:
         self.hits: list[str] = []
+        self.posts: list[str] = []
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 sink.hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.posts.append(self.path)
                 self.send_response(204)
                 self.end_headers()
 
@@ -70,14 +78,22 @@ def stack(redis_server: RedisServer, tmp_path_factory) -> Iterator[dict]:
     folder = tmp_path_factory.mktemp("console-browser")
     store = Store(f"sqlite:///{folder / 'events.db'}")
     store.upgrade()
-    env = env_for(redis_server.url, store.url)
-    worker = Worker(env, folder / "worker.log").start()
+    sink, destination = Sink(), Sink()  # what an injected script would call; a user's endpoint
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    env = env_for(
+        redis_server.url,
+        store.url,
+        FORWARD_SINK_URL=f"http://127.0.0.1:{destination.port}/hook",
+        FORWARD_SINK_SECRET=secret,
+    )
+    worker = Worker(env, folder / "worker.log", queues="events,storage,alerts,forward,hooks")
+    worker.start()
     web = answering(Web(env, folder / "web.log", workers=2, app="deploy.wsgi:app").start())
-    sink = Sink()
     try:
-        yield {"web": web, "store": store, "sink": sink}
+        yield {"web": web, "store": store, "sink": sink, "destination": destination}
     finally:
         sink.close()
+        destination.close()
         web.stop()
         worker.stop()
         store.dispose()
@@ -180,7 +196,38 @@ def test_replay_a_failed_event_until_it_is_processed(page, stack) -> None:
     shot(page, "event-replayed")
 
 
-def test_redeliver_a_failed_delivery(page, stack) -> None:
+def test_redeliver_a_failed_forward_delivery(page, stack) -> None:
+    event_id = failed_shutdown(stack["store"], "c-browser-forward")
+    with stack["store"].session() as session:
+        session.add(
+            ForwardDelivery(
+                event_id=event_id,
+                destination="sink",
+                source="callback",
+                status=DeliveryStatus.FAILED,
+                attempts=8,
+                last_error="503 from the endpoint, gave up",
+            )
+        )
+    posts_before = len(stack["destination"].posts)
+    sign_in(page)
+    page.goto("/console/deliveries")
+    failed = page.locator("#failed tr", has_text="503 from the endpoint")
+    assert failed.count() == 1
+    shot(page, "deliveries-failed")
+    failed.locator("button", has_text="Redeliver").click()
+    assert "queued again" in page.inner_text(".flash")
+    wait_until(lambda: len(stack["destination"].posts) > posts_before, timeout=45)
+    page.goto(f"/console/deliveries?event={event_id}")
+    reload_until(page, "#all", "delivered")
+    assert page.locator("#all tr", has_text="sink").count() == 1
+    shot(page, "deliveries-redelivered")
+    page.goto(f"/console/events/{event_id}")
+    assert "sink" in page.inner_text("main")
+    shot(page, "event-deliveries")
+
+
+def test_redeliver_a_failed_alert_delivery(page, stack) -> None:
     alert_id = str(uuid.uuid4())
     with stack["store"].session() as session:
         session.add(
@@ -207,15 +254,20 @@ def test_redeliver_a_failed_delivery(page, stack) -> None:
         )
     sign_in(page)
     page.goto("/console/deliveries")
-    failed = page.locator("#failed tr", has_text="log channel was down")
+    failed = page.locator("#failed-alerts tr", has_text="log channel was down")
     assert failed.count() == 1
-    shot(page, "deliveries-failed")
+    shot(page, "deliveries-failed-alert")
     failed.locator("button", has_text="Redeliver").click()
     assert "queued again" in page.inner_text(".flash")
-    reload_until(page, "#all", "delivered")
-    assert page.locator("#failed tr", has_text="log channel was down").count() == 0
+
+    def delivered() -> bool:
+        page.reload()
+        return page.locator("#failed-alerts tr", has_text="log channel was down").count() == 0
+
+    wait_until(delivered, timeout=45, interval=1)
     page.goto("/console/alerts")
     assert "Recording missing for c-browser" in page.inner_text("#alerts")
+    reload_until(page, "#alerts", "delivered")
     shot(page, "alerts")
 
 
