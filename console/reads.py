@@ -254,19 +254,31 @@ def alert_deliveries_page(session: Session, args: dict[str, Any]) -> Page:
     query = select(AlertDelivery, Alert).join(Alert, Alert.id == AlertDelivery.alert_id)
     if args.get("status") is not None:
         query = query.where(AlertDelivery.status == args["status"])
-    if args.get("cursor"):
-        _at, last_id = cursor.decode(args["cursor"])
-        query = query.where(AlertDelivery.id < last_id)
-    limit = args["limit"]
-    rows = session.execute(query.order_by(AlertDelivery.id.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    data = [alert_delivery_summary(delivery, alert) for delivery, alert in rows]
-    last = rows[-1][0] if rows and more else None
-    return Page(data, cursor.encode(_EPOCH, last.id) if last else None)
+    return id_page(session, query, AlertDelivery.id, args, alert_delivery_summary)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def id_page(
+    session: Session,
+    query: Select,
+    key: InstrumentedAttribute,
+    args: dict[str, Any],
+    serialise: Callable[..., dict[str, Any]],
+) -> Page:
+    """Newest first by an autoincrement ``key`` (the first entity of each row): ids only grow,
+    so rows inserted while paging land before the cursor."""
+    if args.get("cursor"):
+        _at, last_id = cursor.decode(args["cursor"])
+        if not isinstance(last_id, int):
+            raise cursor.BadCursor("not a cursor of this list; start again without one")
+        query = query.where(key < last_id)
+    limit = args["limit"]
+    rows = session.execute(query.order_by(key.desc()).limit(limit + 1)).all()
+    page, more = rows[:limit], len(rows) > limit
+    last = page[-1][0] if page and more else None
+    return Page([serialise(*row) for row in page], cursor.encode(_EPOCH, last.id) if last else None)
 
 
 def deliveries_page(session: Session, args: dict[str, Any]) -> Page:
@@ -280,16 +292,7 @@ def deliveries_page(session: Session, args: dict[str, Any]) -> Page:
         query = query.where(ForwardDelivery.destination == args["destination"].lower())
     if args.get("event") is not None:
         query = query.where(ForwardDelivery.event_id == args["event"])
-    if args.get("cursor"):
-        _at, last_id = cursor.decode(args["cursor"])
-        query = query.where(ForwardDelivery.id < last_id)
-    limit = args["limit"]
-    rows = session.execute(query.order_by(ForwardDelivery.id.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    data = [delivery_summary(*row) for row in rows]
-    last = rows[-1][0] if rows and more else None
-    return Page(data, cursor.encode(_EPOCH, last.id) if last else None)
+    return id_page(session, query, ForwardDelivery.id, args, delivery_summary)
 
 
 def delivery_summary(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 
 from schemas.settings import Settings
 from tests.conftest import TOKEN, fixture_json
@@ -87,3 +88,12 @@ def csrf_of(html: bytes | str) -> str:
 def sign_in(client, password: str = PASSWORD):
     token = csrf_of(client.get("/console/login").data)
     return client.post("/console/login", data={"password": password, "csrf_token": token})
+
+
+@pytest.fixture(name="sqlite_store")
+def sqlite_store_fixture(sqlite_url: str):
+    """A migrated SQLite store (import ``sqlite_store_fixture`` to use ``sqlite_store``)."""
+    store = Store(sqlite_url)
+    store.upgrade()
+    yield store
+    store.dispose()

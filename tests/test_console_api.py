@@ -22,18 +22,11 @@ from tests.console_fixtures import (
     add_event,
     console_settings,
     failed_shutdown,
+    sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
 from tests.services import ROOT, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
-
-
-@pytest.fixture
-def sqlite_store(sqlite_url: str):
-    store = Store(sqlite_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 @pytest.fixture

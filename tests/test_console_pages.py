@@ -19,19 +19,12 @@ from tests.console_fixtures import (
     csrf_of,
     failed_shutdown,
     sign_in,
+    sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
 from workers.store.db import Store
 from workers.store.models import Conversation, Event, EventStatus
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'
-
-
-@pytest.fixture
-def sqlite_store(sqlite_url: str):
-    store = Store(sqlite_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 @pytest.fixture
