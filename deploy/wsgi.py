@@ -11,6 +11,7 @@ importing this module for one never builds the other.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -73,4 +74,8 @@ def __getattr__(name: str) -> WSGIApp:
         raise AttributeError(name)
     if name not in _BUILT:
         _BUILT[name] = _BUILDERS[name](Settings.from_env())
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's scans. The console's imports (SQLAlchemy, Celery...) would otherwise make
+        # every full collection, which the intake's allocations trigger, scan them again.
+        gc.freeze()
     return _BUILT[name]
