@@ -20,7 +20,8 @@ from schemas.settings import Settings
 from workers.store.db import Store
 
 DATA_DIR = Path(".tavus-callbacks")
-GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 
 
 def free_port() -> int:
@@ -46,7 +47,8 @@ def process_commands(port: int, concurrency: int, beat: bool = False) -> dict[st
     python = sys.executable
     commands = {
         "web": (
-            f"{python} -m gunicorn -c {GUNICORN_CONFIG} --bind 127.0.0.1:{port} receiver.wsgi:app"
+            f"{python} -m gunicorn -c {GUNICORN_CONFIG} --pythonpath {ROOT} "
+            f"--bind 127.0.0.1:{port} deploy.wsgi:app"
         ),
         "worker": (
             f"{python} -m celery -A workers.celery_app worker "
@@ -67,6 +69,10 @@ def run(port: int, concurrency: int) -> int:
     if not env.get("REDIS_URL"):
         redis_server, env["REDIS_URL"] = start_embedded_redis(DATA_DIR)
     env.setdefault("CALLBACK_TOKENS", secrets.token_urlsafe(24))
+    # The console and its API, served beside the intake (deploy.wsgi:app).
+    env.setdefault("CONSOLE_PASSWORD", secrets.token_urlsafe(12))
+    env.setdefault("API_TOKENS", secrets.token_urlsafe(24))
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
     env["TAVUS_CALLBACKS_DEV"] = "1"
     settings = Settings.from_env(env)
     Store(settings.database_url).upgrade()
@@ -74,6 +80,13 @@ def run(port: int, concurrency: int) -> int:
     click.echo(f"Redis:        {_without_password(settings.redis_url)}")
     click.echo(f"Store:        {_without_password(settings.database_url)}")
     click.echo(f"Callback URL: http://127.0.0.1:{port}/callbacks/{token}")
+    if settings.console_enabled:
+        click.echo(
+            f"Console:      http://127.0.0.1:{port}/console/  password: {settings.console_password}"
+        )
+        click.echo(
+            f"API:          http://127.0.0.1:{port}/api/v1/  token: {settings.api_tokens[0]}"
+        )
     click.echo(
         f"Try:          tavus-callbacks simulate --url http://127.0.0.1:{port}/callbacks/{token}"
     )

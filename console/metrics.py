@@ -38,7 +38,13 @@ from schemas.messages import EVENTS_QUEUE, QUEUES
 from schemas.settings import Settings
 from schemas.spool_files import spooled_files, written_at
 from workers.store.db import Store, store_for
-from workers.store.models import AlertDelivery, DeliveryStatus, Event, EventStatus
+from workers.store.models import (
+    AlertDelivery,
+    DeliveryStatus,
+    Event,
+    EventStatus,
+    ForwardDelivery,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,9 @@ FAILED_DELIVERIES: dict[str, Select[Any]] = {
     "alert": select(func.count())
     .select_from(AlertDelivery)
     .where(AlertDelivery.status == DeliveryStatus.FAILED),
+    "forward": select(func.count())
+    .select_from(ForwardDelivery)
+    .where(ForwardDelivery.status == DeliveryStatus.FAILED),
 }
 FAILED_EVENTS = select(func.count()).select_from(Event).where(Event.status == EventStatus.FAILED)
 OLDEST_PENDING = select(func.min(Event.received_at)).where(Event.status == EventStatus.RECEIVED)

@@ -154,6 +154,15 @@ class Settings:
     worker_metrics_port: int | None = None
     prometheus_multiproc_dir: str | None = None
 
+    # The console (console/): read API tokens, the pages' password, and the key its session
+    # cookies are signed with (derived from CONSOLE_PASSWORD and SECRET_KEY). No API token: the
+    # API answers 404; no password: the pages answer 404. CONSOLE_ENABLED=false: web serves the
+    # intake alone.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    console_password: str | None = field(default=None, repr=False)
+    console_enabled: bool = True
+    secret_key: str | None = field(default=None, repr=False)
+
     # Forwarding to the user's own endpoints and Python hooks (README "Put it in front of your
     # app"). Destinations come from FORWARD_<NAME>_URL / _SECRET / _EVENTS; their secrets and
     # URLs (which may hold credentials) stay out of the repr.
@@ -217,6 +226,9 @@ class Settings:
             self.smtp_password,
             self.azure_storage_connection_string,
             self.metrics_token,
+            self.console_password,
+            self.secret_key,
+            *self.api_tokens,
         )
         found += [value for value in credentials if value]
         if self.azure_storage_connection_string:
@@ -305,6 +317,14 @@ def _is_network(cidr: str) -> bool:
         raise ValidationError(f"not a network: {cidr!r}") from exc
     return True
 
+
+def _long_enough(name: str) -> Any:
+    def check(token: str) -> bool:
+        if len(token) < MIN_TOKEN_LENGTH:  # the message never repeats the token
+            raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
+        return True
+
+    return check
 
 # --- forwarding destinations: FORWARD_<NAME>_URL, _SECRET (required), _EVENTS (default *) ---
 
@@ -455,6 +475,15 @@ class _SettingsSchema(Schema):
         data_key="WORKER_METRICS_PORT", validate=validate.Range(min=1, max=65535)
     )
     prometheus_multiproc_dir = f.String(data_key="PROMETHEUS_MULTIPROC_DIR")
+
+    # The console (console/).
+    api_tokens = CommaList(
+        data_key="API_TOKENS",
+        validate=lambda tokens: all(map(_long_enough("API_TOKENS"), tokens)),
+    )
+    console_password = f.String(data_key="CONSOLE_PASSWORD")
+    console_enabled = f.Boolean(data_key="CONSOLE_ENABLED")
+    secret_key = f.String(data_key="SECRET_KEY")
 
     # Forwarding to the user's endpoints and Python hooks. The destinations are gathered from
     # every FORWARD_<NAME>_URL in the environment (see _gather_destinations).

@@ -188,7 +188,7 @@ class Web(Service):
         env: dict[str, str],
         log_path: Path,
         workers: int = 2,
-        app: str = "receiver.wsgi:app",  # or a test's composition (tests/metrics_wsgi.py)
+        app: str = "receiver.wsgi:app",  # or deploy.wsgi:app (the Procfile's web), a test's own
     ) -> None:
         super().__init__({**env, "WEB_CONCURRENCY": str(workers)}, log_path)
         self.port = free_port()

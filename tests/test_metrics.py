@@ -166,7 +166,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict
     )
     worker_port = free_port()
     env = worker_env(settings, METRICS_TOKEN=METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(web_dir))
-    web = Web(env, work / "web.log", workers=3, app="tests.metrics_wsgi:app")
+    web = Web(env, work / "web.log", workers=3, app="deploy.wsgi:app")
     prometheus = Prometheus(
         work,
         [

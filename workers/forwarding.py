@@ -124,6 +124,23 @@ def deliver(store: Store, event_id: str, name: str, source: str, settings: Setti
     return Outcome(status, retry_in)
 
 
+def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Outcome:
+    """The delivery task kept failing outside the destination (a bug, a bad row): mark the
+    delivery ``failed``, so that ``deliveries --failed`` lists it and ``redeliver`` can retry."""
+    reason = f"delivery task failed: {type(error).__name__}"  # no message: it may quote a URL
+    with store.session() as session:
+        delivery = session.scalar(
+            select(ForwardDelivery)
+            .where(ForwardDelivery.event_id == event_id, ForwardDelivery.destination == name)
+            .with_for_update()
+        )
+        if delivery is None or delivery.status in DeliveryStatus.FINAL:
+            return Outcome(delivery.status if delivery else "unknown")
+        delivery.status, delivery.last_error, delivery.claimed_until = "failed", reason, None
+    log.error("forward %s to %s dead-lettered: %s", event_id, name, reason)
+    return Outcome(DeliveryStatus.FAILED)
+
+
 def _claim(
     session: Session, event_id: str, name: str, source: str, lease: timedelta, now: datetime
 ) -> Claim | Busy:

@@ -209,7 +209,12 @@ def recent_alerts(
         query = query.where(Alert.conversation_id == conversation_id)
     if severity is not None:
         query = query.where(Alert.severity == severity)
-    alerts = list(session.scalars(query))
+    return alerts_json(session, list(session.scalars(query)))
+
+
+def alerts_json(session: Session, alerts: list[Alert]) -> list[dict[str, Any]]:
+    """Alerts as JSON, each with its deliveries and their attempts (the CLI's and the console's
+    view)."""
     deliveries = _deliveries(session, [alert.id for alert in alerts])
     return [
         {**_as_notifier_alert(alert).as_json(), "deliveries": deliveries.get(alert.id, [])}

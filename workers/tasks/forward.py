@@ -9,10 +9,10 @@ import logging
 from celery import Task, signals
 
 from schemas.messages import FORWARD_EVENT, RUN_HOOK
-from workers import forwarding, hooks
+from workers import forwarding, hooks, metrics, retry
 from workers.celery_app import celery
+from workers.destinations import configured
 from workers.store.db import store_for
-from workers.tasks.alerts import STORE_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,31 @@ def load_hooks(**_: object) -> None:
 
 
 def _deliver(task: Task, event_id: str, destination: str, source: str) -> str:
+    """A destination's own failures are decided by ``forwarding`` (attempts in the store);
+    whatever escapes it (the store, a bug) goes through the one retry policy."""
     settings = celery.conf.tavus_settings
     store = store_for(settings.database_url)
-    outcome = forwarding.deliver(store, event_id, destination, source, settings)
+    outcome = retry.run(
+        task,
+        "forward",
+        f"{event_id} to {destination}",
+        lambda: forwarding.deliver(store, event_id, destination, source, settings),
+        lambda exc, _failures: forwarding.give_up(store, event_id, destination, exc),
+        settings,
+    )
+    if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
+        return "unrecorded"
+    if outcome.status in ("delivered", "failed", "retrying"):
+        metrics.delivery(destination, outcome.status, configured(settings))
+    if outcome.status == "failed":
+        metrics.dead_letter(task.name)
     if outcome.retry_in is not None:
         # The attempts live in the store, so Celery's own retry limit is not needed.
-        raise task.retry(countdown=outcome.retry_in)
+        retry.later(task, outcome.retry_in, settings)
     return outcome.status
 
 
-@celery.task(name=FORWARD_EVENT, bind=True, acks_late=True, max_retries=None, **STORE_RETRIES)
+@celery.task(name=FORWARD_EVENT, bind=True, acks_late=True, max_retries=None)
 def forward_event(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
     return _deliver(self, event_id, destination, source)
 
@@ -53,7 +68,6 @@ def forward_event(self: Task, event_id: str, destination: str, source: str = "ca
     acks_late=True,
     max_retries=None,
     time_limit=celery.conf.tavus_settings.hook_timeout_seconds + 60,
-    **STORE_RETRIES,
 )
 def run_hook(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
     return _deliver(self, event_id, destination, source)

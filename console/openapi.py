@@ -1,0 +1,133 @@
+"""``GET /api/v1/openapi.json``: the read API described for client generators and validators.
+
+Built as the intake's is (``receiver/openapi.py``): apispec with its marshmallow plugin, the
+query parameters taken from the very schemas that parse them (``console/params.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from workers import queries
+
+from .params import AlertArgs, ConversationArgs, DeliveryArgs, EventArgs
+
+OPENAPI_VERSION = "3.0.3"
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": True},
+    },
+}
+_RECORD = {"type": "object", "additionalProperties": True}
+_LIST = {
+    "type": "object",
+    "required": ["data", "next_cursor"],
+    "properties": {
+        "data": {"type": "array", "items": _RECORD},
+        "next_cursor": {"type": "string", "nullable": True},
+    },
+}
+_ERRORS = {
+    "401": {"description": "Missing or wrong bearer token"},
+    "503": {"description": "The store or Redis did not answer; retry"},
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _list(summary: str, args: type) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [{"in": "query", "schema": args}],
+            "responses": {
+                "200": _json("One page, newest first", _LIST),
+                "422": _json("A parameter did not parse; `errors` says which", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }
+
+
+def _one(summary: str, name: str) -> dict[str, Any]:
+    parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [parameter],
+            "responses": {
+                "200": _json("The record", _RECORD),
+                "404": _json("Not known", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(
+        title="tavus-callbacks read API",
+        version="1",
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "What the pipeline stored: events, conversations, alerts."},
+        servers=[{"url": "/api/v1"}],
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.options["security"] = [{"bearer": []}]
+    spec.path("/events", operations=_list("Events, filtered", EventArgs))
+    spec.path("/events/{event_id}", operations=_one("One event: raw body, attempts", "event_id"))
+    replay = {
+        "post": {
+            "summary": "Process the event again (after the cause of its failure is fixed)",
+            "parameters": [
+                {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "202": _json("Reset and queued", _RECORD),
+                "404": _json("Not known", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }
+    spec.path("/events/{event_id}/replay", operations=replay)
+    spec.path("/conversations", operations=_list("Conversations", ConversationArgs))
+    spec.path(
+        "/conversations/{conversation_id}",
+        operations=_one("One conversation, as `conversation --json`", "conversation_id"),
+    )
+    for kind in queries.RESOURCE_MODELS:
+        spec.path(f"/{kind}s/{{{kind}_id}}", operations=_one(f"One {kind}", f"{kind}_id"))
+    spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
+    spec.path(
+        "/deliveries",
+        operations=_list("Deliveries to your destinations (webhooks, hooks)", DeliveryArgs),
+    )
+    redeliver = {
+        "post": {
+            "summary": "Send one delivery again (a new round of attempts)",
+            "parameters": [
+                {"name": "delivery_id", "in": "path", "required": True,
+                 "schema": {"type": "integer"}}
+            ],
+            "responses": {
+                "202": _json("Reset and queued", _RECORD),
+                "404": _json("Not known", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }  # fmt: skip
+    spec.path("/deliveries/{delivery_id}/redeliver", operations=redeliver)
+    document = spec.to_dict()
+    document["security"] = [{"bearer": []}]
+    return document

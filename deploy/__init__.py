@@ -1,0 +1,1 @@
+"""Deployment files; ``deploy.wsgi`` is the web process's WSGI entry point."""
