@@ -61,18 +61,22 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(
-            _pipe(client_r, server_w, self.delay), _pipe(server_r, client_w, self.delay)
-        )
-        for writer in (client_w, server_w):
-            writer.close()
+        try:
+            await asyncio.gather(
+                _pipe(client_r, server_w, self.delay), _pipe(server_r, client_w, self.delay)
+            )
+        except asyncio.CancelledError:
+            pass  # the proxy stops: asyncio's streams would report a cancelled handler
+        finally:
+            for writer in (client_w, server_w):
+                writer.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
+        self._server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=512)
         )
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
 
@@ -82,8 +86,20 @@ class DelayProxy:
         return self
 
     def stop(self) -> None:
+        """Close every connection, then the loop: nothing left pending at exit."""
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextmanager
