@@ -36,6 +36,13 @@ STORE_CHOICES = ("sqlite", "postgres")
     show_default=True,
     help="A server where scratch databases may be created and dropped.",
 )
+@click.option(
+    "--network-delay-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Put Redis and PostgreSQL behind a proxy adding this delay each way (0: off).",
+)
 @click.option("--smoke", is_flag=True, help="Tiny sizes, a few seconds: checks, not figures.")
 @click.option(
     "--output",

@@ -60,6 +60,26 @@ def intake_rows(results: Results) -> list[list[str]]:
     return rows
 
 
+def mix_rows(results: Results) -> list[list[str]]:
+    """Per load: intake / baseline at saturation and the ack p99 at the top rate, side by side."""
+    loads = {"conversation": (results.body_bytes, results.intake, results.baseline)}
+    for mix, bodies in results.mix_body_bytes.items():
+        intake = {mode: pair[0] for (name, mode), pair in results.mixes.items() if name == mix}
+        baseline = {mode: pair[1] for (name, mode), pair in results.mixes.items() if name == mix}
+        loads[mix] = (bodies, intake, baseline)
+    rows = []
+    for mix, (bodies, intake, baseline) in loads.items():
+        top = next((mode for mode in reversed(intake) if mode != SATURATION), None)
+        ours, theirs = intake[SATURATION].throughput, baseline[SATURATION].throughput
+        p99 = [_ms(load_.percentile(99)) for load_ in (intake[top], baseline[top])] if top else []
+        rows.append([
+            mix, f"{min(bodies):,}-{max(bodies):,}", f"{sum(bodies) // len(bodies):,}",
+            f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}",
+            *(p99 or ["-", "-"]), f"{int(top):,}" if top else "-",
+        ])  # fmt: skip
+    return rows
+
+
 def e2e_rows(results: Results) -> list[list[str]]:
     return [
         [
@@ -100,6 +120,7 @@ def render(results: Results) -> str:
         "",
         *_table(["measure", "intake", "baseline", "intake / baseline"], intake_rows(results)),
         "",
+        *_mix_table(results),
         "**End to end**, from when the POST was due to the event processed in the store "
         f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes):",
         "",
@@ -120,6 +141,23 @@ def render(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mix_table(results: Results) -> list[str]:
+    if not results.mix_body_bytes:
+        return []
+    header = [
+        "load", "body bytes", "mean body", "intake req/s", "baseline req/s",
+        "intake / baseline", "intake ack p99 (ms)", "baseline ack p99 (ms)", "at req/s",
+    ]  # fmt: skip
+    delay = results.sizes.network_delay_ms
+    where = f", Redis {delay:g} ms away each way" if delay else ""
+    return [
+        f"**Intake by load** (saturation, then the top fixed rate{where}):",
+        "",
+        *_table(header, mix_rows(results)),
+        "",
+    ]
+
+
 def verdicts(results: Results) -> list[str]:
     """Each target of issue 5, met or not, with the figure."""
     out = []
@@ -130,6 +168,14 @@ def verdicts(results: Results) -> list[str]:
     if "1000" in results.intake:
         p99 = results.intake["1000"].percentile(99)
         out.append(_verdict("intake p99 at 1,000 req/s (ms)", p99, TARGETS["p99_ms_at_1000"], "<="))
+    for (mix, mode), (intake, baseline) in results.mixes.items():
+        if mode == SATURATION:
+            ratio = intake.throughput / baseline.throughput
+            out.append(_verdict(f"intake / baseline, {mix}", ratio, TARGETS["intake_ratio"], ">="))
+        elif mode == "1000":
+            p99 = intake.percentile(99)
+            label = f"intake p99 at 1,000 req/s, {mix} (ms)"
+            out.append(_verdict(label, p99, TARGETS["p99_ms_at_1000"], "<="))
     for store, latencies in results.e2e_seconds.items():
         p50 = 1000 * load.percentile(latencies, 50)
         out.append(_verdict(f"end-to-end p50, {store} (ms)", p50, TARGETS["e2e_p50_ms"], "<="))

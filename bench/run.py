@@ -23,7 +23,7 @@ from schemas.settings import Settings
 from workers.store.db import Store
 from workers.store.models import EventStatus
 
-from . import load, payloads, pipeline, services
+from . import load, netdelay, payloads, pipeline, services
 from .baseline import BASELINE_QUEUE
 from .load import LoadResult
 from .stores import STORES, scratch_store
@@ -50,12 +50,16 @@ class Sizes:
     stores: tuple[str, ...] = STORES
     turns: int = payloads.DEFAULT_TURNS  # transcript length
     warmup_seconds: float = 2.0
+    # The single-kind loads measured beside the conversations (payloads.MIXES), at saturation
+    # and at the top fixed rate.
+    mixes: tuple[str, ...] = payloads.MIXES[1:]
+    network_delay_ms: float = 0.0  # Redis and PostgreSQL behind a delaying proxy (netdelay)
 
 
 # A few seconds: every measurement once, tiny; for the smoke test, not for figures.
 SMOKE = Sizes(
     seconds=1, slices=1, rates=(200,), e2e_seconds=1, events=40, processes=(1,),
-    stores=("sqlite",), turns=20, warmup_seconds=0,
+    stores=("sqlite",), turns=20, warmup_seconds=0, mixes=(),
 )  # fmt: skip
 
 
@@ -65,6 +69,9 @@ class Results:
     body_bytes: list[int] = field(default_factory=list)  # the templates' sizes
     intake: dict[str, LoadResult] = field(default_factory=dict)  # SATURATION or "<rate>"
     baseline: dict[str, LoadResult] = field(default_factory=dict)
+    # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
+    mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
+    mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
     e2e_seconds: dict[str, list[float]] = field(default_factory=dict)  # store -> latencies, sorted
     events_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
     noop_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
@@ -97,15 +104,23 @@ class Run:
             self.bodies = self.work_dir / "bodies.txt"
             self.templates = payloads.write_templates(self.bodies, self.sizes.turns)
             self.results.body_bytes = [len(t) for t in self.templates]
-            redis_server, self.redis_url = services.redis_server(
+            redis_server, direct_url = services.redis_server(
                 self.work_dir, self.work_dir / "redis.log"
             )
             self.stack.callback(redis_server.stop)
-            self.redis = redis.Redis.from_url(self.redis_url)
+            # The servers and workers reach Redis over the (delayed) network; the harness's own
+            # checks go direct.
+            delay = self.sizes.network_delay_ms
+            self.redis_url = self.stack.enter_context(netdelay.delayed(direct_url, delay))
+            self.redis = redis.Redis.from_url(direct_url)
             self.stack.callback(self.redis.close)
             self._intake_against_baseline()
+            self._mixes()
             for kind in self.sizes.stores:
-                with scratch_store(kind, self.work_dir, self.postgres_url) as url:
+                with (
+                    scratch_store(kind, self.work_dir, self.postgres_url) as direct,
+                    netdelay.delayed(direct, delay) as url,
+                ):
                     self._workers(kind, url)
             self.memory.sample()
         self.results.peak_rss = dict(self.memory.peaks)
@@ -129,11 +144,13 @@ class Run:
         self.web_workers[url] = len(process.children())  # the deploy config decides
         return url
 
-    def _load(self, name: str, url: str, seconds: float, rate: float = 0) -> LoadResult:
+    def _load(
+        self, name: str, url: str, seconds: float, rate: float = 0, bodies: Path | None = None
+    ) -> LoadResult:
         out = self.work_dir / f"wrk-{name}.json"
-        result = load.run(
-            url, self.bodies, out, seconds, rate, f"{name}-{time.time_ns()}", self.web_workers[url]
-        )
+        prefix = f"{name}-{time.time_ns()}"
+        bodies = bodies or self.bodies
+        result = load.run(url, bodies, out, seconds, rate, prefix, self.web_workers[url])
         result.check(202)
         pipeline.settle(self.redis, (EVENTS_QUEUE, BASELINE_QUEUE))
         return result
@@ -146,18 +163,39 @@ class Run:
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
-        seconds = self.sizes.seconds / self.sizes.slices
+        self.urls = urls
         for mode in (SATURATION, *map(str, self.sizes.rates)):
-            rate = 0 if mode == SATURATION else float(mode)
-            parts: dict[str, list[LoadResult]] = {name: [] for name in urls}
-            for turn in range(self.sizes.slices):
-                order = list(urls) if turn % 2 == 0 else list(reversed(urls))
-                for name in order:
-                    parts[name].append(self._load(f"{name}-{mode}", urls[name], seconds, rate))
-                    self.redis.flushall()
-            for name, slices in parts.items():
-                result = getattr(self.results, name)[mode] = LoadResult.combine(slices)
+            for name, result in self._abba(mode, self.bodies).items():
+                getattr(self.results, name)[mode] = result
                 self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
+
+    def _abba(self, mode: str, bodies: Path) -> dict[str, LoadResult]:
+        """One measure, intake and baseline in turns: each one's combined result."""
+        seconds = self.sizes.seconds / self.sizes.slices
+        rate = 0 if mode == SATURATION else float(mode)
+        parts: dict[str, list[LoadResult]] = {name: [] for name in self.urls}
+        for turn in range(self.sizes.slices):
+            order = list(self.urls) if turn % 2 == 0 else list(reversed(self.urls))
+            for name in order:
+                url = self.urls[name]
+                parts[name].append(self._load(f"{name}-{mode}", url, seconds, rate, bodies))
+                self.redis.flushall()
+        return {name: LoadResult.combine(slices) for name, slices in parts.items()}
+
+    def _mixes(self) -> None:
+        """The single-kind loads, at saturation and at the top fixed rate."""
+        modes = [SATURATION, *(str(max(self.sizes.rates)),) * bool(self.sizes.rates)]
+        for mix in self.sizes.mixes:
+            bodies = self.work_dir / f"bodies-{mix}.txt"
+            lines = payloads.write_templates(bodies, self.sizes.turns, mix)
+            self.results.mix_body_bytes[mix] = [len(line) for line in lines]
+            for mode in modes:
+                found = self._abba(mode, bodies)
+                self.results.mixes[mix, mode] = found["intake"], found["baseline"]
+                intake, baseline = found["intake"], found["baseline"]
+                line = f"intake {_load_line(intake)}, baseline {_load_line(baseline)}"
+                ratio = intake.throughput / baseline.throughput
+                self.say(f"{mix:11} {mode:>10}: {line}, ratio {ratio:.2f}")
 
     def _workers(self, kind: str, database_url: str) -> None:
         """Worker throughput against the no-op, then end to end, on one store."""
@@ -245,7 +283,9 @@ def _load_line(result: LoadResult) -> str:
 
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
-    loads = 2 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
+    loads = 2 * (
+        sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates) + 2 * len(sizes.mixes))
+    )
     drains = len(sizes.processes) * sizes.events / 100
     return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)
 

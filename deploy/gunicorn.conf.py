@@ -29,6 +29,9 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # workers answer 3-4% more at saturation, at a higher p99). Over a network each request waits
 # ~1 ms on Redis and a core would idle: there, WEB_CONCURRENCY = 2 x cores pays (Heroku sets it
 # per dyno size anyway).
+# Sizing (README "Sizing"): with Redis 0.5-1 ms away, as on Heroku or Kubernetes, set
+# WEB_CONCURRENCY = 2 x cores, and the worker's `celery --concurrency` to 2 x cores as well (an
+# event waits on 3-4 store round trips). Check with `tavus-callbacks bench --network-delay-ms 0.5`.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.

@@ -1,4 +1,4 @@
-"""The Celery app's delivery settings, checked against a real Redis (no worker needed)."""
+"""The Celery app's delivery settings and the receiver's message format, against a real Redis."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import orjson
 import pytest
 import redis
 
+from receiver import create_app
 from receiver.publisher import celery_envelope
 from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, RECONCILE, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
-from tests.services import RedisServer
+from tests.conftest import TOKEN, fixture
+from tests.services import RedisServer, Worker, base_env, wait_until
 from workers import broker
 
 
@@ -113,3 +115,57 @@ def test_a_message_taken_as_redis_dies_goes_back_to_its_queue(
         assert len(queued) == 1 and b"e-taken" in queued[0]
     finally:
         server.stop()
+
+
+class ProbeWorker(Worker):
+    """A real worker of tests/celery_probe.py: the workers' app, a recording PROCESS_EVENT."""
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[command.index("workers.celery_app")] = "tests.celery_probe"
+        return command
+
+
+@pytest.mark.integration
+def test_a_real_worker_runs_the_message_the_receiver_built(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Guards the receiver's lean message against the locked Celery and kombu: the worker takes
+    it, sees its argument, id and queue as sent, retries it with Celery's own retry, acks it."""
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, spool_dir=str(tmp_path))
+    client = create_app(settings).test_client()
+    answer = client.post(f"/callbacks/{TOKEN}", data=fixture("shutdown"))
+    assert answer.status_code == 202
+    event_id = answer.json["event_id"]
+    env = base_env(REDIS_URL=redis_url, CALLBACK_TOKENS=TOKEN)
+    worker = ProbeWorker(env, tmp_path / "worker.log", concurrency=1, queues=EVENTS_QUEUE).start()
+    try:
+        wait_until(lambda: redis_client.llen("probe:recorded") == 2, timeout=30)
+        wait_until(
+            lambda: not redis_client.llen(EVENTS_QUEUE) and not redis_client.hlen("unacked"),
+            timeout=10,
+        )  # acked, nothing left to redeliver
+    finally:
+        worker.stop()
+    first, retried = (orjson.loads(raw) for raw in redis_client.lrange("probe:recorded", 0, -1))
+    [message] = first["args"]
+    assert message["event_id"] == event_id and message["body"] == fixture("shutdown").decode()
+    assert (first["id"], first["retries"], first["eta"]) == (event_id, 0, None)
+    assert first["routing_key"] == EVENTS_QUEUE
+    assert first["argsrepr"] == f"[<{PROCESS_EVENT} {event_id}>]"  # a failure never logs the body
+    assert (retried["id"], retried["retries"], retried["args"]) == (event_id, 1, first["args"])
+    log = (tmp_path / "worker.log").read_text()
+    assert fixture("shutdown").decode()[:40] not in log
+
+
+def test_the_receivers_message_is_half_the_size_of_celerys_own(
+    celery_app_module, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """No base64 and no header Celery reads with a default: the bytes every request pays to
+    send, Redis to copy and the worker to parse."""
+    message = {"event_id": "e-1", "body": fixture("transcription_ready").decode()}
+    ours = celery_envelope(PROCESS_EVENT, "e-1", [message], EVENTS_QUEUE)
+    app = celery_app_module.create_celery(Settings(redis_url=redis_url))
+    app.send_task(PROCESS_EVENT, args=[message], task_id="e-1")
+    theirs = redis_client.rpop(EVENTS_QUEUE)
+    assert len(ours) < 0.6 * len(theirs)
