@@ -136,7 +136,7 @@ def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Out
         )
         if delivery is None or delivery.status in DeliveryStatus.FINAL:
             return Outcome(delivery.status if delivery else "unknown")
-        delivery.status, delivery.last_error, delivery.claimed_until = "failed", reason, None
+        DeliveryStatus.settle(delivery, DeliveryStatus.FAILED, reason, _now())
     log.error("forward %s to %s dead-lettered: %s", event_id, name, reason)
     return Outcome(DeliveryStatus.FAILED)
 
@@ -198,13 +198,7 @@ def _finish(
     delivery = session.get(ForwardDelivery, claim.delivery_id, with_for_update=True)
     if delivery.current_attempt_id != claim.attempt_id:
         return  # our lease ran out and another worker took over: its result stands
-    delivery.claimed_until = None
-    delivery.last_error = error
-    if outcome == "delivered":
-        delivery.status = DeliveryStatus.DELIVERED
-        delivery.delivered_at = now
-    else:
-        delivery.status = DeliveryStatus.FAILED if outcome == "failed" else DeliveryStatus.PENDING
+    DeliveryStatus.settle(delivery, outcome, error, now)
 
 
 def _now() -> datetime:

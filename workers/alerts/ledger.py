@@ -146,13 +146,7 @@ def finish(
     delivery = session.get(AlertDelivery, claimed.delivery_id, with_for_update=True)
     if delivery.attempts != claimed.attempt:
         return  # our lease ran out and another worker took over: its result stands
-    delivery.claimed_until = None
-    delivery.last_error = error
-    if outcome == "delivered":
-        delivery.status = DeliveryStatus.DELIVERED
-        delivery.delivered_at = now
-    else:
-        delivery.status = DeliveryStatus.FAILED if outcome == "failed" else DeliveryStatus.PENDING
+    DeliveryStatus.settle(delivery, outcome, error, now)
 
 
 def give_up(session: Session, cause_key: str, channel: str, error: str, now: datetime) -> str:

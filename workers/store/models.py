@@ -234,6 +234,18 @@ class DeliveryStatus:
     FAILED = "failed"  # permanent error, or retries ran out
     FINAL = frozenset({DELIVERED, FAILED})
 
+    @classmethod
+    def settle(cls, delivery: Any, outcome: str, error: str | None, now: datetime) -> None:
+        """End a delivery's attempt (an alert's or a forward's): ``delivered``, ``failed``, or
+        anything else for back to ``pending``, its claim released."""
+        delivery.claimed_until = None
+        delivery.last_error = error
+        if outcome == "delivered":
+            delivery.status = cls.DELIVERED
+            delivery.delivered_at = now
+        else:
+            delivery.status = cls.FAILED if outcome == "failed" else cls.PENDING
+
 
 class AlertDelivery(Base):
     """An alert on one channel: sent at most once, however often it is asked for."""
