@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# One way to find redis-server and to see a port listen, shared with the benchmark.
-from bench.services import listening, redis_server_binary
+# One home for what dev, the tests and the benchmark share (free ports, the redis-server binary,
+# a worker's command line); re-exported here, where the tests have always found them.
+from cli.services import free_port, listening, redis_server_command, worker_command
+
+__all__ = ["free_port", "listening"]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -57,12 +52,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         command = [
-            redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
+            *redis_server_command(self.port, str(self.data_dir), self.appendonly),
             "--appendfsync", "always",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -147,12 +137,7 @@ class Worker(Service):
         self.queues = queues  # leave a queue out to find its messages waiting in Redis
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", self.queues, "--concurrency", str(self.concurrency),
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-        ]  # fmt: skip
+        return worker_command(self.queues, self.concurrency, name="test")
 
     def ready(self, new_output: bytes) -> bool:
         return b"ready." in new_output
