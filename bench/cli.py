@@ -43,20 +43,24 @@ STORE_CHOICES = ("sqlite", "postgres")
     show_default=True,
     help="Put Redis and PostgreSQL behind a proxy adding this delay each way (0: off).",
 )
-@click.option("--smoke", is_flag=True, help="Tiny sizes, a few seconds: checks, not figures.")
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="Tiny sizes, a few seconds: checks, not figures (nothing written, no verdicts).",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("BENCHMARKS.md"),
-    show_default=True,
-    help="The Markdown file to update.",
+    help="The Markdown file to update [default: BENCHMARKS.md, except with --smoke].",
 )
+@click.option("--write", is_flag=True, help="With --smoke: update BENCHMARKS.md all the same.")
 @click.option("--note", default="", help="A remark to keep with the run (e.g. a shared machine).")
 @click.option("--keep", is_flag=True, help="Keep the run's logs and scratch files.")
 def bench(
     stores: tuple[str, ...],
     smoke: bool,
-    output: Path,
+    output: Path | None,
+    write: bool,
     note: str,
     keep: bool,
     postgres_url: str,
@@ -64,8 +68,13 @@ def bench(
 ) -> None:
     """Measure intake vs a bare-Flask baseline, end to end, and workers vs a no-op task, on
     this machine; print the tables and write them to BENCHMARKS.md."""
-    from . import load, report, run
-    from .stores import postgres_reachable
+    try:
+        from . import load, report, run
+        from .stores import postgres_reachable
+    except ImportError as exc:  # psutil: the `bench` extra
+        raise click.ClickException(
+            f"the benchmark needs the bench extra ({exc.name} is missing): pip install -e .[bench]"
+        ) from exc
 
     try:
         load.wrk_binary()
@@ -93,7 +102,13 @@ def bench(
     except Exception as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc} (logs in {work_dir})") from exc
     click.echo(report.render(results))
-    click.echo("\n".join(report.verdicts(results)))
+    if not smoke:  # a smoke run's figures mean nothing: no verdict on them
+        click.echo("\n".join(report.verdicts(results)))
+    if output is None and (write or not smoke):
+        output = Path("BENCHMARKS.md")
+    if output is None:
+        say(f"smoke run, nothing written; took {results.elapsed:.0f} s")
+        return
     command = shlex.join(["tavus-callbacks", *sys.argv[1:]])
-    report.write(output, report.document(results, command, note))
+    report.write(output, report.document(results, command, note, judged=not smoke))
     say(f"written to {output}; took {results.elapsed:.0f} s")

@@ -214,8 +214,9 @@ def _version(command: list[str]) -> str:
     return first[0][:80] if first else command[0]
 
 
-def document(results: Results, command: str, note: str = "") -> str:
-    """The generated part of BENCHMARKS.md: when, where, how, the tables and the verdicts."""
+def document(results: Results, command: str, note: str = "", judged: bool = True) -> str:
+    """The generated part of BENCHMARKS.md: when, where, how, the tables and (``judged``: a full
+    run, whose figures mean something) the verdicts."""
     when = datetime.fromtimestamp(results.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         BEGIN,
@@ -227,7 +228,10 @@ def document(results: Results, command: str, note: str = "") -> str:
     ]
     if note:
         lines.append(f"- note: {note}")
-    lines += ["", render(results), "Targets (issue 5):", "", *verdicts(results), "", END]
+    lines += ["", render(results)]
+    if judged:
+        lines += ["Targets (issue 5):", "", *verdicts(results), ""]
+    lines.append(END)
     return "\n".join(lines) + "\n"
 
 

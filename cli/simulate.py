@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -199,6 +200,10 @@ def scenario(name: str) -> Iterator[dict[str, Any]]:
         raise ValueError(f"no scenario {name!r}; choose from {', '.join(SCENARIOS)}")
 
 
+class PostError(Exception):
+    """The callbacks could not be posted at all (no server there, not a URL): one line."""
+
+
 def post_all(
     url: str, bodies: list[dict[str, Any]], shuffle: bool = False, repeat: int = 1
 ) -> Iterator[tuple[dict[str, Any], int, dict[str, Any]]]:
@@ -208,5 +213,35 @@ def post_all(
         random.shuffle(sends)
     with requests.Session() as session:
         for body in sends:
-            response = session.post(url, json=body, timeout=10)
-            yield body, response.status_code, response.json()
+            yield body, *_post(session, url, body)
+
+
+def _post(session: requests.Session, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    where = _without_token(url)
+    try:
+        response = session.post(url, json=body, timeout=10)
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema) as exc:  # fmt: skip
+        raise PostError(f"not a callback URL: {where} ({type(exc).__name__})") from exc
+    except requests.exceptions.RequestException as exc:
+        raise PostError(
+            f"nothing answers at {where} ({type(exc).__name__}): is `tavus-callbacks dev` "
+            "running? check --url"
+        ) from exc
+    try:
+        reply = response.json()
+    except ValueError:  # not our receiver (an HTML 404, a proxy's page)
+        reply = {"error": f"HTTP {response.status_code}, not JSON"}
+    return response.status_code, reply if isinstance(reply, dict) else {"error": "not an object"}
+
+
+def _without_token(url: str) -> str:
+    """The URL as it may be printed: scheme, host and port, no token (path or password)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    if not parts.scheme or not parts.hostname:
+        return repr(url.split("/callbacks/", 1)[0])
+    return f"{parts.scheme}://{parts.hostname}{port}"

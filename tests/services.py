@@ -15,23 +15,19 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
-# One way to find redis-server and to see a port listen, shared with the benchmark.
-from bench.services import listening, redis_server_binary
+# One home for what dev, the tests and the benchmark share (free ports, the redis-server binary,
+# a worker's command line); re-exported here, where the tests have always found them.
+from cli.services import free_port, listening, redis_server_command, worker_command
+
+__all__ = ["free_port", "listening"]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -62,12 +58,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         command = [
-            redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
+            *redis_server_command(self.port, str(self.data_dir), self.appendonly),
             "--appendfsync", "always",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -155,12 +146,7 @@ class Worker(Service):
 
     def command(self) -> list[str]:
         extra = ["--include", ",".join(self.include)] if self.include else []
-        return [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", self.queues, "--concurrency", str(self.concurrency),
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"test-{uuid.uuid4().hex[:8]}@%h", *extra,
-        ]  # fmt: skip
+        return [*worker_command(self.queues, self.concurrency, name="test"), *extra]
 
     def ready(self, new_output: bytes) -> bool:
         return b"ready." in new_output

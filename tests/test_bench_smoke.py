@@ -1,7 +1,8 @@
 """`tavus-callbacks bench --smoke`: the whole benchmark at a tiny size, as a user runs it.
 
 The figures are not checked (machines are noisy, and this one is shared with the rest of the
-suite): only that every table is there, with the rows it should have, and positive numbers.
+suite): only that every table is there, with the rows it should have, and positive numbers; and
+that a smoke run leaves the repository alone unless told where to write.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import base_env
+from tests.services import ROOT, base_env
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,17 +49,31 @@ def positive_numbers(row: list[str]) -> bool:
     return bool(values) and all(value > 0 for value in values)
 
 
-def test_smoke_run_prints_every_table_and_writes_benchmarks_md(tmp_path: Path) -> None:
-    output = tmp_path / "BENCHMARKS.md"
-    output.write_text("# Benchmarks\n\nNotes kept across runs.\n")
-    command = [
-        sys.executable, "-m", "cli.main", "bench", "--smoke", "--store", "sqlite",
-        "--output", str(output), "--note", "smoke test",
-    ]  # fmt: skip
+def smoke(cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cli.main", "bench", "--smoke", "--store", "sqlite", *options]
     done = subprocess.run(
-        command, cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=240
+        command, cwd=cwd, env=base_env(), capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def git_status() -> str:
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
+    benchmarks = (ROOT / "BENCHMARKS.md").read_bytes()
+    before = git_status()
+    done = smoke(ROOT)
+    assert (ROOT / "BENCHMARKS.md").read_bytes() == benchmarks
+    assert git_status() == before
+    assert "nothing written" in done.stderr
+    assert "MISSED" not in done.stdout and "met:" not in done.stdout
 
     found = tables(done.stdout)
     intake = found["measure", "intake", "baseline", "intake / baseline"]
@@ -81,9 +96,15 @@ def test_smoke_run_prints_every_table_and_writes_benchmarks_md(tmp_path: Path) -
     for row in [*intake, *end_to_end, *workers, *memory]:
         assert positive_numbers(row), row
 
+
+def test_smoke_run_writes_where_output_says(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nNotes kept across runs.\n")
+    smoke(tmp_path, "--output", str(output), "--note", "smoke test")
     written = output.read_text()
     assert written.startswith("# Benchmarks\n\nNotes kept across runs.\n")
     assert "- command: `tavus-callbacks bench --smoke" in written
     assert "- machine: " in written and "- note: smoke test" in written
     assert "| throughput at saturation (req/s) |" in written
+    assert "MISSED" not in written and "Targets" not in written
     assert not list((tmp_path / ".tavus-callbacks").glob("bench-*")), "scratch files left behind"

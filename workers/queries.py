@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from workers.storage import state
@@ -135,7 +136,8 @@ def _events(session: Session, conversation_id: str) -> list[Event]:
     query = (
         select(Event)
         .where(Event.conversation_id == conversation_id)
-        .order_by(Event.occurred_at, Event.received_at)
+        # In time order: when it happened, or (guardrails, objectives carry no time) arrived.
+        .order_by(func.coalesce(Event.occurred_at, Event.received_at), Event.received_at)
     )
     return list(session.scalars(query))
 
@@ -170,6 +172,7 @@ def event_summary(event: Event) -> dict[str, Any]:
         "kind": event.kind,
         "event_type": event.event_type,
         "conversation_id": event.conversation_id,
+        "resource_id": resource_id(event),
         "status": event.status,
         "source": event.source,
         "received_at": _iso(event.received_at),
@@ -180,6 +183,23 @@ def event_summary(event: Event) -> dict[str, Any]:
         "warnings": event.warnings,
         "failed_stage": event.failed_stage,
     }
+
+
+# The field naming the resource an event is about, by kind; the rest are about a conversation.
+RESOURCE_ID_FIELDS = {"replica": "replica_id", "video": "video_id", "document": "document_id"}
+
+
+def resource_id(event: Event) -> str | None:
+    """The conversation, replica, video or document the event belongs to (None: unknown)."""
+    field = RESOURCE_ID_FIELDS.get(event.kind or "")
+    if field is None:
+        return event.conversation_id
+    try:
+        body = orjson.loads(event.body)
+    except orjson.JSONDecodeError:
+        return None
+    value = body.get(field) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _iso(value: datetime | None) -> str | None:

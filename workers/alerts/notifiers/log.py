@@ -30,7 +30,8 @@ class LogNotifier:
         return cls()
 
     def send(self, alert: Alert) -> None:
-        text = alert.text.replace("\n", " | ")
+        # One line: paragraphs joined by " | ", blank lines dropped (no empty " |  | " segment).
+        text = " | ".join(line.strip() for line in alert.text.splitlines() if line.strip())
         log.log(
             LEVELS.get(alert.severity, logging.ERROR),
             "ALERT %s [%s] %s: %s",
