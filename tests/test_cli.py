@@ -57,8 +57,11 @@ def test_dev_serves_and_simulate_produces_complete_records(dev_server) -> None:
     assert url.startswith(f"http://127.0.0.1:{env['PORT']}/callbacks/")
     simulated = cli("simulate", "--url", url, "--repeat", "2", cwd=cwd, env=env)
     assert simulated.returncode == 0, simulated.stderr
-    statuses = [line.split()[1] for line in simulated.stdout.splitlines()]
+    posted = [line.split() for line in simulated.stdout.splitlines() if line[:3].isdigit()]
+    statuses = [words[1] for words in posted]
     assert statuses.count("accepted") == statuses.count("duplicate") == 17
+    # Then the conversation ids, and the command to look at one.
+    assert "tavus-callbacks conversation ID" in simulated.stdout
 
     def all_processed():
         listed = cli("events", "--json", "--limit", "100", cwd=cwd, env=env)
@@ -78,8 +81,8 @@ def test_dev_serves_and_simulate_produces_complete_records(dev_server) -> None:
     text = cli("conversation", conversation_id, cwd=cwd, env=env).stdout
     assert f"conversation {conversation_id}: ended" in text
 
+    assert f"  {conversation_id}" in simulated.stdout
     # simulate prints "202 accepted video v1234 error": each resource has its record.
-    posted = [line.split() for line in simulated.stdout.splitlines()]
     for kind in ("replica", "video", "document"):
         sent = {(p[3], p[4]) for p in posted if p[2] == kind}  # (id, status)
         latest = {}
