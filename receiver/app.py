@@ -7,7 +7,7 @@ import logging
 import orjson
 import redis
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from schemas.settings import Settings, SettingsError
 
@@ -69,6 +69,18 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(IntakeError)
     def intake_error(exc: IntakeError) -> Response:
         return _json_error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        body = orjson.dumps(
+            {
+                "error": "request_entity_too_large",
+                "message": f"the body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)",
+                "limit_bytes": limit,
+            }
+        )
+        return Response(body, status=413, mimetype="application/json")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -101,6 +101,7 @@ def test_body_over_the_limit_is_413(redis_url, sqlite_url, redis_client) -> None
     response = client.post(URL, data=body)
     assert response.status_code == 413
     assert response.json["error"] == "request_entity_too_large"
+    assert response.json["limit_bytes"] == 2048 and "2048 bytes" in response.json["message"]
     assert redis_client.llen(EVENTS_QUEUE) == 0
 
 
