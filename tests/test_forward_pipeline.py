@@ -35,7 +35,8 @@ from workers.tavus_api import TavusAPI
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-SEED = Path(os.environ.get("TAVUS_SEED_DIR", ROOT.parent.parent / "shared" / "seed"))
+# shared/ lies beside the checkout (as CI lays it out)
+SEED = Path(os.environ.get("TAVUS_SEED_DIR", ROOT.parent / "shared" / "seed"))
 ALL_QUEUES = "events,storage,alerts,forward,hooks"
 
 
