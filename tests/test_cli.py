@@ -3,6 +3,7 @@ inspection commands read what it stored."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from cli.services import port_taken
 from tests.services import base_env, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -46,9 +49,10 @@ def dev_server(tmp_path: Path):
     try:
         url = wait_until(lambda: re.search(r"Callback URL: (\S+)", log.read_text()), timeout=30)[1]
         wait_until(lambda: "ready." in log.read_text(), timeout=30)
-        yield {"url": url, "cwd": tmp_path, "env": env, "log": log}
+        yield {"url": url, "cwd": tmp_path, "env": env, "log": log, "process": process}
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
 
 
@@ -108,3 +112,77 @@ def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert cli("events", "--json", cwd=tmp_path, env=env).stdout.strip() == "[]"
+
+
+def test_a_second_terminal_under_the_folder_uses_the_running_dev(dev_server) -> None:
+    """No REDIS_URL, no DATABASE_URL, no --url: every command finds dev from a subfolder."""
+    cwd, env = dev_server["cwd"], dev_server["env"]
+    assert "REDIS_URL" not in env and "DATABASE_URL" not in env
+    deeper = cwd / "src" / "app"
+    deeper.mkdir(parents=True)
+    posted = cli("simulate", "--scenario", "replica", cwd=deeper, env=env)
+    assert posted.returncode == 0, posted.stderr
+    listed = wait_until(
+        lambda: (
+            (rows := json.loads(cli("events", "--json", cwd=deeper, env=env).stdout))
+            and len(rows) == 2
+            and rows
+        ),
+        timeout=30,
+    )
+    assert {row["resource_id"] for row in listed} == {
+        words[3] for line in posted.stdout.splitlines() if (words := line.split())[:1] == ["202"]
+    }
+    table = cli("events", cwd=deeper, env=env).stdout.splitlines()
+    assert table[0].split() == ["RECEIVED", "STATUS", "KIND", "TYPE", "RESOURCE", "EVENT", "ID"]
+    replayed = cli("replay", "--failed", cwd=deeper, env=env)
+    assert replayed.returncode == 0 and "no failed events" in replayed.stdout
+    assert not (deeper / ".tavus-callbacks").exists()  # nothing made where it was run
+
+
+def test_sighup_to_dev_stops_every_process_and_frees_the_port(dev_server) -> None:
+    """Closing the terminal: dev, gunicorn, the Celery worker and the embedded Redis all end."""
+    process, port = dev_server["process"], int(dev_server["env"]["PORT"])
+    started = psutil.Process(process.pid).children(recursive=True)
+    names = " ".join(" ".join(child.cmdline()) for child in started)
+    assert "gunicorn" in names and "celery" in names and "redis-server" in names
+    os.killpg(process.pid, signal.SIGHUP)
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(started, timeout=15)
+    assert not alive, [child.cmdline() for child in alive]
+    assert not port_taken(port)
+    assert not (dev_server["cwd"] / ".tavus-callbacks" / "dev.json").exists()
+
+
+def test_a_folder_with_no_store_gets_one_line_and_no_new_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in base_env().items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    for args in (("events",), ("conversation", "c-1"), ("alerts",)):
+        result = cli(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 1, args
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert "no store" in result.stderr
+    assert not (tmp_path / ".tavus-callbacks").exists()
+
+
+def test_dev_says_first_when_its_port_is_taken(tmp_path: Path) -> None:
+    env = {k: v for k, v in base_env().items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    with socket_listening() as port:
+        env["PORT"] = str(port)
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "dev"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode != 0
+    first = result.stdout.strip().splitlines()[:1] + result.stderr.strip().splitlines()[:1]
+    assert any(f"port {port} is already in use" in line and "--port" in line for line in first)
+    assert "Callback URL" not in result.stdout
+
+
+@contextlib.contextmanager
+def socket_listening():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
