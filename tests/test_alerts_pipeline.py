@@ -192,7 +192,7 @@ def test_copy_failed_reaches_each_channel_once_with_deadline_and_causes(alerting
     }
     text = alerting.cli()
     assert "CRITICAL  Recording copy failed for conversation c123456" in text
-    assert "recover before 2025-08-10T06:50 UTC" in text
+    assert "recover before 2025-08-10 06:50 UTC" in text
     seen = alerting.log.read_text() + text + json.dumps(listed)
     assert "ALERT CRITICAL [recording_copy_failed:c123456]" in seen  # the log channel
     assert [s for s in SECRETS if s in seen] == []
