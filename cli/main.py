@@ -172,9 +172,7 @@ def render_events(rows: list[dict[str, Any]]) -> str:
 def conversation(settings: Settings, conversation_id: str, as_json: bool) -> None:
     """Show what happened in one conversation: its state, its events in time order, its alerts."""
     with reading(settings) as session:
-        record = queries.conversation_record(session, conversation_id)
-        if record is not None:
-            record["alerts"] = ledger.recent_alerts(session, conversation_id=conversation_id)
+        record = queries.conversation_view(session, conversation_id)
     if record is None:
         raise click.ClickException(f"no events for conversation {safe(conversation_id)}")
     print_record(record, as_json, render_conversation)

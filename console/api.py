@@ -95,7 +95,7 @@ def conversations() -> Response:
 @bp.get("/conversations/<conversation_id>")
 def conversation(conversation_id: str) -> Response:
     with console().store.session() as session:
-        record = queries.conversation_record(session, conversation_id)
+        record = queries.conversation_view(session, conversation_id)
     return _found(record, f"conversation {conversation_id}")
 
 

@@ -33,6 +33,17 @@ def conversation_status(convo: Conversation) -> str:
     return "pending"
 
 
+def conversation_view(session: Session, conversation_id: str) -> dict[str, Any] | None:
+    """What `conversation --json` and the API's conversations/<id> answer: the record and its
+    alerts (None when no event names the conversation)."""
+    from workers.alerts import ledger  # the alerts package imports the notifiers: only here
+
+    record = conversation_record(session, conversation_id)
+    if record is not None:
+        record["alerts"] = ledger.recent_alerts(session, conversation_id=conversation_id)
+    return record
+
+
 def conversation_record(session: Session, conversation_id: str) -> dict[str, Any] | None:
     """Everything known of one conversation, assembled from its events; None if unknown."""
     convo = session.get(Conversation, conversation_id)
