@@ -232,7 +232,11 @@ def _received_at(envelope: bytes | None) -> float | None:
     if envelope is None:
         return None
     try:
-        body = orjson.loads(base64.b64decode(orjson.loads(envelope)["body"]))
-        return float(body[0][0]["received_at"])
+        message = orjson.loads(envelope)
+        body = message["body"]
+        # The receiver's lean message carries the body as is; Celery's own, base64.
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return float(orjson.loads(body)[0][0]["received_at"])
     except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError):
         return None
