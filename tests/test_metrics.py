@@ -247,6 +247,8 @@ def test_prometheus_counts_callbacks_by_status_across_gunicorn_workers(run) -> N
 @pytest.mark.integration
 def test_prometheus_sees_events_processed_by_outcome_from_the_worker(run) -> None:
     prometheus = run["prometheus"]
+    # The worker's last events may land after the scrape before: wait for one that has them.
+    prometheus.wait_for("sum(tavus_callbacks_event_processing_seconds_count)", PROCESSED + 1)
     outcomes = {
         (row["metric"]["kind"], row["metric"]["outcome"]): float(row["value"][1])
         for row in prometheus.query("tavus_callbacks_events_processed_total")
