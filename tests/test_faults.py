@@ -353,9 +353,15 @@ def accept_conversations(store: Store) -> None:
 
 
 def exited_within(service: Worker | Web, timeout: float) -> float:
-    """Seconds the service's main process took to exit; fails past ``timeout``."""
+    """Seconds the service's main process took to exit; fails past ``timeout`` with what it was
+    doing: a Celery worker writes every thread's stack to its log on SIGUSR1."""
     started = time.monotonic()
-    service.process.wait(timeout=timeout)
+    try:
+        service.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        service.process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        pytest.fail(f"still running {timeout:.0f}s after SIGTERM:\n{service.output()[-8000:]}")
     return time.monotonic() - started
 
 
