@@ -28,7 +28,9 @@ from .baseline import BASELINE_QUEUE
 from .load import LoadResult
 from .stores import STORES, scratch_store
 
-INTAKE_APP = "receiver.wsgi:app"
+INTAKE_APP = "deploy.wsgi:app"  # the Procfile's web: receiver, /metrics and console
+# The receiver alone without its instruments: what deploy.wsgi:app adds is the difference.
+UNMETERED_APP = "bench.unmetered:create_app()"
 BASELINE_APP = "bench.baseline:create_app()"
 REAL_WORKER_APP = "workers.celery_app"
 NOOP_WORKER_APP = "bench.noop"
@@ -69,6 +71,7 @@ class Results:
     body_bytes: list[int] = field(default_factory=list)  # the templates' sizes
     intake: dict[str, LoadResult] = field(default_factory=dict)  # SATURATION or "<rate>"
     baseline: dict[str, LoadResult] = field(default_factory=dict)
+    unmetered: dict[str, LoadResult] = field(default_factory=dict)  # UNMETERED_APP, same modes
     # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
     mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
     mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
@@ -160,22 +163,25 @@ class Run:
         drifts during the run weighs on both alike, which the ratio needs."""
         urls = {"baseline": self._web("baseline", BASELINE_APP)}
         urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
+        urls["unmetered"] = self._web("unmetered", UNMETERED_APP)
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
         self.urls = urls
         for mode in (SATURATION, *map(str, self.sizes.rates)):
-            for name, result in self._abba(mode, self.bodies).items():
+            for name, result in self._abba(mode, self.bodies, tuple(urls)).items():
                 getattr(self.results, name)[mode] = result
                 self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
 
-    def _abba(self, mode: str, bodies: Path) -> dict[str, LoadResult]:
-        """One measure, intake and baseline in turns: each one's combined result."""
+    def _abba(
+        self, mode: str, bodies: Path, names: tuple[str, ...] = ("intake", "baseline")
+    ) -> dict[str, LoadResult]:
+        """One measure, the apps ``names`` in turns: each one's combined result."""
         seconds = self.sizes.seconds / self.sizes.slices
         rate = 0 if mode == SATURATION else float(mode)
-        parts: dict[str, list[LoadResult]] = {name: [] for name in self.urls}
+        parts: dict[str, list[LoadResult]] = {name: [] for name in names}
         for turn in range(self.sizes.slices):
-            order = list(self.urls) if turn % 2 == 0 else list(reversed(self.urls))
+            order = list(names) if turn % 2 == 0 else list(reversed(names))
             for name in order:
                 url = self.urls[name]
                 parts[name].append(self._load(f"{name}-{mode}", url, seconds, rate, bodies))
@@ -283,9 +289,9 @@ def _load_line(result: LoadResult) -> str:
 
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
-    loads = 2 * (
-        sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates) + 2 * len(sizes.mixes))
-    )
+    # Three apps take turns on the conversations (intake, unmetered, baseline), two on each mix.
+    conversations = 3 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
+    loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
     drains = len(sizes.processes) * sizes.events / 100
     return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)
 

@@ -33,6 +33,7 @@ __all__ = ["free_port", "listening", "redis_server_binary", "worker_command"]  #
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+SERVING = "Worker serving"  # logged by GUNICORN_CONFIG once a worker has built its app
 
 
 class ServiceError(RuntimeError):
@@ -114,7 +115,7 @@ def python_env(**overrides: str) -> dict[str, str]:
     """This environment, minus what would point the processes elsewhere, plus ``overrides``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "GUNICORN_"))}
     env.pop("WEB_CONCURRENCY", None)  # the deploy config's default, as in production
-    # gunicorn's INFO is its start-up lines ("Booting worker"), which say when it is ready.
+    # gunicorn's INFO holds the start-up lines ("Worker serving"), which say when it is ready.
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
     env.update(overrides)
     return env
@@ -140,15 +141,11 @@ def gunicorn(name: str, app: str, env: dict[str, str], log: Path) -> tuple[Proce
     return process, port
 
 
-def _all_booted(process: Process, log: Path, settle: float = 1.0) -> bool:
-    """The workers are up, however many the config asks for: a "Booting worker" line for each
-    child, and none new for ``settle`` seconds (each worker builds the app after the fork)."""
+def _all_booted(process: Process, log: Path) -> bool:
+    """The workers take requests, however many the config asks for: a "Worker serving" line
+    (deploy/gunicorn.conf.py, once the app is built) for each child."""
     children = len(process.children())
-    booted = log.read_text(errors="replace").count("Booting worker")
-    if not children or booted < children:
-        return False
-    age = time.time() - log.stat().st_mtime
-    return age >= settle
+    return bool(children) and log.read_text(errors="replace").count(SERVING) >= children
 
 
 class MemorySampler:

@@ -88,6 +88,12 @@ class DeadlineSyncWorker(SyncWorker):
 worker_class = DeadlineSyncWorker
 
 
+def post_worker_init(worker):
+    # gunicorn's "Booting worker" comes before the app is built (the console's imports take a
+    # second or two); this line says the worker takes requests, for whoever waits on it.
+    worker.log.info("Worker serving (pid: %s)", worker.pid)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -58,18 +58,19 @@ def kind_label(kind: str | None) -> str:
 def instrument(app: Flask) -> None:
     """Count and time every answer under ``/callbacks``, errors included (they are answered by
     the app's error handlers, after the view)."""
+    app.before_request(start_clock)
+    app.after_request(count_answer)
 
-    @app.before_request
-    def _start_clock() -> None:
-        g.callback_started = time.perf_counter()
 
-    @app.after_request
-    def _count(response: Response) -> Response:
-        if request.path.startswith("/callbacks"):
-            ACK_SECONDS.observe(time.perf_counter() - g.get("callback_started", 0.0))
-            kind = kind_label(g.get("callback_kind"))
-            CALLBACKS.labels(str(response.status_code), kind).inc()
-        return response
+def start_clock() -> None:
+    g.callback_started = time.perf_counter()
+
+
+def count_answer(response: Response) -> Response:
+    if request.path.startswith("/callbacks"):
+        ACK_SECONDS.observe(time.perf_counter() - g.get("callback_started", 0.0))
+        CALLBACKS.labels(str(response.status_code), kind_label(g.get("callback_kind"))).inc()
+    return response
 
 
 def classified(kind: str | None) -> None:

@@ -326,6 +326,7 @@ def _long_enough(name: str) -> Any:
 
     return check
 
+
 # --- forwarding destinations: FORWARD_<NAME>_URL, _SECRET (required), _EVENTS (default *) ---
 
 FORWARD_DESTINATIONS_KEY = "FORWARD_<NAME>_URL"

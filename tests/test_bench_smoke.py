@@ -76,7 +76,10 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
     assert "MISSED" not in done.stdout and "met:" not in done.stdout
 
     found = tables(done.stdout)
-    intake = found["measure", "intake", "baseline", "intake / baseline"]
+    intake = found[
+        "measure", "intake", "baseline", "intake / baseline",
+        "receiver without metrics or console", "intake / that",
+    ]  # fmt: skip
     assert [row[0] for row in intake] == [
         "throughput at saturation (req/s)",
         "ack p50 at 200 req/s (ms)",
@@ -90,6 +93,7 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
     assert {row[0] for row in memory} == {
         "web worker (intake)",
         "web worker (baseline)",
+        "web worker (unmetered)",
         "Celery worker process",
         "Celery worker process (no-op)",
     }
