@@ -1,17 +1,28 @@
-"""The Redis transport the Celery app uses: kombu's own, with two races around a Redis that
-goes away (a restart, a crash, a failover) closed. Both were met by tests/test_faults.py.
+"""The Redis transport the Celery app uses: kombu's own, with three races around a Redis that
+goes away (a restart, a crash, a failover) closed. All were met by tests/test_faults.py.
 
-1. A message is taken with BRPOP, then recorded as unacked by a second command. When Redis
-   dies in between, kombu drops the message it already holds: it was in no queue any more.
-   Handing it to the consumer is no better: Celery clears its reserved, not yet started
-   requests when the connection is lost, and the message is gone. Here the worker keeps it
-   aside instead and pushes it back onto its queue as soon as Redis answers again, before it
-   takes anything else; only this process dying before then (a second fault) would lose it.
-2. When the worker both waits on BRPOP and holds unacked messages, kombu 5.7 fails to close the
-   channel on its first try (the outstanding BRPOP read raises), closes the transport, then
+1. kombu takes a message with BRPOP, then records it as unacked with a second command. Redis
+   writes the pop to its append-only file before it answers, so when it dies in between the
+   message is in no queue and in no ``unacked`` hash: gone, however durable Redis is. That
+   happens when the reply is lost, too: a SIGTERM stops Redis right after the commands of its
+   last turn ran and before their replies are written, a SIGKILL can land while it fsyncs (a
+   worker busy taking messages loses one at nearly every restart). Here a message is taken and
+   recorded as unacked by one Lua script, so it is always in its queue or in ``unacked``, where
+   the visibility-timeout sweep finds it if the reply never arrives. A script cannot block, so
+   when every queue is empty the worker waits with ``BLMOVE q q RIGHT RIGHT``, which wakes when
+   ``q`` gets a message and leaves it where it was (Redis 6.2+), then takes again. It waits on
+   the first queue it consumes (``events`` in the Procfile); the others are looked at every
+   ``IDLE_LOOK_SECONDS`` while the worker is idle.
+2. A message got otherwise (``basic_get``, which Celery's worker does not use) is still taken
+   and recorded in two steps. When Redis dies in between, the worker keeps it aside and pushes
+   it back onto its queue as soon as Redis answers again, before it takes anything else: handing
+   it to the consumer would lose it too, since Celery clears its reserved, not yet started
+   requests when the connection is lost.
+3. When the worker both waits for a message and holds unacked ones, kombu 5.7 fails to close
+   the channel on its first try (the outstanding read raises), closes the transport, then
    tries again and crashes restoring the unacked messages without one: the worker stops with
    "Unrecoverable error: AttributeError('NoneType' object has no attribute 'hostname')" instead
-   of reconnecting. Here the lost BRPOP reply is given up and the close carries on at once. The
+   of reconnecting. Here the lost reply is given up and the close carries on at once. The
    unacked messages are handed back if Redis answers, or stay in its ``unacked`` hash for the
    visibility-timeout sweep if it does not.
 """
@@ -21,22 +32,60 @@ from __future__ import annotations
 import logging
 import threading
 from queue import Empty
+from time import monotonic, time
 from typing import Any
 
-from kombu.transport import redis
+from kombu.transport import redis, virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 
 log = logging.getLogger(__name__)
 
+# While idle, how often a worker looks at the queues other than the one it waits on.
+IDLE_LOOK_SECONDS = 0.1
 
-# Messages taken in the instant Redis went away, to push back once it answers: (payload,
-# exchange, routing key). Process-wide, because the channel that took them is replaced by a new
-# one when the connection comes back.
+# KEYS[1]: the unacked hash; KEYS[2]: its index (score: when taken); KEYS[3..]: the queues, in
+# the order BRPOP would look at them. ARGV[1]: now; ARGV[2..]: "1" for each queue whose
+# consumer acks. Pops the first message found and, unless its consumer does not ack, records it
+# as kombu's QoS.append would (the message's own bytes, then exchange and routing key), in the
+# same step. Returns {queue, message, recorded} or nil when every queue is empty.
+_TAKE = """
+for i = 3, #KEYS do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local recorded = 0
+    local ok, message = pcall(cjson.decode, item)
+    if ARGV[i - 1] == '1' and ok and type(message) == 'table'
+        and type(message.properties) == 'table' then
+      local tag = message.properties.delivery_tag
+      local info = message.properties.delivery_info
+      if type(tag) == 'string' and type(info) == 'table' then
+        local entry = '[' .. item .. ',' .. cjson.encode(info.exchange) .. ','
+          .. cjson.encode(info.routing_key) .. ']'
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag, entry)
+        recorded = 1
+      end
+    end
+    return {KEYS[i], item, recorded}
+  end
+end
+return false
+"""
+
+# Messages got by basic_get in the instant Redis went away, to push back once it answers:
+# (payload, exchange, routing key). Process-wide, because the channel that took them is
+# replaced by a new one when the connection comes back.
 _taken_while_down: list[tuple[dict[str, Any], str, str]] = []
 _taken_lock = threading.Lock()
 
 
 class QoS(redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
+        if self.channel.recorded_delivery == delivery_tag:
+            # Taken and recorded in one step (_TAKE): only this process's own books are left.
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         try:
             super().append(message, delivery_tag)
         except self.channel.connection_errors:
@@ -58,22 +107,89 @@ class QoS(redis.QoS):
 class Channel(redis.Channel):
     QoS = QoS
 
+    # The delivery tag of the message being handed to the consumer that _TAKE recorded.
+    recorded_delivery: str | None = None
+    # The last take found every queue empty: wait for a message before taking again.
+    _idle = False
+    _waiting = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Queues consumed without acks: _TAKE must not record their messages as unacked, since
+        # nothing would ever ack them (the sweep would deliver them again and again).
+        self._no_ack_queues: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
     def _brpop_start(self, timeout: Any = None) -> None:
         _push_back_taken(self)
-        super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        prefix = self.global_keyprefix or ""
+        if self._idle:
+            first = prefix + self.active_queues[0]
+            command = ["BLMOVE", first, first, "RIGHT", "RIGHT", IDLE_LOOK_SECONDS]
+        else:
+            command = self._take_command(queues, prefix)
+        self._waiting = self._idle
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(*command)
+
+    def _take_command(self, queues: list[str], prefix: str) -> list[Any]:
+        """_TAKE on the keys BRPOP would look at, in its order (priorities first)."""
+        pairs = [
+            (prefix + self._q_for_pri(queue, pri), "0" if queue in self._no_ack_queues else "1")
+            for pri in self.priority_steps
+            for queue in queues
+        ]
+        keys = [prefix + self.unacked_key, prefix + self.unacked_index_key]
+        keys += [key for key, _ in pairs]
+        return ["EVAL", _TAKE, len(keys), *keys, time(), *(acks for _, acks in pairs)]
+
+    def _brpop_read(self, **options: Any) -> bool:
+        waited, self._waiting = self._waiting, False
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVAL", **options)
+            except self.connection_errors:
+                self._idle = False  # a new connection starts with a take
+                # Disconnect so that the next iteration reconnects, as kombu does.
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        self._idle = not waited and not reply
+        if waited or not reply:
+            raise Empty()
+        key, item, recorded = reply
+        queue = bytes_to_str(key)[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        payload = loads(bytes_to_str(item))
+        self.recorded_delivery = payload["properties"]["delivery_tag"] if recorded else None
+        try:
+            self.connection._deliver(payload, queue)
+        finally:
+            self.recorded_delivery = None
+        return True
 
     def close(self) -> None:
         if self._in_poll:
             try:
                 self._brpop_read()
             except (Empty, *self.connection_errors):
-                pass  # the broker is gone, and with it the BRPOP reply: finish closing
+                pass  # the broker is gone, and with it the reply: finish closing
         super().close()
 
 
 def _push_back_taken(channel: Channel) -> None:
     """Before waiting for the next message, put the ones taken while Redis was away back at the
-    head of their queue (the next BRPOP takes them first). Still down: they wait for the next
+    head of their queue (the next take finds them first). Still down: they wait for the next
     try; the connection error goes on to the consumer, which reconnects."""
     if not _taken_while_down:
         return
