@@ -471,7 +471,7 @@ def test_redis_restarted_with_aof_loses_nothing(
 
 def test_redis_restarted_while_a_task_runs_the_worker_reconnects(rig: Rig, figures: list) -> None:
     """The race kombu 5.7 loses (workers/broker.py): a worker holding an unacked message and
-    waiting on BRPOP when Redis goes away must reconnect, not stop."""
+    waiting for a message (BLMOVE) when Redis goes away must reconnect, not stop."""
     busy = load(1, "busy")
     broker = rig.broker()
     with rig.store.engine.connect() as blocker, blocker.begin():
@@ -481,7 +481,7 @@ def test_redis_restarted_while_a_task_runs_the_worker_reconnects(rig: Rig, figur
         wait_until(
             lambda: (
                 broker.hlen("unacked") == 1
-                and any(client["cmd"] == "brpop" for client in broker.client_list())
+                and any(client["cmd"] == "blmove" for client in broker.client_list())
             ),
             timeout=20,
         )
@@ -493,7 +493,7 @@ def test_redis_restarted_while_a_task_runs_the_worker_reconnects(rig: Rig, figur
     outcome = exactly_once(rig.store, busy + after)
     assert rig.worker.process.poll() is None  # the same worker, never restarted
     figures.append({
-        "case": "Redis restarted while a task runs and the worker waits on BRPOP",
+        "case": "Redis restarted while a task runs and the worker waits for a message",
         **outcome,
         "redelivered": redelivered(rig.worker, stored_rows(rig.store)),
         "notes": "the worker reconnected by itself and processed what came after",
