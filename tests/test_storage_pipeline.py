@@ -257,6 +257,13 @@ def test_refused_locations_are_never_contacted(pipeline: Pipeline) -> None:
     }  # fmt: skip
     for conversation_id, (provider, uri) in refused.items():
         pipeline.post_uri(conversation_id, provider, uri)
+    listed = {}  # beside them, one listed recording per provider: the stand-ins' logs work
+    for provider in PROVIDERS:
+        listed[provider] = cid(f"{provider}-listed")
+        emulators.upload(provider, BUCKET, unlisted_key, MP4)
+        pipeline.post_uri(listed[provider], provider, emulators.uri(provider, BUCKET, unlisted_key))
+    for provider, conversation_id in listed.items():
+        assert pipeline.final(conversation_id)["status"] == "verified", provider
     for conversation_id, (_, uri) in refused.items():
         found = pipeline.final(conversation_id, timeout=15)
         assert (found["status"], found["attempts"]) == ("refused", 1), (uri, found)
@@ -266,7 +273,7 @@ def test_refused_locations_are_never_contacted(pipeline: Pipeline) -> None:
     first = pipeline.verification(next(iter(refused)))
     assert first["reason"] == f"s3:{UNLISTED_BUCKET} is not listed in RECORDING_LOCATIONS"
     # No stand-in was ever asked about them (the test's own uploads are PUTs), while the same
-    # logs do show the worker's reads of the listed bucket.
+    # logs do show the worker's reads of the listed recordings.
     assert emulators.reads(UNLISTED_BUCKET) == {"s3": [], "gcs": [], "azure_blob": []}
     assert all(emulators.reads(BUCKET).values())
 
