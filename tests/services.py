@@ -290,6 +290,8 @@ class Flower(Service):
 
     def ready(self, new_output: bytes) -> bool:
         return listening(self.port)
+
+
 class CuttableProxy:
     """A TCP proxy in front of a server (PostgreSQL) that a test can cut and restore: cut, every
     connection through it is dropped and new ones are refused, as when the server's host goes

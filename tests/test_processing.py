@@ -14,7 +14,6 @@ from schemas.classify import classify
 from schemas.messages import EventMessage, event_message
 from workers import processing
 from workers.handlers import registry
-from workers.handlers.records import conversation
 from workers.store.models import Conversation, Event, EventStatus, GuardrailTrigger
 
 FAILING = "test.failing_handler"
@@ -36,19 +35,18 @@ def message(event_type: str, conversation_id: str = "c-processing") -> EventMess
 def failing_handlers() -> Iterator[None]:
     @registry.handles(FAILING)
     def fail_after_writing(ctx: registry.HandlerContext) -> None:
-        conversation(ctx.session, ctx.event.conversation_id).perception_analysis = "half done"
+        ctx.records.conversation(ctx.event.conversation_id).perception_analysis = "half done"
         raise RuntimeError("the handler broke")
 
     @registry.handles(BAD_WRITE)
     def write_what_the_store_refuses(ctx: registry.HandlerContext) -> None:
-        # No conversation row: the foreign key fails, but only when the session flushes.
-        ctx.session.add(
-            GuardrailTrigger(
-                event_id=ctx.event.id,
-                conversation_id="c-missing",
-                guardrail="x",
-                triggered_at=ctx.event.received_at,
-            )
+        # No conversation row: the foreign key fails.
+        ctx.records.insert_once(
+            GuardrailTrigger,
+            event_id=ctx.event.id,
+            conversation_id="c-missing",
+            guardrail="x",
+            triggered_at=ctx.event.received_at,
         )
 
     yield
@@ -109,7 +107,7 @@ def test_a_redelivered_event_changes_nothing(store) -> None:
 def test_a_retry_that_succeeds_is_processed_and_counted(store, failing_handlers) -> None:
     flaky = message(FAILING, conversation_id="c-flaky")
     assert processing.process(store, flaky, lambda *_: None, 8).status == EventStatus.RECEIVED
-    registry.HANDLERS[FAILING] = lambda ctx: conversation(ctx.session, "c-flaky")  # fixed
+    registry.HANDLERS[FAILING] = lambda ctx: ctx.records.conversation("c-flaky")  # fixed
     outcome = processing.process(store, flaky, lambda *_: None, 8)
     assert (outcome.status, outcome.retry_in) == (EventStatus.PROCESSED, None)
     event = stored(store, flaky["event_id"])
