@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas.classify import classify
-from schemas.messages import EventMessage, event_message
+from schemas.messages import RAISE_ALERT, EventMessage, event_message
 from workers import processing
 from workers.handlers import registry
 from workers.store.models import Conversation, Event, EventStatus, GuardrailTrigger
@@ -117,3 +117,20 @@ def test_a_retry_that_succeeds_is_processed_and_counted(store, failing_handlers)
 def test_one_attempt_allowed_fails_at_once(store, failing_handlers) -> None:
     outcome = processing.process(store, message(FAILING), lambda *_: None, max_attempts=1)
     assert (outcome.status, outcome.retry_in) == (EventStatus.FAILED, None)
+
+
+def test_a_follow_up_is_sent_once_even_when_its_event_is_delivered_again(store) -> None:
+    body = {"conversation_id": "c-outbox", "properties": {"guardrail": "no_pricing"}}
+    raw = orjson.dumps(body)
+    guardrail = event_message(classify(body, raw), raw, time.time(), "callback")
+    sent: list[str] = []
+
+    def send(name: str, args: list) -> None:
+        sent.append(name)
+
+    assert processing.process(store, guardrail, send, 8).status == EventStatus.PROCESSED
+    assert sent == [RAISE_ALERT]
+    # Its outbox is cleared by the next event's transaction, so a redelivery then sends nothing.
+    processing.process(store, message("system.replica_joined", "c-outbox"), send, 8)
+    processing.process(store, {**guardrail, "event_id": str(uuid.uuid4())}, send, 8)
+    assert sent == [RAISE_ALERT]

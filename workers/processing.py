@@ -8,10 +8,12 @@ This module knows nothing of Celery; the task in ``workers.tasks.events`` wraps 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 from sqlalchemy import bindparam
@@ -117,8 +119,7 @@ def process(
     expected: Plan | None = None
     try:
         expected = _planned(message)
-        with store.begin() as connection:
-            records = Records(connection)
+        with _transaction(store) as records:
             event = store_event(records, message, expected)
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
                 event = _locked_event(records, message["event_key"])
@@ -132,8 +133,7 @@ def process(
         # One transaction per event and no savepoint on the way (it costs every event two more
         # statements): a failure, the rare case, pays for a second transaction instead. The
         # body is stored whatever failed, before anything else is tried again.
-        with store.begin() as connection:
-            records = Records(connection)
+        with _transaction(store) as records:
             event = store_event(records, message, expected, failed=failure)
             if event is None:
                 event = _locked_event(records, message["event_key"])
@@ -156,8 +156,7 @@ def dead_letter(
     """Record an event whose processing kept failing outside its handler: ``failed``, at stage
     "store", with the error and the raw body, and its alert. Replay sends it again."""
     failure = HandlerFailed(error, stage="store") if isinstance(error, Exception) else None
-    with store.begin() as connection:
-        records = Records(connection)
+    with _transaction(store) as records:
         event = store_event(records, message, None, failed=failure)
         if event is None:
             event = _locked_event(records, message["event_key"])
@@ -323,16 +322,34 @@ def _retry_delay(event: Row) -> float | None:
 def _send_pending(
     store: Store, event_id: str, pending: list[dict[str, Any]], send: SendTask
 ) -> None:
-    """Send the event's follow-up tasks, then clear them; a crash in between resends them."""
+    """Send the event's follow-up tasks; the next transaction clears its outbox."""
     for task in pending:
         send(task["name"], task["args"])
-    with store.begin() as connection:
-        connection.execute(_SENT, {"event_id": event_id})
+    _SENT.setdefault(store, []).append(event_id)
 
 
-# One statement, built once: no need to load the row to clear a column.
-_SENT = (
+# Events whose follow-ups this process has sent, by store. Their outboxes are cleared by the
+# next event's transaction rather than by one of their own: that was a commit (on PostgreSQL, a
+# wait for the disk) for every event with a follow-up. Until then, or if the process stops
+# first, a redelivery of such an event sends its tasks again, as after a crash between the
+# send and the clear: they are idempotent (an alert once per cause, a verification per round).
+_SENT: WeakKeyDictionary[Store, list[str]] = WeakKeyDictionary()
+
+# One statement, built once: no need to load the rows to clear a column.
+_CLEAR_SENT = (
     Event.__table__.update()
-    .where(Event.__table__.c.id == bindparam("event_id"))
+    .where(Event.__table__.c.id.in_(bindparam("event_ids", expanding=True)))
     .values(pending_tasks=None)
 )
+
+
+@contextmanager
+def _transaction(store: Store) -> Iterator[Records]:
+    """One transaction of an event's, which also clears the outboxes sent since the last one."""
+    sent = list(_SENT.get(store, ()))
+    with store.begin() as connection:
+        if sent:
+            connection.execute(_CLEAR_SENT, {"event_ids": sent})
+        yield Records(connection)
+    if sent:
+        del _SENT[store][: len(sent)]
