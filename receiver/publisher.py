@@ -10,13 +10,10 @@ so a crash between them cannot leave a key claimed for an event that was never q
 from __future__ import annotations
 
 import hashlib
-import uuid
-from typing import Any
 
-import orjson
 import redis
 
-from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, EventMessage
+from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, EventMessage, celery_envelope
 
 DEDUP_PREFIX = "tavus:seen:"
 
@@ -35,33 +32,6 @@ return false
 def dedup_key(event_key: str) -> str:
     """Event keys come from the payload; hash them to a bounded Redis key."""
     return DEDUP_PREFIX + hashlib.blake2b(event_key.encode(), digest_size=16).hexdigest()
-
-
-def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> bytes:
-    """The JSON that kombu's Redis transport stores for one Celery protocol-2 task message.
-
-    Lean on purpose: only what Celery's worker and kombu's Redis transport read without a
-    default. The worker reads ``id`` and ``task`` from the headers and takes every other
-    header (retries, eta, expires, root_id, timelimit...) as unset when it is missing, which
-    is what Celery itself would have sent here; ``argsrepr`` stays so that a failing task is
-    logged by its id, never by its arguments (the body). kombu needs ``delivery_tag`` and
-    ``delivery_info`` (where an unacked message goes back to). With no ``body_encoding`` the
-    body is taken as is: JSON text inside JSON, smaller than base64 for callback bodies and
-    nothing to decode. tests/test_celery_app.py runs a real worker on these messages.
-    """
-    body = orjson.dumps([args, {}, {}]).decode()
-    return orjson.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {"task": task_name, "id": task_id, "argsrepr": f"[<{task_name} {task_id}>]"},
-            "properties": {
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    )
 
 
 class Publisher:

@@ -6,8 +6,11 @@ The receiver publishes by task *name*; it never imports a task function. Names a
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, NotRequired, TypedDict
+
+import orjson
 
 from .classify import Verdict
 
@@ -32,6 +35,13 @@ RECONCILE = "tavus.events.reconcile"
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
 
 
+def queue_for(task_name: str) -> str:
+    """The queue ``TASK_ROUTES`` sends ``task_name`` to (the events queue by default, as Celery's
+    ``task_default_queue``)."""
+    parts = task_name.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "tavus" and parts[1] in QUEUES else QUEUES[0]
+
+
 class EventMessage(TypedDict):
     """The one argument of PROCESS_EVENT: plain JSON, everything the worker needs to store it."""
 
@@ -48,6 +58,37 @@ class EventMessage(TypedDict):
     # dedup claim uses this key and TTL, while event_key is made unique to this event.
     claim_key: NotRequired[str]
     claim_ttl: NotRequired[int]
+
+
+def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> bytes:
+    """The JSON that kombu's Redis transport stores for one Celery protocol-2 task message.
+
+    Lean on purpose: only what Celery's worker and kombu's Redis transport read without a
+    default. The worker reads ``id`` and ``task`` from the headers and takes every other
+    header (retries, eta, expires, root_id, timelimit...) as unset when it is missing, which
+    is what Celery itself would have sent here; ``argsrepr`` stays so that a failing task is
+    logged by its id, never by its arguments (the body). kombu needs ``delivery_tag`` and
+    ``delivery_info`` (where an unacked message goes back to). With no ``body_encoding`` the
+    body is taken as is: JSON text inside JSON, smaller than base64 for callback bodies and
+    nothing to decode. tests/test_celery_app.py runs a real worker on these messages. The
+    receiver queues events with it, the workers their follow-up tasks.
+    """
+    try:
+        body = orjson.dumps([args, {}, {}]).decode()
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits from a payload)
+        body = json.dumps([args, {}, {}])
+    return orjson.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"task": task_name, "id": task_id, "argsrepr": f"[<{task_name} {task_id}>]"},
+            "properties": {
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
 
 
 # Alert severities, most severe first, and the channels an alert can be delivered to.

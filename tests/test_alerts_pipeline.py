@@ -21,7 +21,6 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
-from receiver.publisher import celery_envelope
 from schemas.messages import (
     ALERTS_QUEUE,
     EVENTS_QUEUE,
@@ -29,6 +28,7 @@ from schemas.messages import (
     RAISE_ALERT,
     AlertMessage,
     EventMessage,
+    celery_envelope,
 )
 from schemas.settings import Settings
 from tests.conftest import TOKEN, fixture, fixture_json, worker_env

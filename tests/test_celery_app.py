@@ -14,8 +14,14 @@ import pytest
 import redis
 
 from receiver import create_app
-from receiver.publisher import celery_envelope
-from schemas.messages import EVENTS_QUEUE, PROCESS_EVENT, RECONCILE, STORAGE_QUEUE, VERIFY_RECORDING
+from schemas.messages import (
+    EVENTS_QUEUE,
+    PROCESS_EVENT,
+    RECONCILE,
+    STORAGE_QUEUE,
+    VERIFY_RECORDING,
+    celery_envelope,
+)
 from schemas.settings import Settings
 from tests.conftest import TOKEN, fixture
 from tests.services import RedisServer, Worker, base_env, wait_until

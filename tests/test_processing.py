@@ -11,10 +11,9 @@ import orjson
 import pytest
 
 from schemas.classify import classify
-from schemas.messages import EventMessage, event_message
+from schemas.messages import RAISE_ALERT, EventMessage, event_message
 from workers import processing
 from workers.handlers import registry
-from workers.handlers.records import conversation
 from workers.store.models import Conversation, Event, EventStatus, GuardrailTrigger
 
 FAILING = "test.failing_handler"
@@ -36,19 +35,18 @@ def message(event_type: str, conversation_id: str = "c-processing") -> EventMess
 def failing_handlers() -> Iterator[None]:
     @registry.handles(FAILING)
     def fail_after_writing(ctx: registry.HandlerContext) -> None:
-        conversation(ctx.session, ctx.event.conversation_id).perception_analysis = "half done"
+        ctx.records.conversation(ctx.event.conversation_id).perception_analysis = "half done"
         raise RuntimeError("the handler broke")
 
     @registry.handles(BAD_WRITE)
     def write_what_the_store_refuses(ctx: registry.HandlerContext) -> None:
-        # No conversation row: the foreign key fails, but only when the session flushes.
-        ctx.session.add(
-            GuardrailTrigger(
-                event_id=ctx.event.id,
-                conversation_id="c-missing",
-                guardrail="x",
-                triggered_at=ctx.event.received_at,
-            )
+        # No conversation row: the foreign key fails.
+        ctx.records.insert_once(
+            GuardrailTrigger,
+            event_id=ctx.event.id,
+            conversation_id="c-missing",
+            guardrail="x",
+            triggered_at=ctx.event.received_at,
         )
 
     yield
@@ -109,7 +107,7 @@ def test_a_redelivered_event_changes_nothing(store) -> None:
 def test_a_retry_that_succeeds_is_processed_and_counted(store, failing_handlers) -> None:
     flaky = message(FAILING, conversation_id="c-flaky")
     assert processing.process(store, flaky, lambda *_: None, 8).status == EventStatus.RECEIVED
-    registry.HANDLERS[FAILING] = lambda ctx: conversation(ctx.session, "c-flaky")  # fixed
+    registry.HANDLERS[FAILING] = lambda ctx: ctx.records.conversation("c-flaky")  # fixed
     outcome = processing.process(store, flaky, lambda *_: None, 8)
     assert (outcome.status, outcome.retry_in) == (EventStatus.PROCESSED, None)
     event = stored(store, flaky["event_id"])
@@ -119,3 +117,20 @@ def test_a_retry_that_succeeds_is_processed_and_counted(store, failing_handlers)
 def test_one_attempt_allowed_fails_at_once(store, failing_handlers) -> None:
     outcome = processing.process(store, message(FAILING), lambda *_: None, max_attempts=1)
     assert (outcome.status, outcome.retry_in) == (EventStatus.FAILED, None)
+
+
+def test_a_follow_up_is_sent_once_even_when_its_event_is_delivered_again(store) -> None:
+    body = {"conversation_id": "c-outbox", "properties": {"guardrail": "no_pricing"}}
+    raw = orjson.dumps(body)
+    guardrail = event_message(classify(body, raw), raw, time.time(), "callback")
+    sent: list[str] = []
+
+    def send(name: str, args: list) -> None:
+        sent.append(name)
+
+    assert processing.process(store, guardrail, send, 8).status == EventStatus.PROCESSED
+    assert sent == [RAISE_ALERT]
+    # Its outbox is cleared by the next event's transaction, so a redelivery then sends nothing.
+    processing.process(store, message("system.replica_joined", "c-outbox"), send, 8)
+    processing.process(store, {**guardrail, "event_id": str(uuid.uuid4())}, send, 8)
+    assert sent == [RAISE_ALERT]

@@ -78,6 +78,42 @@ def test_transcript_entries_keep_their_times_parsed() -> None:
     assert entries[2]["content"] is None and entries[2]["role"] == "tool"
 
 
+# Each entry alone, then all of them in one transcript: usual ones, and every kind of deviation.
+ENTRIES = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": None, "timestamp": "2025-07-11T06:46:01Z", "extra": [1]},
+    {"role": "tool", "seconds_from_start": 3, "duration": 1.5, "inference_id": "i-1"},
+    {"role": "user", "timestamp": 1752216363250, "seconds_from_start": None},
+    {"role": "user", "seconds_from_start": "2.5"},  # a numeric string: marshmallow's to load
+    {"role": "user", "duration": True},
+    {"role": "user", "duration": 10**400},
+    {"role": "user", "timestamp": "yesterday"},
+    {"role": "user", "inference_id": 7},
+    {"role": " ", "content": "blank role"},
+    {"role": "us\x00er"},
+    {"content": "no role"},
+    "a string",
+    None,
+]
+
+
+@pytest.mark.parametrize("entries", [[entry] for entry in ENTRIES] + [ENTRIES[:4], ENTRIES])
+@pytest.mark.parametrize("partial", [False, True])
+def test_transcript_entries_load_as_marshmallow_loads_them(entries: list, partial: bool) -> None:
+    from marshmallow import ValidationError, fields
+
+    from schemas.callbacks.conversation import TranscriptEntries, TranscriptEntry
+
+    def outcome(field: fields.Field) -> object:
+        try:
+            loaded = field.deserialize(entries, partial=partial)
+        except ValidationError as exc:
+            return ("refused", exc.messages)
+        return [list(entry.items()) for entry in loaded]  # the same keys, in the same order
+
+    assert outcome(TranscriptEntries()) == outcome(fields.List(fields.Nested(TranscriptEntry)))
+
+
 def test_video_dates_without_zone_are_utc() -> None:
     data = SCHEMAS_BY_KIND["video"].load(fixture_json("video_ready"))
     assert data["updated_at"] == datetime(2024, 8, 28, 15, 29, 19, 802670, tzinfo=UTC)

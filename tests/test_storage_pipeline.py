@@ -91,7 +91,10 @@ class Pipeline:
         for raw in self.redis.lrange("alerts", 0, -1):
             envelope = json.loads(raw)
             assert envelope["headers"]["task"] == RAISE_ALERT
-            args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+            body = envelope["body"]  # the workers' lean message carries it as is; Celery's, base64
+            if envelope["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args, _kwargs, _embed = json.loads(body)
             if args[0]["conversation_id"] == conversation_id:
                 found.append(args[0])
         return found

@@ -8,15 +8,16 @@ This module knows nothing of Celery; the task in ``workers.tasks.events`` wraps 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, make_transient_to_detached
 
 from schemas import tolerant
 from schemas.callbacks import KIND_TABLE
@@ -25,6 +26,7 @@ from workers import retry
 from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
+from workers.handlers.records import Records, Row
 from workers.handlers.registry import Handler
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
@@ -117,29 +119,30 @@ def process(
     expected: Plan | None = None
     try:
         expected = _planned(message)
-        with store.session() as session:
-            event = store_event(session, message, expected)
+        with _transaction(store) as records:
+            event = store_event(records, message, expected)
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
-                event = _locked_event(session, message["event_key"])
+                event = _locked_event(records, message["event_key"])
                 if event.status not in EventStatus.FINAL:
-                    _retry(session, event, alerts)
+                    _retry(records, event, alerts)
             elif expected.handler is not None:
-                _handle(session, event, expected, alerts)
+                _handle(records, event, expected, alerts)
             outcome = Outcome(event.id, event.status, _retry_delay(event))
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
         # One transaction per event and no savepoint on the way (it costs every event two more
         # statements): a failure, the rare case, pays for a second transaction instead. The
         # body is stored whatever failed, before anything else is tried again.
-        with store.session() as session:
-            event = store_event(session, message, expected, failed=failure)
+        with _transaction(store) as records:
+            event = store_event(records, message, expected, failed=failure)
             if event is None:
-                event = _locked_event(session, message["event_key"])
+                event = _locked_event(records, message["event_key"])
                 occurred_at = expected.occurred_at if expected else event.occurred_at
                 _record_failure(event, failure, occurred_at)
             log.warning("event %s attempt %d failed: %s", event.id, event.attempts, failure)
             if event.attempts >= max_attempts:
                 _dead_letter(event, failure.stage, str(failure))
+            records.save()
             outcome = Outcome(event.id, event.status, _retry_delay(event))
             pending = list(event.pending_tasks or [])
     if pending:
@@ -153,25 +156,26 @@ def dead_letter(
     """Record an event whose processing kept failing outside its handler: ``failed``, at stage
     "store", with the error and the raw body, and its alert. Replay sends it again."""
     failure = HandlerFailed(error, stage="store") if isinstance(error, Exception) else None
-    with store.session() as session:
-        event = store_event(session, message, None, failed=failure)
+    with _transaction(store) as records:
+        event = store_event(records, message, None, failed=failure)
         if event is None:
-            event = _locked_event(session, message["event_key"])
+            event = _locked_event(records, message["event_key"])
         if event.status in EventStatus.FINAL:
             return Outcome(event.id, event.status)
         event.attempts = max(event.attempts, attempts)
         _dead_letter(event, "store", str(failure))
+        records.save()
         outcome, pending = Outcome(event.id, event.status), list(event.pending_tasks or [])
     _send_pending(store, event.id, pending, send)
     return outcome
 
 
 def store_event(
-    session: Session,
+    records: Records,
     message: EventMessage,
     expected: Plan | None = None,
     failed: HandlerFailed | None = None,
-) -> Event | None:
+) -> Row | None:
     """Insert the event as ``expected`` unless its key is stored (then None).
 
     Without a plan, the event is stored as received (or quarantined), for a handler to run later.
@@ -203,18 +207,19 @@ def store_event(
         "processed_at": None if status == EventStatus.RECEIVED or message["errors"] else now(),
         "pending_tasks": None,
     }
-    if session.execute(_INSERT_EVENT[session.bind.dialect.name], row).first() is None:
+    insert = _INSERT_EVENT[records.connection.dialect.name]
+    if records.connection.execute(insert, row).first() is None:
         return None
-    # The INSERT holds the new row's lock and we know every column: attach the row as it is
+    # The INSERT holds the new row's lock and we know every column: hold the row as it is
     # rather than read it back.
-    event = Event(**row)
-    make_transient_to_detached(event)
-    session.add(event)
+    return records.held(Event, row)
+
+
+def _locked_event(records: Records, event_key: str) -> Row:
+    event = records.lock(Event, event_key=event_key)
+    if event is None:  # the INSERT found the key a moment ago, and rows are never deleted
+        raise LookupError(f"no event with key {event_key!r}")
     return event
-
-
-def _locked_event(session: Session, event_key: str) -> Event:
-    return session.execute(_LOCK_EVENT, {"event_key": event_key}).scalar_one()
 
 
 # Built once: building a statement per event costs more than running it.
@@ -224,30 +229,24 @@ _INSERT_EVENT = {
     .returning(Event.__table__.c.id)
     for dialect in (postgresql, sqlite)
 }
-_LOCK_EVENT = (
-    select(Event)
-    .where(Event.event_key == bindparam("event_key"))
-    .with_for_update()
-    .execution_options(populate_existing=True)
-)
 
 
-def _handle(session: Session, event: Event, expected: Plan, alerts: AlertPolicy) -> None:
-    """Run the handler; its writes are flushed here so that they too fail inside this boundary."""
-    context = HandlerContext(session=session, event=event, raw=expected.raw, data=expected.data)
+def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy) -> None:
+    """Run the handler; its writes are saved here so that they too fail inside this boundary."""
+    context = HandlerContext(records=records, event=event, raw=expected.raw, data=expected.data)
     try:
         expected.handler(context)
         _ask_alert_rules(context, alerts)
         if context.follow_ups:
             event.pending_tasks = context.follow_ups
-        session.flush()
+        records.save()
     except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
         if retry.is_transient(exc):
             raise  # the store or the network, not the event: the task's policy retries it
         raise HandlerFailed(exc) from exc
 
 
-def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
+def _retry(records: Records, event: Row, alerts: AlertPolicy) -> None:
     """Another attempt at an event stored earlier whose handler failed (or never ran)."""
     try:
         again = plan(event.body, event.kind, event.event_type, event.errors)
@@ -259,13 +258,14 @@ def _retry(session: Session, event: Event, alerts: AlertPolicy) -> None:
     event.warnings = again.warnings
     if again.handler is None:
         _finish(event, again.status, errors=again.errors)
+        records.save()
         return
     event.attempts += 1
     _finish(event, EventStatus.PROCESSED)
-    _handle(session, event, again, alerts)
+    _handle(records, event, again, alerts)
 
 
-def _dead_letter(event: Event, stage: str, error: str) -> None:
+def _dead_letter(event: Row, stage: str, error: str) -> None:
     """Failed for good (until replayed): say where, keep the error, raise one alert after the
     commit (through the outbox, so a crash in between still sends it)."""
     _finish(event, EventStatus.FAILED)
@@ -282,7 +282,7 @@ def _dead_letter(event: Event, stage: str, error: str) -> None:
     event.pending_tasks = [*(event.pending_tasks or []), {"name": RAISE_ALERT, "args": [alert]}]
 
 
-def _record_failure(event: Event, failure: HandlerFailed, occurred_at: datetime | None) -> None:
+def _record_failure(event: Row, failure: HandlerFailed, occurred_at: datetime | None) -> None:
     event.occurred_at = occurred_at
     event.attempts += 1
     event.last_error = str(failure)[:2000]
@@ -305,14 +305,14 @@ def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
         context.then(RAISE_ALERT, alert)
 
 
-def _finish(event: Event, status: str, errors: Any = None) -> None:
+def _finish(event: Row, status: str, errors: Any = None) -> None:
     event.status = status
     event.processed_at = now()
     if errors is not None:
         event.errors = errors
 
 
-def _retry_delay(event: Event) -> float | None:
+def _retry_delay(event: Row) -> float | None:
     """Seconds until the next attempt at an event whose handler failed; None: final."""
     if event.status != EventStatus.RECEIVED or event.attempts == 0:
         return None
@@ -322,16 +322,34 @@ def _retry_delay(event: Event) -> float | None:
 def _send_pending(
     store: Store, event_id: str, pending: list[dict[str, Any]], send: SendTask
 ) -> None:
-    """Send the event's follow-up tasks, then clear them; a crash in between resends them."""
+    """Send the event's follow-up tasks; the next transaction clears its outbox."""
     for task in pending:
         send(task["name"], task["args"])
-    with store.session() as session:
-        session.execute(_SENT, {"event_id": event_id})
+    _SENT.setdefault(store, []).append(event_id)
 
 
-# One statement, built once: no need to load the row to clear a column.
-_SENT = (
-    update(Event.__table__)
-    .where(Event.__table__.c.id == bindparam("event_id"))
+# Events whose follow-ups this process has sent, by store. Their outboxes are cleared by the
+# next event's transaction rather than by one of their own: that was a commit (on PostgreSQL, a
+# wait for the disk) for every event with a follow-up. Until then, or if the process stops
+# first, a redelivery of such an event sends its tasks again, as after a crash between the
+# send and the clear: they are idempotent (an alert once per cause, a verification per round).
+_SENT: WeakKeyDictionary[Store, list[str]] = WeakKeyDictionary()
+
+# One statement, built once: no need to load the rows to clear a column.
+_CLEAR_SENT = (
+    Event.__table__.update()
+    .where(Event.__table__.c.id.in_(bindparam("event_ids", expanding=True)))
     .values(pending_tasks=None)
 )
+
+
+@contextmanager
+def _transaction(store: Store) -> Iterator[Records]:
+    """One transaction of an event's, which also clears the outboxes sent since the last one."""
+    sent = list(_SENT.get(store, ()))
+    with store.begin() as connection:
+        if sent:
+            connection.execute(_CLEAR_SENT, {"event_ids": sent})
+        yield Records(connection)
+    if sent:
+        del _SENT[store][: len(sent)]

@@ -19,5 +19,5 @@ def record_document(ctx: HandlerContext) -> None:
         "error_message": ctx.data.get("error_message"),
     }
     records.advance_status(
-        ctx.session, Document, update, RANKS, document_id=ctx.data["document_id"]
+        ctx.records, Document, update, RANKS, document_id=ctx.data["document_id"]
     )

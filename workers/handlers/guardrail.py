@@ -2,18 +2,16 @@
 
 from workers.store.models import GuardrailTrigger
 
-from . import records
 from .registry import HandlerContext, handles
 
 
 @handles("guardrail")
 def record_guardrail_trigger(ctx: HandlerContext) -> None:
-    records.conversation(ctx.session, ctx.event.conversation_id)
-    ctx.session.merge(
-        GuardrailTrigger(
-            event_id=ctx.event.id,
-            conversation_id=ctx.event.conversation_id,
-            guardrail=ctx.properties.get("guardrail") or "unknown",
-            triggered_at=ctx.event.occurred_at or ctx.event.received_at,
-        )
+    ctx.records.conversation(ctx.event.conversation_id)
+    ctx.records.insert_once(
+        GuardrailTrigger,
+        event_id=ctx.event.id,
+        conversation_id=ctx.event.conversation_id,
+        guardrail=ctx.properties.get("guardrail") or "unknown",
+        triggered_at=ctx.event.occurred_at or ctx.event.received_at,
     )

@@ -9,6 +9,6 @@ from .registry import HandlerContext, handles
 
 @handles(REPLICA_JOINED, PAL_JOINED)
 def record_join(ctx: HandlerContext) -> None:
-    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    convo = ctx.records.conversation(ctx.event.conversation_id)
     convo.replica_id = convo.replica_id or ctx.properties.get("replica_id")
     convo.joined_at = records.earliest(convo.joined_at, ctx.event.occurred_at)

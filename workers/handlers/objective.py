@@ -9,9 +9,8 @@ from .registry import HandlerContext, handles
 @handles("objective")
 def record_objective(ctx: HandlerContext) -> None:
     conversation_id = ctx.event.conversation_id
-    records.conversation(ctx.session, conversation_id)
-    objective = records.locked_record(
-        ctx.session,
+    ctx.records.conversation(conversation_id)
+    objective = ctx.records.locked(
         Objective,
         {"output_variables": None},
         conversation_id=conversation_id,

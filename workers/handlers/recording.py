@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from schemas.callbacks.conversation import RECORDING_COPY_FAILED, RECORDING_READY
 from schemas.messages import VERIFY_RECORDING
 from workers.storage import state
 from workers.store.models import Recording
 
-from . import records
+from .records import Records, Row
 from .registry import HandlerContext, handles
 
 
-def recording(session: Session, conversation_id: str) -> Recording:
-    records.conversation(session, conversation_id)  # the parent row exists first
-    return records.locked_record(session, Recording, {}, conversation_id=conversation_id)
+def recording(records: Records, conversation_id: str) -> Row:
+    records.conversation(conversation_id)  # the parent row exists first
+    return records.locked(Recording, {}, conversation_id=conversation_id)
 
 
 def legacy_s3_uri(properties: dict[str, Any]) -> str | None:
@@ -31,7 +29,7 @@ def legacy_s3_uri(properties: dict[str, Any]) -> str | None:
 def record_recording(ctx: HandlerContext) -> None:
     """Note where the recording is, then verify it there once this event has committed."""
     properties = ctx.properties
-    row = recording(ctx.session, ctx.event.conversation_id)
+    row = recording(ctx.records, ctx.event.conversation_id)
     ready_at = ctx.event.occurred_at or ctx.event.received_at
     if row.ready_at is not None and ready_at < row.ready_at:
         return  # an older announcement arriving late: the newer one stands
@@ -50,7 +48,7 @@ def record_recording(ctx: HandlerContext) -> None:
 @handles(RECORDING_COPY_FAILED)
 def record_copy_failure(ctx: HandlerContext) -> None:
     properties = ctx.properties
-    row = recording(ctx.session, ctx.event.conversation_id)
+    row = recording(ctx.records, ctx.event.conversation_id)
     row.copy_failed_at = ctx.event.occurred_at or ctx.event.received_at
     code = properties.get("error_code")
     row.copy_error_code = None if code is None else str(code)

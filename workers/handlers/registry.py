@@ -11,15 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from workers.store.models import Event
+from .records import Records, Row
 
 
 @dataclass
 class HandlerContext:
-    session: Session
-    event: Event
+    records: Records  # the rows this event's transaction reads, locks and writes
+    event: Row  # the stored event, read-only to a handler
     raw: dict[str, Any]  # the body as JSON, exactly as posted
     data: dict[str, Any]  # the body as its schema loaded it: dates parsed, variants folded
     follow_ups: list[dict[str, Any]] = field(default_factory=list)

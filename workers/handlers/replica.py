@@ -16,4 +16,4 @@ def record_replica(ctx: HandlerContext) -> None:
         "status_at": ctx.event.received_at,  # training callbacks carry no time of their own
         "error_message": ctx.data.get("error_message"),
     }
-    records.advance_status(ctx.session, Replica, update, RANKS, replica_id=ctx.data["replica_id"])
+    records.advance_status(ctx.records, Replica, update, RANKS, replica_id=ctx.data["replica_id"])

@@ -8,7 +8,7 @@ from .registry import HandlerContext, handles
 
 @handles(SHUTDOWN)
 def record_shutdown(ctx: HandlerContext) -> None:
-    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    convo = ctx.records.conversation(ctx.event.conversation_id)
     properties = ctx.properties
     convo.replica_id = convo.replica_id or properties.get("replica_id")
     # A shutdown with its time or reason missing still ended the call (the event's warnings say

@@ -4,13 +4,12 @@ from typing import Any
 
 from schemas.callbacks.conversation import TRANSCRIPTION_READY
 
-from . import records
 from .registry import HandlerContext, handles
 
 
 @handles(TRANSCRIPTION_READY)
 def record_transcript(ctx: HandlerContext) -> None:
-    convo = records.conversation(ctx.session, ctx.event.conversation_id)
+    convo = ctx.records.conversation(ctx.event.conversation_id)
     at = ctx.event.occurred_at or ctx.event.received_at
     if convo.transcript_at is not None and convo.transcript_at > at:
         return  # a newer transcript is already kept

@@ -25,4 +25,4 @@ def record_video(ctx: HandlerContext) -> None:
     update["status"] = update["status"] or "unknown"  # left out by the tolerant reader
     # The video's own updated_at orders its updates; our arrival time stands in without it.
     update["status_at"] = ctx.data.get("updated_at") or ctx.event.received_at
-    records.advance_status(ctx.session, Video, update, RANKS, video_id=ctx.data["video_id"])
+    records.advance_status(ctx.records, Video, update, RANKS, video_id=ctx.data["video_id"])

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +40,12 @@ class Store:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction through Core, no ORM session: the hot path of every event."""
+        with self.engine.begin() as connection:
+            yield connection
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (what the Procfile's release runs)."""

@@ -13,6 +13,7 @@ from schemas.messages import PROCESS_EVENT, EventMessage
 from workers import forwarding, metrics, processing, retry
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
+from workers.publishing import publisher_for
 from workers.store.db import store_for
 from workers.store.models import EventStatus
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def send_task(name: str, args: list[Any]) -> None:
-    celery.send_task(name, args=args)
+    """Queue a follow-up task: one LPUSH (``workers.publishing``), not Celery's ``send_task``."""
+    publisher_for(celery.conf.tavus_settings).send(name, args)
 
 
 def publish_event(message: EventMessage) -> None:
