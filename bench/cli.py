@@ -44,6 +44,20 @@ STORE_CHOICES = ("sqlite", "postgres")
     help="Put Redis and PostgreSQL behind a proxy adding this delay each way (0: off).",
 )
 @click.option(
+    "--web-concurrency",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="WEB_CONCURRENCY for the intake and the baseline (0: the deploy config's default).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Repeatable: worker processes (celery --concurrency) to measure [default: 1 and 2]; "
+    "the largest also runs end to end.",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help="Tiny sizes, a few seconds: checks, not figures (nothing written, no verdicts).",
@@ -80,7 +94,11 @@ def bench(
         load.wrk_binary()
     except load.LoadError as exc:
         raise click.ClickException(str(exc)) from exc
-    chosen = run.SMOKE if smoke else run.Sizes(**sizes)
+    processes = tuple(sorted(set(sizes.pop("processes")))) or run.Sizes.processes
+    chosen = run.Sizes(**sizes, processes=processes)
+    if smoke:  # tiny sizes; where the processes run (network, web workers) still as asked
+        where = {key: sizes[key] for key in ("network_delay_ms", "web_concurrency")}
+        chosen = run.Sizes(**{**run.SMOKE.__dict__, **where})
     wanted = stores or chosen.stores
     why = postgres_reachable(postgres_url) if "postgres" in wanted else None
     if why and stores:
@@ -110,5 +128,6 @@ def bench(
         say(f"smoke run, nothing written; took {results.elapsed:.0f} s")
         return
     command = shlex.join(["tavus-callbacks", *sys.argv[1:]])
-    report.write(output, report.document(results, command, note, judged=not smoke))
+    generated = report.document(results, command, note, judged=not smoke)
+    report.write(output, generated, *report.markers(results))
     say(f"written to {output}; took {results.elapsed:.0f} s")

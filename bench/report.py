@@ -21,6 +21,13 @@ from .services import redis_server_binary
 
 BEGIN = "<!-- bench:begin (written by `tavus-callbacks bench`; edit outside the markers) -->"
 END = "<!-- bench:end -->"
+# A run with --network-delay-ms keeps a place of its own: it answers another question (how
+# many processes over a network), and must not replace the loopback run.
+NETWORK_BEGIN = (
+    "<!-- bench:network:begin (written by `tavus-callbacks bench --network-delay-ms`; "
+    "edit outside the markers) -->"
+)
+NETWORK_END = "<!-- bench:network:end -->"
 MIB = 1024 * 1024
 
 TARGETS = {
@@ -119,13 +126,15 @@ def render(results: Results) -> str:
     sizes = results.sizes
     bodies = results.body_bytes
     lines = [
+        *_network_lines(results),
         f"Payloads: whole conversations, {len(bodies)} callbacks each "
         f"(transcript {max(bodies):,} bytes, mean body {sum(bodies) // len(bodies):,} bytes); "
         f"a new idempotency key per request; every answer checked to be 202.",
         "",
         f"**Intake** (`POST /callbacks/<token>`) against the **baseline** (bare Flask, one "
         f"Redis LPUSH, 202), same gunicorn config, {sizes.seconds:g} s per measure in "
-        f"{sizes.slices} turns each. The intake is the Procfile's web (`deploy.wsgi:app`: "
+        f"{sizes.slices} turns each, {results.web_workers} sync web workers "
+        f"(`WEB_CONCURRENCY`). The intake is the Procfile's web (`deploy.wsgi:app`: "
         f"receiver, `/metrics` and console); beside it, in the same turns, the receiver alone "
         f"without its Prometheus instruments (`bench/unmetered.py`), so the last column is what "
         f"the metrics and the console cost the intake:",
@@ -151,6 +160,22 @@ def render(results: Results) -> str:
         *_table(["process", "MiB"], memory_rows(results)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _network_lines(results: Results) -> list[str]:
+    delay = results.sizes.network_delay_ms
+    trips = ", ".join(f"{name} {ms:.2f} ms" for name, ms in results.round_trip_ms.items())
+    if not delay:
+        return [f"Round trips (median, loopback): {trips}.", ""] if trips else []
+    used = results.proxy_cpu_seconds.items()
+    cpu = ", ".join(f"{scheme.split('+')[0]} {seconds:.0f} s" for scheme, seconds in used)
+    return [
+        f"**Network**: every process reaches Redis and PostgreSQL through `bench/netdelay.py`, a "
+        f"proxy adding {delay:g} ms each way; measured round trips (median, the proxy's own "
+        f"thread hand-offs included): {trips}. The proxy runs on the same cores and used CPU a "
+        f"real network would not take: {cpu} of the run's {results.elapsed:.0f} s.",
+        "",
+    ]
 
 
 def _mix_table(results: Results) -> list[str]:
@@ -232,9 +257,11 @@ def document(results: Results, command: str, note: str = "", judged: bool = True
     """The generated part of BENCHMARKS.md: when, where, how, the tables and (``judged``: a full
     run, whose figures mean something) the verdicts."""
     when = datetime.fromtimestamp(results.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    delay = results.sizes.network_delay_ms
+    begin, end = markers(results)
     lines = [
-        BEGIN,
-        "## Latest run",
+        begin,
+        f"## Latest run over a network ({delay:g} ms each way)" if delay else "## Latest run",
         "",
         f"- date: {when}, took {results.elapsed:.0f} s",
         f"- command: `{command}`",
@@ -245,19 +272,25 @@ def document(results: Results, command: str, note: str = "", judged: bool = True
     lines += ["", render(results)]
     if judged:
         lines += ["Targets (issues 5 and 12):", "", *verdicts(results), ""]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, generated: str) -> None:
-    """Put ``generated`` between the markers of ``path``, keeping everything else."""
+def markers(results: Results) -> tuple[str, str]:
+    """Where in BENCHMARKS.md this run goes: loopback and network runs each have a place."""
+    return (NETWORK_BEGIN, NETWORK_END) if results.sizes.network_delay_ms else (BEGIN, END)
+
+
+def write(path: Path, generated: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``generated`` between the markers ``begin`` and ``end`` of ``path``, keeping
+    everything else (at the end, the first time)."""
     if not path.exists():
         path.write_text("# Benchmarks\n\n" + generated)
         return
     text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         path.write_text(head + generated + ("\n" + tail if tail else ""))
     else:
         path.write_text(text.rstrip("\n") + "\n\n" + generated)

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from workers.store.models import EventStatus
 from . import load, netdelay, payloads, pipeline, services
 from .baseline import BASELINE_QUEUE
 from .load import LoadResult
-from .stores import STORES, scratch_store
+from .stores import STORES, median_ms, round_trip_ms, scratch_store
 
 INTAKE_APP = "deploy.wsgi:app"  # the Procfile's web: receiver, /metrics and console
 # The receiver alone without its instruments: what deploy.wsgi:app adds is the difference.
@@ -56,6 +56,7 @@ class Sizes:
     # and at the top fixed rate.
     mixes: tuple[str, ...] = payloads.MIXES[1:]
     network_delay_ms: float = 0.0  # Redis and PostgreSQL behind a delaying proxy (netdelay)
+    web_concurrency: int = 0  # WEB_CONCURRENCY for every web server; 0: the deploy default
 
 
 # A few seconds: every measurement once, tiny; for the smoke test, not for figures.
@@ -79,6 +80,9 @@ class Results:
     events_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
     noop_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # role -> bytes
+    proxy_cpu_seconds: dict[str, float] = field(default_factory=dict)  # netdelay, per scheme
+    web_workers: int = 0  # sync workers per web server
+    round_trip_ms: dict[str, float] = field(default_factory=dict)  # "Redis", a store: median
     started_at: float = 0.0
     elapsed: float = 0.0
 
@@ -113,22 +117,37 @@ class Run:
             self.stack.callback(redis_server.stop)
             # The servers and workers reach Redis over the (delayed) network; the harness's own
             # checks go direct.
-            delay = self.sizes.network_delay_ms
-            self.redis_url = self.stack.enter_context(netdelay.delayed(direct_url, delay))
+            self.redis_url = self.stack.enter_context(self._delayed(direct_url))
             self.redis = redis.Redis.from_url(direct_url)
             self.stack.callback(self.redis.close)
+            self._time_round_trip("Redis", self.redis_url)
             self._intake_against_baseline()
             self._mixes()
             for kind in self.sizes.stores:
                 with (
                     scratch_store(kind, self.work_dir, self.postgres_url) as direct,
-                    netdelay.delayed(direct, delay) as url,
+                    self._delayed(direct) as url,
                 ):
+                    self._time_round_trip(kind, url)
                     self._workers(kind, url)
             self.memory.sample()
         self.results.peak_rss = dict(self.memory.peaks)
         self.results.elapsed = time.monotonic() - clock
         return self.results
+
+    def _delayed(self, url: str) -> AbstractContextManager[str]:
+        cpu = self.results.proxy_cpu_seconds
+        return netdelay.delayed(url, self.sizes.network_delay_ms, self.work_dir, cpu)
+
+    def _time_round_trip(self, name: str, url: str) -> None:
+        """What the processes wait on each call, the proxy's own overhead included."""
+        if name == "Redis":
+            with redis.Redis.from_url(url) as client:
+                took = median_ms(client.ping)
+        else:
+            took = round_trip_ms(url)
+        if took:
+            self.results.round_trip_ms[name] = took
 
     def _start(self, process: services.Process) -> services.Process:
         self.stack.callback(process.stop)
@@ -140,11 +159,14 @@ class Run:
             CALLBACK_TOKENS=self.token,
             SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
         )
+        if self.sizes.web_concurrency:
+            env["WEB_CONCURRENCY"] = str(self.sizes.web_concurrency)
         process, port = services.gunicorn(name, app, env, self.work_dir / f"{name}.log")
         self._start(process)
         self.memory.watch(f"web worker ({name})", process.children)
         url = f"http://127.0.0.1:{port}/callbacks/{self.token}"
         self.web_workers[url] = len(process.children())  # the deploy config decides
+        self.results.web_workers = self.web_workers[url]
         return url
 
     def _load(

@@ -130,22 +130,22 @@ def redis_server(data_dir: Path, log: Path) -> tuple[Process, str]:
 
 
 def gunicorn(name: str, app: str, env: dict[str, str], log: Path) -> tuple[Process, int]:
-    """``app`` under gunicorn with the deploy config, bound to a free local port."""
+    """``app`` under gunicorn with the deploy config, bound to a free local port, once all its
+    workers serve: ``WEB_CONCURRENCY`` of them, or the config's default of one per core."""
     port = free_port()
+    workers = int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
     command = [
         sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
         "--bind", f"127.0.0.1:{port}", app,
     ]  # fmt: skip
     process = Process(name, command, env, log).start()
-    process.wait_ready(lambda: listening(port) and _all_booted(process, log))
+    process.wait_ready(lambda: listening(port) and _all_booted(log, workers))
     return process, port
 
 
-def _all_booted(process: Process, log: Path) -> bool:
-    """The workers take requests, however many the config asks for: a "Worker serving" line
-    (deploy/gunicorn.conf.py, once the app is built) for each child."""
-    children = len(process.children())
-    return bool(children) and log.read_text(errors="replace").count(SERVING) >= children
+def _all_booted(log: Path, workers: int) -> bool:
+    """A "Worker serving" line (deploy/gunicorn.conf.py, once the app is built) per worker."""
+    return log.read_text(errors="replace").count(SERVING) >= workers
 
 
 class MemorySampler:

@@ -6,8 +6,10 @@ Each is migrated with the real Alembic migrations, as the Procfile's release ste
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,8 +32,7 @@ def scratch_store(kind: str, work_dir: Path, postgres_url: str) -> Iterator[str]
         return
     admin_url = make_url(postgres_url)
     name = f"tc_bench_{uuid.uuid4().hex[:10]}"
-    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(_conninfo(postgres_url), autocommit=True, connect_timeout=5) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
             url = admin_url.set(database=name).render_as_string(hide_password=False)
@@ -43,12 +44,34 @@ def scratch_store(kind: str, work_dir: Path, postgres_url: str) -> Iterator[str]
 
 def postgres_reachable(postgres_url: str) -> str | None:
     """None when PostgreSQL answers, else why not."""
-    conninfo = make_url(postgres_url).set(drivername="postgresql")
     try:
-        psycopg.connect(conninfo.render_as_string(hide_password=False), connect_timeout=3).close()
+        psycopg.connect(_conninfo(postgres_url), connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         return str(exc).strip().splitlines()[0]
     return None
+
+
+def round_trip_ms(url: str) -> float:
+    """The median time of a ``SELECT 1`` on the store at ``url``, in ms."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return 0.0  # SQLite: a file, no round trip
+    with psycopg.connect(_conninfo(url), autocommit=True, connect_timeout=5) as connection:
+        return median_ms(lambda: connection.execute("SELECT 1").fetchone())
+
+
+def median_ms(call: Callable[[], object], count: int = 200) -> float:
+    """The median time ``call`` takes, in ms, over ``count`` calls."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def _conninfo(url: str) -> str:
+    """libpq's form of an SQLAlchemy URL (``postgresql+psycopg://``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _migrate(url: str) -> None:

@@ -7,6 +7,7 @@ that a smoke run leaves the repository alone unless told where to write.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import report
 from tests.services import ROOT, base_env
 
 pytestmark = [
@@ -112,3 +114,38 @@ def test_smoke_run_writes_where_output_says(tmp_path: Path) -> None:
     assert "| throughput at saturation (req/s) |" in written
     assert "MISSED" not in written and "Targets" not in written
     assert not list((tmp_path / ".tavus-callbacks").glob("bench-*")), "scratch files left behind"
+
+
+def test_smoke_run_over_a_network_keeps_a_section_of_its_own(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    loopback = (ROOT / "BENCHMARKS.md").read_text()  # a loopback run and notes around it
+    output.write_text(loopback)
+    done = smoke(
+        tmp_path, "--output", str(output), "--network-delay-ms", "2", "--web-concurrency", "3"
+    )
+    written = output.read_text()
+    assert written.startswith(loopback), "the loopback run or its notes were touched"
+    network = written[len(loopback) :]
+    assert "## Latest run over a network (2 ms each way)" in network
+    assert "3 sync web workers (`WEB_CONCURRENCY`)" in network
+    # What the processes waited on: at least the two delays, and said with the proxy's CPU.
+    trip = re.search(r"measured round trips \(median[^)]*\): Redis ([\d.]+) ms", done.stdout)
+    assert trip and float(trip[1]) >= 4.0, done.stdout[:2000]
+    assert re.search(r"used CPU a real network would not take: redis \d+ s", network)
+
+
+def test_each_kind_of_run_replaces_only_its_own_section(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nnotes\n")
+    for begin, end, text in [
+        (report.BEGIN, report.END, "loopback 1"),
+        (report.NETWORK_BEGIN, report.NETWORK_END, "network 1"),
+        (report.BEGIN, report.END, "loopback 2"),
+        (report.NETWORK_BEGIN, report.NETWORK_END, "network 2"),
+    ]:
+        report.write(path, f"{begin}\n{text}\n{end}\n", begin, end)
+    written = path.read_text()
+    assert written.startswith("# Benchmarks\n\nnotes\n")
+    assert "loopback 2" in written and "network 2" in written
+    assert "loopback 1" not in written and "network 1" not in written
+    assert written.index("loopback 2") < written.index("network 2")  # each stays where it was
