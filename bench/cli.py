@@ -48,7 +48,7 @@ STORE_CHOICES = ("sqlite", "postgres")
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="WEB_CONCURRENCY for the intake and the baseline (0: the deploy config's default).",
+    help="WEB_CONCURRENCY for every web server run (0: the deploy config's default).",
 )
 @click.option(
     "--processes",

@@ -19,10 +19,11 @@ import contextlib
 import os
 import queue
 import socket
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -115,9 +116,9 @@ class DelayProxy:
         """User and system time the proxy has used so far, its connections' processes too."""
         try:
             parent = psutil.Process(self.process.popen.pid)
-            processes = [parent, *parent.children()]
-            reaped = parent.cpu_times().children_user + parent.cpu_times().children_system
-            return reaped + sum(sum(p.cpu_times()[:2]) for p in processes)
+            own = parent.cpu_times()
+            live = sum(sum(child.cpu_times()[:2]) for child in parent.children())
+            return own.user + own.system + own.children_user + own.children_system + live
         except (psutil.Error, AttributeError):
             return 0.0
 
@@ -143,6 +144,16 @@ def delayed(url: str, delay_ms: float, log_dir: Path, cpu: dict[str, float]) -> 
     finally:
         cpu[parts.scheme] = cpu.get(parts.scheme, 0.0) + proxy.cpu_seconds()
         proxy.stop()
+
+
+def median_ms(call: Callable[[], object], count: int = 200) -> float:
+    """The median time ``call`` (one round trip) takes, in ms, over ``count`` calls."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:

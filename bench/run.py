@@ -26,7 +26,7 @@ from workers.store.models import EventStatus
 from . import load, netdelay, payloads, pipeline, services
 from .baseline import BASELINE_QUEUE
 from .load import LoadResult
-from .stores import STORES, median_ms, round_trip_ms, scratch_store
+from .stores import STORES, round_trip_ms, scratch_store
 
 INTAKE_APP = "deploy.wsgi:app"  # the Procfile's web: receiver, /metrics and console
 # The receiver alone without its instruments: what deploy.wsgi:app adds is the difference.
@@ -143,7 +143,7 @@ class Run:
         """What the processes wait on each call, the proxy's own overhead included."""
         if name == "Redis":
             with redis.Redis.from_url(url) as client:
-                took = median_ms(client.ping)
+                took = netdelay.median_ms(client.ping)
         else:
             took = round_trip_ms(url)
         if took:

@@ -6,10 +6,8 @@ Each is migrated with the real Alembic migrations, as the Procfile's release ste
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from workers.store.db import Store
+
+from .netdelay import median_ms
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 STORES = ("sqlite", "postgres")
@@ -57,16 +57,6 @@ def round_trip_ms(url: str) -> float:
         return 0.0  # SQLite: a file, no round trip
     with psycopg.connect(_conninfo(url), autocommit=True, connect_timeout=5) as connection:
         return median_ms(lambda: connection.execute("SELECT 1").fetchone())
-
-
-def median_ms(call: Callable[[], object], count: int = 200) -> float:
-    """The median time ``call`` takes, in ms, over ``count`` calls."""
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def _conninfo(url: str) -> str:
