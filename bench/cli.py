@@ -58,6 +58,14 @@ STORE_CHOICES = ("sqlite", "postgres")
     "the largest also runs end to end.",
 )
 @click.option(
+    "--worker-instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Celery workers started for each measure, each with --processes (as `heroku ps:scale "
+    "worker=N`): over a network one worker's consumer caps the rate, whatever its pool size.",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help="Tiny sizes, a few seconds: checks, not figures (nothing written, no verdicts).",
@@ -96,8 +104,10 @@ def bench(
         raise click.ClickException(str(exc)) from exc
     processes = tuple(sorted(set(sizes.pop("processes")))) or run.Sizes.processes
     chosen = run.Sizes(**sizes, processes=processes)
-    if smoke:  # tiny sizes; where the processes run (network, web workers) still as asked
-        where = {key: sizes[key] for key in ("network_delay_ms", "web_concurrency")}
+    if smoke:  # tiny sizes; where and how many processes run still as asked
+        where = {
+            key: sizes[key] for key in ("network_delay_ms", "web_concurrency", "worker_instances")
+        }
         chosen = run.Sizes(**{**run.SMOKE.__dict__, **where})
     wanted = stores or chosen.stores
     why = postgres_reachable(postgres_url) if "postgres" in wanted else None

@@ -113,7 +113,8 @@ def worker_rows(results: Results) -> list[list[str]]:
     rows = []
     for (store, processes), events in results.events_per_second.items():
         noop = results.noop_per_second[store, processes]
-        rows.append([store, str(processes), f"{events:.0f}", f"{noop:.0f}", f"{events / noop:.2f}"])
+        label = results.sizes.workers_label(processes).removeprefix("x")
+        rows.append([store, label, f"{events:.0f}", f"{noop:.0f}", f"{events / noop:.2f}"])
     return rows
 
 
@@ -143,7 +144,8 @@ def render(results: Results) -> str:
         "",
         *_mix_table(results),
         "**End to end**, from when the POST was due to the event processed in the store "
-        f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes):",
+        f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes"
+        f"{f' in each of {sizes.worker_instances} workers' * (sizes.worker_instances > 1)}):",
         "",
         *_table(["store", "events/s", "events", "p50 (ms)", "p99 (ms)"], e2e_rows(results)),
         "",
@@ -220,7 +222,7 @@ def verdicts(results: Results) -> list[str]:
         out.append(_verdict(f"end-to-end p99, {store} (ms)", p99, TARGETS["e2e_p99_ms"], "<="))
     for key, events in results.events_per_second.items():
         ratio = events / results.noop_per_second[key]
-        label = f"workers / no-op, {key[0]} x{key[1]}"
+        label = f"workers / no-op, {key[0]} {results.sizes.workers_label(key[1])}"
         out.append(_verdict(label, ratio, TARGETS["worker_ratio"], ">="))
     return out
 

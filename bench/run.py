@@ -57,6 +57,16 @@ class Sizes:
     mixes: tuple[str, ...] = payloads.MIXES[1:]
     network_delay_ms: float = 0.0  # Redis and PostgreSQL behind a delaying proxy (netdelay)
     web_concurrency: int = 0  # WEB_CONCURRENCY for every web server; 0: the deploy default
+    # Celery workers per measure, each with `processes` pool processes: over a network one
+    # worker's consumer (its parent process, a round trip to take and one to ack each message)
+    # caps the rate whatever its pool size, and more workers (dynos) are how it scales.
+    worker_instances: int = 1
+
+    def workers_label(self, processes: int) -> str:
+        """ "x2" for one worker of two processes, "3 workers x2" for three of them."""
+        if self.worker_instances == 1:
+            return f"x{processes}"
+        return f"{self.worker_instances} workers x{processes}"
 
 
 # A few seconds: every measurement once, tiny; for the smoke test, not for figures.
@@ -256,7 +266,8 @@ class Run:
                 self._check_processed(store, f"w{count}{role}{kind}", len(queued))
                 self.results.events_per_second[kind, count] = rate
             self.say(
-                f"workers  {kind:>8} x{count}: {self.results.events_per_second[kind, count]:.0f} "
+                f"workers  {kind:>8} {self.sizes.workers_label(count)}: "
+                f"{self.results.events_per_second[kind, count]:.0f} "
                 f"events/s, no-op {self.results.noop_per_second[kind, count]:.0f} tasks/s"
             )
         self._end_to_end(kind, store)
@@ -278,11 +289,12 @@ class Run:
                 queues = f"bench.{role}.{count}"
                 if (role, count) == ("events", top):
                     queues += f",{EVENTS_QUEUE}"  # for the end-to-end run
-                name = f"worker-{kind}-{role}-{count}"
-                command = services.worker_command(queues, count, name, app=app)
-                process = services.Process(name, command, env, self.work_dir / f"{name}.log")
-                workers.append(self._start(process.start()))
-                self.memory.watch(label, process.tree)
+                for instance in range(self.sizes.worker_instances):
+                    name = f"worker-{kind}-{role}-{count}-{instance}"
+                    command = services.worker_command(queues, count, name, app=app)
+                    process = services.Process(name, command, env, self.work_dir / f"{name}.log")
+                    workers.append(self._start(process.start()))
+                    self.memory.watch(label, process.tree)
         for process in workers:
             process.wait_ready(lambda p=process: p.log_says("ready."))
         return workers
