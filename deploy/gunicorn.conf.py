@@ -25,13 +25,12 @@ _metrics_dir = prepare_multiprocess_dir(_settings, "web")
 from receiver.deadlines import ReadDeadlines  # noqa: E402  (after the metrics directory)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-# One sync worker per core (measured by `tavus-callbacks bench` on two cores, Redis local: four
-# workers answer 3-4% more at saturation, at a higher p99). Over a network each request waits
-# ~1 ms on Redis and a core would idle: there, WEB_CONCURRENCY = 2 x cores pays (Heroku sets it
-# per dyno size anyway).
-# Sizing (README "Sizing"): with Redis 0.5-1 ms away, as on Heroku or Kubernetes, set
-# WEB_CONCURRENCY = 2 x cores, and the worker's `celery --concurrency` to 2 x cores as well (an
-# event waits on 3-4 store round trips). Check with `tavus-callbacks bench --network-delay-ms 0.5`.
+# One sync worker per core: with Redis local the intake is CPU-bound (measured by `tavus-callbacks
+# bench` on two cores: four workers answer 3-4% more at saturation, at a higher p99). With Redis
+# a network hop away, as on Heroku or Kubernetes, each request waits a round trip with its core
+# idle: set WEB_CONCURRENCY = 2 x cores there (measured at 0.5 ms each way, two cores: 4 workers
+# answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). README "Sizing" has
+# the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.

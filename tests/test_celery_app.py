@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import importlib
+import shlex
 import signal
 import ssl
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 import redis
 
@@ -23,8 +26,8 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture
-from tests.services import RedisServer, Worker, base_env, wait_until
+from tests.conftest import TOKEN, fixture, worker_env
+from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from workers import broker
 
 
@@ -175,3 +178,31 @@ def test_the_receivers_message_is_half_the_size_of_celerys_own(
     app.send_task(PROCESS_EVENT, args=[message], task_id="e-1")
     theirs = redis_client.rpop(EVENTS_QUEUE)
     assert len(ours) < 0.6 * len(theirs)
+
+
+class ProcfileWorker(Worker):
+    """The Procfile's worker line itself, its ``VAR=value`` prefix in the environment."""
+
+    def command(self) -> list[str]:
+        lines = (ROOT / "Procfile").read_text().splitlines()
+        line = next(line for line in lines if line.startswith("worker:"))
+        words = shlex.split(line.removeprefix("worker:"))
+        while "=" in words[0]:
+            name, _, value = words.pop(0).partition("=")
+            self.env[name] = value
+        assert words[0] == "celery"
+        return [sys.executable, "-m", *words, "-n", "procfile@%h"]
+
+
+def test_the_procfile_worker_takes_its_pool_size_from_celery_worker_concurrency(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # README "Sizing": CELERY_WORKER_CONCURRENCY sets the worker dyno's pool, Procfile unchanged.
+    env = worker_env(settings, CELERY_WORKER_CONCURRENCY="3")
+    worker = ProcfileWorker(env, tmp_path / "worker.log").start()
+    try:
+        assert "concurrency: 3 (prefork)" in worker.output()
+        pool = psutil.Process(worker.process.pid).children()
+        assert len(pool) == 3, worker.output()[-2000:]
+    finally:
+        worker.stop()
