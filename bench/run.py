@@ -63,7 +63,8 @@ class Sizes:
     worker_instances: int = 1
 
     def workers_label(self, processes: int) -> str:
-        """ "x2" for one worker of two processes, "3 workers x2" for three of them."""
+        """How a measure's workers read in the tables: x2 (one worker of two processes), or
+        3 workers x2 (three of them)."""
         if self.worker_instances == 1:
             return f"x{processes}"
         return f"{self.worker_instances} workers x{processes}"
