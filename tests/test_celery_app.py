@@ -26,7 +26,7 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, worker_env
+from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from workers import broker
 
@@ -197,7 +197,8 @@ class ProcfileWorker(Worker):
 def test_the_procfile_worker_takes_its_pool_size_from_celery_worker_concurrency(
     settings: Settings, tmp_path: Path
 ) -> None:
-    # README "Sizing": CELERY_WORKER_CONCURRENCY sets the worker dyno's pool, Procfile unchanged.
+    # "Sizing" in docs/operations.md: CELERY_WORKER_CONCURRENCY sets the worker dyno's pool,
+    # the Procfile unchanged.
     env = worker_env(settings, CELERY_WORKER_CONCURRENCY="3")
     worker = ProcfileWorker(env, tmp_path / "worker.log").start()
     try:
