@@ -29,8 +29,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # bench` on two cores: four workers answer 3-4% more at saturation, at a higher p99). With Redis
 # a network hop away, as on Heroku or Kubernetes, each request waits a round trip with its core
 # idle: set WEB_CONCURRENCY = 2 x cores there (measured at 0.5 ms each way, two cores: 4 workers
-# answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). README "Sizing" has
-# the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
+# answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). "Sizing" in
+# docs/operations.md has the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
