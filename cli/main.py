@@ -69,7 +69,7 @@ def reading(settings: Settings) -> Iterator[Session]:
 @click.option(
     "--port",
     type=int,
-    default=lambda: int(os.environ.get("PORT", "5000")),
+    default=lambda: click.get_current_context().find_object(Settings).port,
     help="Where web listens [default: PORT, else 5000].",
 )
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -70,6 +71,7 @@ class Section:
         has its password redacted; both stay out of the repr. ``shown_default`` is what the
         reference prints when the default itself says too little.
         """
+        parse.data_key = env
         declared = Declaration(env, parse, default, doc, secret, credentials, shown_default, self)
         hidden = secret or credentials
         return field(default=default, repr=not hidden, metadata={DECLARED: declared})
@@ -88,10 +90,6 @@ class Declaration:
     shown_default: str | None = None
     section: Section | None = None
 
-    def loaded_by(self, data_key: str) -> f.Field:
-        self.parse.data_key = data_key
-        return self.parse
-
 
 def per_destination(
     suffix: str,
@@ -103,6 +101,7 @@ def per_destination(
     credentials: bool = False,
 ) -> Declaration:
     """A setting each destination of a type has: ``FORWARD_<NAME>_<suffix>``."""
+    parse.data_key = suffix
     return Declaration(suffix, parse, default, doc, secret, credentials)
 
 
@@ -781,7 +780,7 @@ class _CrossChecks(Schema):
 
 DECLARED_FIELDS = tuple(fl for fl in fields(Settings) if DECLARED in fl.metadata)
 _SCHEMA = _CrossChecks.from_dict(
-    {fl.name: fl.metadata[DECLARED].loaded_by(fl.metadata[DECLARED].env) for fl in DECLARED_FIELDS},
+    {fl.name: fl.metadata[DECLARED].parse for fl in DECLARED_FIELDS},
     name="SettingsSchema",
 )()
 
@@ -847,11 +846,15 @@ class DestinationSettings:
         except ValidationError as exc:
             raise SettingsError(f"invalid environment: {exc.messages}") from None
 
+    @cached_property
+    def _schema(self) -> Schema:
+        by_suffix = {declared.env.lower(): declared.parse for declared in self.settings}
+        return Schema.from_dict(by_suffix, name=f"{self.type}Settings")(unknown=EXCLUDE)
+
     def load(self, name: str, variables: Mapping[str, str]) -> dict[str, Any]:
         """``variables`` (by suffix) parsed; a ValidationError keyed by full variable names."""
-        schema = Schema.from_dict({d.env.lower(): d.loaded_by(d.env) for d in self.settings})
         try:
-            return schema(unknown=EXCLUDE).load(dict(variables))
+            return self._schema.load(dict(variables))
         except ValidationError as exc:
             named = {f"FORWARD_{name}_{suffix}": why for suffix, why in exc.messages.items()}
             raise ValidationError(named) from None
