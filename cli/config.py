@@ -1,4 +1,5 @@
-"""``tavus-callbacks config``: the configuration reference, written from the declarations."""
+"""``tavus-callbacks config``: the configuration reference, written from the declarations, and
+a check of the environment, for a deploy to run before it starts anything."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import click
 
 from schemas import reference
+from schemas.settings import Settings, SettingsError
 from workers import destinations
 
 REFERENCE = Path("docs/configuration.md")
@@ -44,6 +46,19 @@ def docs(output: Path, check: bool) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}")
+
+
+@config.command("check")
+def check() -> None:
+    """Read the environment as the processes do, forward destinations' own settings included;
+    say what is wrong, naming the variable (never its value)."""
+    try:
+        settings = Settings.from_env()
+        destinations.check(settings)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    names = ", ".join(destination.name for destination in settings.forward_destinations)
+    click.echo(f"configuration valid; forward destinations: {names or 'none'}")
 
 
 def register(main: click.Group) -> None:

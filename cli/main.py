@@ -34,7 +34,7 @@ from workers.store.models import EventStatus, Recording
 EVENT_STATUSES = (EventStatus.RECEIVED, *sorted(EventStatus.FINAL))
 # Commands that find their own way: dev writes the state the others read, simulate only posts.
 SELF_CONFIGURED = {"dev"}
-# Commands about the settings themselves: they run whatever the environment holds.
+# Commands about the settings themselves: they read the environment, or not, themselves.
 UNCONFIGURED = {"config"}
 
 
@@ -471,7 +471,7 @@ def _bench_command() -> click.Command:
 main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
-config.register(main)  # config docs: the configuration reference
+config.register(main)  # config docs, config check: the settings themselves
 
 
 if __name__ == "__main__":

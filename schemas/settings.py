@@ -837,7 +837,7 @@ class DestinationSettings:
     settings: tuple[Declaration, ...] = ()
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
-        """This destination's own settings, parsed, by lower-cased suffix (``"secret"``).
+        """This destination's own settings, parsed or their defaults, by lower-cased suffix.
 
         A bad or missing one raises SettingsError naming its variable, never its value.
         """
@@ -853,8 +853,9 @@ class DestinationSettings:
 
     def load(self, name: str, variables: Mapping[str, str]) -> dict[str, Any]:
         """``variables`` (by suffix) parsed; a ValidationError keyed by full variable names."""
+        defaults = {declared.env.lower(): declared.default for declared in self.settings}
         try:
-            return self._schema.load(dict(variables))
+            return defaults | self._schema.load(dict(variables))
         except ValidationError as exc:
             named = {f"FORWARD_{name}_{suffix}": why for suffix, why in exc.messages.items()}
             raise ValidationError(named) from None
@@ -897,7 +898,7 @@ def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination
         variables = _variables_of(name, names, environ)
         own = {k: v for k, v in variables.items() if k not in _COMMON_SUFFIXES}
         common = FORWARD_DESTINATION.load(name, variables)
-        events = common.get("events") or ("*",)
+        events = common["events"] or ("*",)  # "," says no filter too
         found.append(ForwardDestination(name.lower(), common["url"], events, own))
     return tuple(found)
 

@@ -183,6 +183,22 @@ def test_the_reference_command_checks_the_committed_page(tmp_path: Path) -> None
     assert written.exit_code == 0 and stale.read_text(encoding="utf-8") == reference_text()
 
 
+def test_config_check_names_what_is_wrong_and_never_the_value() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    env = {"FORWARD_APP_URL": "https://app.example.com/tavus", "FORWARD_APP_SECRET": secret}
+    runner = CliRunner()
+    good = runner.invoke(main, ["config", "check"], env=env)
+    assert good.exit_code == 0 and "forward destinations: app" in good.output
+    for broken, variable in [
+        ({"FORWARD_APP_SECRET": "whsec_c2hvcnQ="}, "FORWARD_APP_SECRET"),  # the webhook type's
+        ({"FORWARD_APP_URL": "ftp://app.example.com/"}, "FORWARD_APP_URL"),  # no type takes it
+        ({"MAX_BODY_BYTES": "lots"}, "MAX_BODY_BYTES"),
+    ]:
+        bad = runner.invoke(main, ["config", "check"], env={**env, **broken})
+        assert bad.exit_code == 1 and variable in bad.output
+        assert "c2hvcnQ" not in bad.output and secret not in bad.output
+
+
 def test_importing_the_entry_modules_reads_no_environment() -> None:
     """Settings are read by an entry point's one call: the Celery app is built when `celery -A`
     asks for it, not when its module is imported."""
@@ -221,7 +237,7 @@ def test_a_destination_type_reads_its_own_settings() -> None:
     }
     jobs, jobs_eu = Settings.from_env(env).forward_destinations
     assert (jobs.name, jobs.scheme, jobs.events, jobs_eu.name) == ("jobs", "toy", ("*",), "jobs_eu")
-    assert TOY.read(jobs) == {"queue": "tavus-events"}
+    assert TOY.read(jobs) == {"queue": "tavus-events", "batch": 10}  # the declared default
     assert TOY.read(jobs_eu) == {"queue": "eu-events", "batch": 5}
     assert {"t0ken-secret", "tavus-events"} <= set(Settings.from_env(env).secrets())
     with pytest.raises(SettingsError, match="FORWARD_JOBS_QUEUE"):
