@@ -10,6 +10,11 @@ Settings repeated per destination (``FORWARD_<NAME>_*``) are declared the same w
 every destination has here (``FORWARD_DESTINATION``), a destination type's own ones in its
 module (``DestinationSettings``), chosen by the scheme of ``FORWARD_<NAME>_URL``.
 
+Adding a setting is one field below, ``name: type = SECTION.setting("VARIABLE", parser,
+default, "what it means")``, then ``tavus-callbacks config docs``. A destination type's own
+setting is one ``per_destination("SUFFIX", parser, default, "what it means")`` in the
+``DestinationSettings`` of its module (see ``workers/destinations/webhook.py``).
+
 Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``...),
 so they are not repeated here.
 """
@@ -22,7 +27,7 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
 from functools import cached_property
@@ -829,12 +834,14 @@ class DestinationSettings:
     """The ``FORWARD_<NAME>_*`` settings of one kind of destination, declared in its module.
 
     ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
-    declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``).
+    declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
     """
 
     type: str
     schemes: tuple[str, ...]
     settings: tuple[Declaration, ...] = ()
+    url: Callable[[str], Any] | None = None
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
         """This destination's own settings, parsed or their defaults, by lower-cased suffix.
@@ -842,9 +849,19 @@ class DestinationSettings:
         A bad or missing one raises SettingsError naming its variable, never its value.
         """
         try:
+            self._check_url(destination)
             return self.load(destination.name.upper(), destination.variables)
         except ValidationError as exc:
             raise SettingsError(f"invalid environment: {exc.messages}") from None
+
+    def _check_url(self, destination: ForwardDestination) -> None:
+        if self.url is None:
+            return
+        try:
+            self.url(destination.url)
+        except ValidationError:  # its message could quote the URL, which may hold a password
+            why = f"not a valid {self.type} URL ({', '.join(self.schemes)})"
+            raise ValidationError({destination.variable("URL"): [why]}) from None
 
     @cached_property
     def _schema(self) -> Schema:

@@ -277,6 +277,7 @@ def test_destination_settings_are_checked_and_kept_secret() -> None:
         ({"FORWARD_APP_SECRET": "whsec_not*base64"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_SECRET": "plain-secret-0123456789"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_URL": "ftp://myapp.example.com/"}, "FORWARD_APP_URL"),
+        ({"FORWARD_APP_URL": "https://forwarder:p%40ss@my app.example.com/"}, "FORWARD_APP_URL"),
         ({"FORWARD_APP_EVENTS": "application.*, bad pattern!"}, "FORWARD_APP_EVENTS"),
     ]:
         # What every destination has fails in from_env, what its type reads at the worker's start.

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta
 
 import requests
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from schemas.messages import FORWARD_EVENT
 from schemas.settings import (
@@ -54,6 +54,7 @@ SETTINGS = DestinationSettings(
             secret=True,
         ),
     ),
+    url=validate.URL(schemes={"http", "https"}, require_tld=False),
 )
 
 
