@@ -32,9 +32,8 @@ from workers import broker
 
 
 @pytest.fixture
-def celery_app_module(monkeypatch: pytest.MonkeyPatch):
-    # The module builds the worker's app from the environment on import; nothing connects yet.
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+def celery_app_module():
+    # Importing it reads no environment: the worker's app is built when `celery -A` asks.
     return importlib.import_module("workers.celery_app")
 
 

@@ -25,7 +25,7 @@ from schemas.settings import Settings
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import Answer, answer_of
 from workers.handlers.records import locked_record
-from workers.retry import Permanent, Transient, cap_seconds, delay
+from workers.retry import DELIVERY_RETRY_BASE_SECONDS, Permanent, Transient, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 # Quarantined bodies are not Tavus's: they are never forwarded. Every other settled event is,
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
-RETRY_BASE_SECONDS = 2.0
 
 
 def tasks_for(
@@ -109,7 +108,7 @@ def deliver(store: Store, event_id: str, name: str, source: str, settings: Setti
             status, error = "failed", f"{error} (gave up after {claim.attempt} attempts)"
         else:
             cap = cap_seconds(settings.visibility_timeout_seconds)
-            retry_in = delay(claim.attempt, cap, RETRY_BASE_SECONDS, retry_after)
+            retry_in = delay(claim.attempt, cap, DELIVERY_RETRY_BASE_SECONDS, retry_after)
     with store.session() as session:
         _finish(session, claim, status, answer, error, latency_ms, now)
     log.log(
