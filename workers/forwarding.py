@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 from schemas.settings import Settings
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import Answer, answer_of
+from workers.errors import Permanent, Transient
 from workers.handlers.records import locked_record
-from workers.retry import Permanent, Transient, cap_seconds, delay
+from workers.retry import cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,

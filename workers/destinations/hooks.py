@@ -15,7 +15,7 @@ from typing import Any
 from schemas.messages import RUN_HOOK
 from schemas.settings import Settings
 from workers import hooks
-from workers.retry import Permanent, Transient
+from workers.errors import Permanent, Transient
 
 from .base import Answer, ForwardedEvent, matches
 
