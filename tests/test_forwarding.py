@@ -229,7 +229,7 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     settings = settings_for(store, sink.url)
     with store.session() as session:  # a worker claimed it, then was killed mid-attempt
         claim = forwarding._claim(session, event_id, "app", "callback", timedelta(seconds=30),
-                                  forwarding._now())  # fmt: skip
+                                  forwarding._never, forwarding._now())  # fmt: skip
     [busy] = deliver_all(store, settings, event_id, message)
     assert busy.status == "sending" and 25 < busy.retry_in <= 31
     assert sink.received == []
@@ -239,6 +239,23 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     [outcome] = deliver_all(store, settings, event_id, message)
     assert outcome.status == "delivered"
     assert [a["outcome"] for a in row(store, event_id)["history"]] == ["lost", "delivered"]
+
+
+def test_a_lost_last_attempt_fails_the_delivery_instead_of_running_again(store, sink) -> None:
+    event_id, _ = stored_event(store, transcript_body())
+    lease = timedelta(seconds=30)
+    with store.session() as session:  # the last attempt allowed, and its worker was killed
+        forwarding._claim(session, event_id, "app", "callback", lease, forwarding._never,
+                          forwarding._now())  # fmt: skip
+    later = forwarding._now() + 2 * lease
+    with store.session() as session:
+        busy = forwarding._claim(session, event_id, "app", "callback", lease,
+                                 lambda *_: True, later)  # fmt: skip
+    assert busy.status == "failed"
+    found = row(store, event_id)
+    assert found["status"] == "failed" and "attempt 1, the last one" in found["last_error"]
+    assert [a["outcome"] for a in found["history"]] == ["lost"]
+    assert sink.received == []
 
 
 def test_redeliver_sends_again_even_what_was_delivered(store, sink) -> None:

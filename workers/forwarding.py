@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
 RETRY_BASE_SECONDS = 2.0
+# A destination's ``gives_up(attempts, first_attempt_at, now)``.
+GivesUp = Callable[[int, datetime, datetime], bool]
 
 
 def tasks_for(
@@ -84,8 +87,9 @@ def deliver(store: Store, event_id: str, name: str, source: str, settings: Setti
     """Attempt the delivery of ``event_id`` to destination ``name`` unless done or in hand."""
     destination = configured(settings).get(name)
     lease = timedelta(seconds=destination.lease_seconds() if destination else 60)
+    gives_up = destination.gives_up if destination else _never
     with store.session() as session:
-        claim = _claim(session, event_id, name, source, lease, _now())
+        claim = _claim(session, event_id, name, source, lease, gives_up, _now())
     if isinstance(claim, Busy):
         cap = cap_seconds(settings.visibility_timeout_seconds)
         return Outcome(claim.status, None if claim.retry_in is None else min(claim.retry_in, cap))
@@ -143,7 +147,13 @@ def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Out
 
 
 def _claim(
-    session: Session, event_id: str, name: str, source: str, lease: timedelta, now: datetime
+    session: Session,
+    event_id: str,
+    name: str,
+    source: str,
+    lease: timedelta,
+    gives_up: GivesUp,
+    now: datetime,
 ) -> Claim | Busy:
     event = session.get(Event, event_id)
     if event is None:
@@ -158,8 +168,12 @@ def _claim(
         if delivery.claimed_until and delivery.claimed_until > now:
             return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
         lost = session.get(ForwardAttempt, delivery.current_attempt_id)
-        if lost is not None:  # its worker died mid-attempt
+        if lost is not None:  # its worker died mid-attempt, or a hard time limit stopped it
             lost.outcome, lost.error = "lost", "the worker stopped before recording an answer"
+        if gives_up(delivery.attempts, delivery.first_attempt_at or now, now):
+            error = f"the worker stopped during attempt {delivery.attempts}, the last one"
+            DeliveryStatus.settle(delivery, DeliveryStatus.FAILED, error, now)
+            return Busy(DeliveryStatus.FAILED)
     attempt = ForwardAttempt(delivery_id=delivery.id, started_at=now, outcome="sending")
     session.add(attempt)
     session.flush()
@@ -178,6 +192,10 @@ def _claim(
         raw=event.body,
     )
     return Claim(delivery.id, attempt.id, delivery.attempts, delivery.first_attempt_at, forwarded)
+
+
+def _never(_attempts: int, _first_attempt_at: datetime, _now: datetime) -> bool:
+    return False
 
 
 def _finish(

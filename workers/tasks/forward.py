@@ -12,6 +12,7 @@ from schemas.messages import FORWARD_EVENT, RUN_HOOK
 from workers import forwarding, hooks, metrics, retry
 from workers.celery_app import celery
 from workers.destinations import configured
+from workers.destinations.hooks import hard_time_limit
 from workers.store.db import store_for
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,14 @@ def forward_event(self: Task, event_id: str, destination: str, source: str = "ca
 
 
 # A hook's own time limit (HOOK_TIMEOUT_SECONDS) is a timer around the call; this hard limit is
-# the backstop for a hook stuck where no signal reaches it.
+# the backstop for a hook stuck where no signal reaches it. The message then goes back to its
+# queue (task_acks_on_timeout=False) and the delivery is attempted again after its lease.
 @celery.task(
     name=RUN_HOOK,
     bind=True,
     acks_late=True,
     max_retries=None,
-    time_limit=celery.conf.tavus_settings.hook_timeout_seconds + 60,
+    time_limit=hard_time_limit(celery.conf.tavus_settings.hook_timeout_seconds),
 )
 def run_hook(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
     return _deliver(self, event_id, destination, source)
