@@ -150,9 +150,23 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store: Store
         second = ledger.claim(session, cause, "log", lease, now + timedelta(seconds=61))
     assert isinstance(second, ledger.Claim) and second.attempt == 2
     with store.session() as session:
-        ledger.finish(session, second, "delivered", None, now + timedelta(seconds=62))
+        ledger.finish(
+            session,
+            second.delivery_id,
+            second.attempt,
+            "delivered",
+            None,
+            now + timedelta(seconds=62),
+        )
     with store.session() as session:
-        ledger.finish(session, first, "delivered", None, now + timedelta(seconds=90))  # late
+        ledger.finish(
+            session,
+            first.delivery_id,
+            first.attempt,
+            "delivered",
+            None,
+            now + timedelta(seconds=90),
+        )  # late
         assert ledger.claim(session, cause, "log", lease, now) == ledger.Busy("delivered")
     done = history(store, cause)["log"]
     assert [a["outcome"] for a in done["history"]] == ["delivered", "delivered"]

@@ -15,6 +15,7 @@ to stop its retries.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
@@ -27,11 +28,21 @@ class TavusError(Exception):
 
 
 class Transient(TavusError):
-    """An infrastructure fault: try again later; ``retry_after`` where the other side said when."""
+    """An infrastructure fault: try again later; ``retry_after`` where the other side said when.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``carry``: what the next try must know (a JSON object, sent along with the retry), e.g. that
+    a delivery was sent and only its record is missing.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        carry: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.carry = carry
 
 
 class Permanent(TavusError):

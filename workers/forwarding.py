@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
-from workers.destinations.base import Answer, answer_of
-from workers.errors import Permanent, Transient
+from workers.destinations.base import answer_of
+from workers.errors import Permanent, Transient, is_transient
 from workers.handlers.records import locked_record
 from workers.retry import cap_seconds, delay
 from workers.store.db import Store
@@ -83,12 +83,25 @@ class Busy:
     retry_in: float | None = None
 
 
-def deliver(store: Store, event_id: str, name: str, source: str, settings: Settings) -> Outcome:
-    """Attempt the delivery of ``event_id`` to destination ``name`` unless done or in hand."""
+def deliver(
+    store: Store,
+    event_id: str,
+    name: str,
+    source: str,
+    settings: Settings,
+    carried: dict[str, Any] | None = None,
+) -> Outcome:
+    """Attempt the delivery of ``event_id`` to destination ``name`` unless done or in hand.
+
+    ``carried``: an attempt made while the store was away (see ``_record``), recorded first, so
+    that it is not made again once its lease runs out.
+    """
     destination = configured(settings).get(name)
     lease = timedelta(seconds=destination.lease_seconds() if destination else 60)
     gives_up = destination.gives_up if destination else _never
     with store.session() as session:
+        if carried is not None:
+            _finish(session, carried["attempt"], _now())
         claim = _claim(session, event_id, name, source, lease, gives_up, _now())
     if isinstance(claim, Busy):
         cap = cap_seconds(settings.visibility_timeout_seconds)
@@ -115,8 +128,16 @@ def deliver(store: Store, event_id: str, name: str, source: str, settings: Setti
         else:
             cap = cap_seconds(settings.visibility_timeout_seconds)
             retry_in = delay(claim.attempt, cap, RETRY_BASE_SECONDS, retry_after)
-    with store.session() as session:
-        _finish(session, claim, status, answer, error, latency_ms, now)
+    attempt = {
+        "delivery_id": claim.delivery_id,
+        "attempt_id": claim.attempt_id,
+        "outcome": status,
+        "status_code": answer.status_code if answer else None,
+        "answer": answer.excerpt if answer else None,
+        "error": error,
+        "latency_ms": round(latency_ms, 1),
+    }
+    _record(store, attempt, now, retry_in)
     log.log(
         logging.WARNING if error else logging.INFO,
         "forward %s to %s: attempt %d %s%s",
@@ -198,26 +219,37 @@ def _never(_attempts: int, _first_attempt_at: datetime, _now: datetime) -> bool:
     return False
 
 
-def _finish(
-    session: Session,
-    claim: Claim,
-    outcome: str,
-    answer: Answer | None,
-    error: str | None,
-    latency_ms: float,
-    now: datetime,
-) -> None:
-    attempt = session.get(ForwardAttempt, claim.attempt_id)
+def _record(store: Store, attempt: dict[str, Any], now: datetime, retry_in: float | None) -> None:
+    """Record an attempt that was made. The store failing now must not turn it into a lost
+    attempt (made again after its lease: a hook run twice): the retry carries it, to record it."""
+    try:
+        with store.session() as session:
+            _finish(session, attempt, now)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise Transient(
+            f"the store could not record an attempt: {type(exc).__name__}",
+            retry_after=retry_in,
+            carry={"attempt": attempt},
+        ) from exc
+
+
+def _finish(session: Session, made: dict[str, Any], now: datetime) -> None:
+    """Record attempt ``made`` (``_record``'s keys), once: a carried record may find it done."""
+    attempt = session.get(ForwardAttempt, made["attempt_id"])
+    if attempt is None or attempt.finished_at is not None:
+        return
     attempt.finished_at = now
-    attempt.outcome = outcome
-    attempt.latency_ms = round(latency_ms, 1)
-    attempt.status_code = answer.status_code if answer else None
-    attempt.answer = answer.excerpt if answer else None
-    attempt.error = error
-    delivery = session.get(ForwardDelivery, claim.delivery_id, with_for_update=True)
-    if delivery.current_attempt_id != claim.attempt_id:
+    attempt.outcome = made["outcome"]
+    attempt.latency_ms = made["latency_ms"]
+    attempt.status_code = made["status_code"]
+    attempt.answer = made["answer"]
+    attempt.error = made["error"]
+    delivery = session.get(ForwardDelivery, made["delivery_id"], with_for_update=True)
+    if delivery.current_attempt_id != made["attempt_id"]:
         return  # our lease ran out and another worker took over: its result stands
-    DeliveryStatus.settle(delivery, outcome, error, now)
+    DeliveryStatus.settle(delivery, made["outcome"], made["error"], now)
 
 
 def _now() -> datetime:

@@ -63,6 +63,8 @@ def delay(attempt: int, cap: float, base: float = 1.0, retry_after: float | None
 # them up), then handed to the stage's dead letter, which records it where a person sees it.
 
 FAILURES_HEADER = "tavus_failures"
+# What a ``Transient`` asked the next try to know (its ``carry``).
+CARRY_HEADER = "tavus_carry"
 
 # How often each stage met each fault, since this process started (the metrics read it).
 COUNTS: Counter[tuple[str, str]] = Counter()
@@ -127,7 +129,8 @@ def _retry_transient(
     cap = cap_seconds(settings.visibility_timeout_seconds)
     wait = delay(task.request.retries + 1, cap, retry_after=_retry_after(exc))
     log.warning("%s %s: infrastructure fault, retry in %.1f s: %r", stage, subject, wait, exc)
-    later(task, wait, settings)
+    carry = getattr(exc, "carry", None)
+    later(task, wait, settings, headers=None if carry is None else {CARRY_HEADER: carry})
 
 
 def later(
@@ -146,6 +149,13 @@ def later(
         raise task.retry(**options)
     except Reject as rejected:
         raise Reject(rejected.reason, requeue=True) from rejected
+
+
+def carried(task: Task) -> dict[str, Any] | None:
+    """What the try before this one asked it to know (``Transient(carry=...)``), if anything."""
+    headers = task.request.headers or {}
+    value = headers.get(CARRY_HEADER, getattr(task.request, CARRY_HEADER, None))
+    return value if isinstance(value, dict) else None
 
 
 def failures_so_far(task: Task) -> int:

@@ -136,15 +136,18 @@ def claim(
 
 
 def finish(
-    session: Session, claimed: Claim, outcome: str, error: str | None, now: datetime
+    session: Session, delivery_id: int, number: int, outcome: str, error: str | None, now: datetime
 ) -> None:
-    """Record how the attempt ended: ``delivered``, ``retrying`` or ``failed``."""
-    attempt = _attempt(session, claimed.delivery_id, claimed.attempt)
+    """Record how attempt ``number`` ended: ``delivered``, ``retrying`` or ``failed``; once (a
+    record retried after the store failed may find it done)."""
+    attempt = _attempt(session, delivery_id, number)
+    if attempt.finished_at is not None:
+        return
     attempt.finished_at = now
     attempt.outcome = outcome
     attempt.error = error
-    delivery = session.get(AlertDelivery, claimed.delivery_id, with_for_update=True)
-    if delivery.attempts != claimed.attempt:
+    delivery = session.get(AlertDelivery, delivery_id, with_for_update=True)
+    if delivery.attempts != number:
         return  # our lease ran out and another worker took over: its result stands
     DeliveryStatus.settle(delivery, outcome, error, now)
 

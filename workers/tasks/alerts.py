@@ -54,7 +54,7 @@ def deliver_alert(self: Task, cause_key: str, channel: str) -> str:
         self,
         "alerts",
         f"{cause_key} via {channel}",
-        lambda: delivery.deliver(store, cause_key, channel, settings),
+        lambda: delivery.deliver(store, cause_key, channel, settings, retry.carried(self)),
         lambda exc, failures: delivery.give_up(store, cause_key, channel, exc, failures),
         settings,
     )

@@ -40,7 +40,9 @@ def _deliver(task: Task, event_id: str, destination: str, source: str) -> str:
         task,
         "forward",
         f"{event_id} to {destination}",
-        lambda: forwarding.deliver(store, event_id, destination, source, settings),
+        lambda: forwarding.deliver(
+            store, event_id, destination, source, settings, retry.carried(task)
+        ),
         lambda exc, _failures: forwarding.give_up(store, event_id, destination, exc),
         settings,
     )
