@@ -49,7 +49,7 @@ from tests.services import (
 )
 from tests.sinks import HttpSink
 from tests.storage_fixtures import BUCKET
-from workers.alerts import ledger
+from workers import queries
 from workers.storage.state import FINAL as FINAL_VERIFICATION
 from workers.store.db import Store
 from workers.store.models import (
@@ -855,7 +855,7 @@ def test_an_alert_sent_while_the_store_dies_is_recorded_not_sent_again(
 
         def slack_delivery() -> dict | None:
             with store.session() as session:
-                rows = ledger.recent_alerts(session)
+                rows = queries.recent_alerts(session)
             slack_rows = [d for row in rows for d in row["deliveries"] if d["channel"] == "slack"]
             done = [d for d in slack_rows if d["status"] in ("delivered", "failed")]
             return done[0] if done else None

@@ -28,7 +28,7 @@ from tests.services import ROOT, Service, Worker, free_port, wait_until
 from tests.sinks import HttpSink, verified
 from tests.test_reconcile import API_KEY, FakeTavus, ended
 from tests.test_reconcile import tavus as tavus  # a fixture
-from workers import forwarding, reconciliation
+from workers import queries, reconciliation
 from workers.store.db import Store
 from workers.tavus_api import TavusAPI
 
@@ -66,7 +66,7 @@ def post_every_scenario(client, repeat: int = 2) -> list[bytes]:
 
 def deliveries(store: Store, **filters) -> list[dict]:
     with store.session() as session:
-        return forwarding.list_deliveries(session, limit=10_000, **filters)
+        return queries.list_deliveries(session, limit=10_000, **filters)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ from schemas.classify import classify
 from schemas.messages import FORWARD_EVENT, event_message
 from schemas.settings import ForwardDestination, Settings, SettingsError
 from tests.sinks import HttpSink, verified
-from workers import forwarding, processing
+from workers import forwarding, processing, queries
 from workers.store.db import Store
 from workers.store.models import ForwardDelivery
 
@@ -60,7 +60,7 @@ def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) 
 
 def row(store: Store, event_id: str) -> dict:
     with store.session() as session:
-        [found] = forwarding.list_deliveries(session, event_id=event_id)
+        [found] = queries.list_deliveries(session, event_id=event_id)
     return found
 
 
@@ -175,7 +175,7 @@ def test_a_destination_down_or_slow_is_retried(store) -> None:
         outcomes = deliver_all(store, settings_for(store, down, slow.url), event_id, message)
         assert [o.status for o in outcomes] == ["retrying", "retrying"]
         with store.session() as session:
-            rows = forwarding.list_deliveries(session, event_id=event_id)
+            rows = queries.list_deliveries(session, event_id=event_id)
         errors = {r["destination"]: r["last_error"] for r in rows}
         assert errors == {"app": "could not connect to 127.0.0.1",
                           "app1": "no answer from 127.0.0.1 within 2s"}  # fmt: skip

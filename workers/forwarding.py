@@ -259,70 +259,6 @@ def _now() -> datetime:
 # --- what `tavus-callbacks deliveries` and `redeliver` do ----------------------------------
 
 
-def list_deliveries(
-    session: Session,
-    destination: str | None = None,
-    failed: bool = False,
-    event_id: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Deliveries newest first, each with its event's type and every attempt."""
-    query = (
-        select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id)
-        .join(Event, Event.id == ForwardDelivery.event_id)
-        .order_by(ForwardDelivery.id.desc())
-        .limit(limit)
-    )
-    if destination is not None:
-        query = query.where(ForwardDelivery.destination == destination.lower())
-    if failed:
-        query = query.where(ForwardDelivery.status == DeliveryStatus.FAILED)
-    if event_id is not None:
-        query = query.where(ForwardDelivery.event_id == event_id)
-    rows = session.execute(query).all()
-    history = _attempts(session, [row[0].id for row in rows])
-    return [
-        {
-            "event_id": d.event_id,
-            "destination": d.destination,
-            "kind": kind,
-            "event_type": event_type,
-            "conversation_id": conversation_id,
-            "source": d.source,
-            "status": d.status,
-            "attempts": len(history.get(d.id, [])),
-            "delivered_at": _iso(d.delivered_at),
-            "last_error": d.last_error,
-            "history": history.get(d.id, []),
-        }
-        for d, kind, event_type, conversation_id in rows
-    ]
-
-
-def _attempts(session: Session, delivery_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    found: dict[int, list[dict[str, Any]]] = {}
-    if not delivery_ids:
-        return found
-    query = (
-        select(ForwardAttempt)
-        .where(ForwardAttempt.delivery_id.in_(delivery_ids))
-        .order_by(ForwardAttempt.id)
-    )
-    for attempt in session.scalars(query):
-        found.setdefault(attempt.delivery_id, []).append(
-            {
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
-                "outcome": attempt.outcome,
-                "status_code": attempt.status_code,
-                "latency_ms": attempt.latency_ms,
-                "answer": attempt.answer,
-                "error": attempt.error,
-            }
-        )
-    return found
-
-
 def redeliver(
     session: Session,
     settings: Settings,
@@ -378,7 +314,3 @@ def _new_deliveries(
             locked_record(session, ForwardDelivery, defaults, event_id=event_id, destination=name)
         )
     return added
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schemas.messages import ALERT_CHANNELS, SEVERITIES, AlertMessage
+from schemas.messages import SEVERITIES, AlertMessage
 from workers.handlers.records import locked_record
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
 
@@ -189,71 +189,3 @@ def _as_notifier_alert(alert: Alert) -> notifiers.Alert:
         facts=alert.facts or {},
         raised_at=alert.raised_at,
     )
-
-
-# --- read side: what `tavus-callbacks alerts` prints ------------------------------------------
-
-
-def recent_alerts(
-    session: Session,
-    limit: int = 50,
-    conversation_id: str | None = None,
-    severity: str | None = None,
-) -> list[dict[str, Any]]:
-    """Alerts newest first, each with its deliveries and their attempts."""
-    query = select(Alert).order_by(Alert.raised_at.desc()).limit(limit)
-    if conversation_id is not None:
-        query = query.where(Alert.conversation_id == conversation_id)
-    if severity is not None:
-        query = query.where(Alert.severity == severity)
-    return alerts_json(session, list(session.scalars(query)))
-
-
-def alerts_json(session: Session, alerts: list[Alert]) -> list[dict[str, Any]]:
-    """Alerts as JSON, each with its deliveries and their attempts (the CLI's and the console's
-    view)."""
-    deliveries = _deliveries(session, [alert.id for alert in alerts])
-    return [
-        {**_as_notifier_alert(alert).as_json(), "deliveries": deliveries.get(alert.id, [])}
-        for alert in alerts
-    ]
-
-
-def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    if not alert_ids:
-        return {}
-    rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
-    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
-    attempts: dict[int, list[dict[str, Any]]] = {}
-    query = (
-        select(AlertAttempt)
-        .where(AlertAttempt.delivery_id.in_([d.id for d in deliveries]))
-        .order_by(AlertAttempt.number)
-    )
-    for attempt in session.scalars(query):
-        attempts.setdefault(attempt.delivery_id, []).append(
-            {
-                "number": attempt.number,
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
-                "outcome": attempt.outcome,
-                "error": attempt.error,
-            }
-        )
-    by_alert: dict[str, list[dict[str, Any]]] = {}
-    for d in deliveries:
-        by_alert.setdefault(d.alert_id, []).append(
-            {
-                "channel": d.channel,
-                "status": d.status,
-                "attempts": d.attempts,
-                "delivered_at": _iso(d.delivered_at),
-                "last_error": d.last_error,
-                "history": attempts.get(d.id, []),
-            }
-        )
-    return by_alert
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
