@@ -80,11 +80,12 @@ def run(
     work: Work[T],
     dead_letter: DeadLetter,
     settings: Settings,
+    max_attempts: int,
 ) -> T | Any:
     """Run ``work`` for ``subject`` (an event id, a conversation id...) under the one policy.
 
-    ``dead_letter(exc, failures)`` records the failure once the bounded attempts are used up; a
-    transient fault while recording it is retried like any other.
+    ``dead_letter(exc, failures)`` records the failure once ``max_attempts`` (the stage's bound)
+    are used up; a transient fault while recording it is retried like any other.
     """
     try:
         return work()
@@ -95,14 +96,14 @@ def run(
             _retry_transient(task, stage, subject, exc, settings)
         failures = failures_so_far(task) + 1
         COUNTS[stage, "permanent"] += 1
-        if failures < settings.max_event_attempts:
+        if failures < max_attempts:
             wait = delay(failures, cap_seconds(settings.visibility_timeout_seconds))
             log.error(
                 "%s %s: attempt %d of %d failed, retry in %.1f s: %r",
                 stage,
                 subject,
                 failures,
-                settings.max_event_attempts,
+                max_attempts,
                 wait,
                 exc,
             )
