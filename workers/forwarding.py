@@ -23,10 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
+from workers import ledger
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import answer_of
 from workers.errors import Permanent, Transient, is_transient
 from workers.handlers.records import locked_record
+from workers.ledger import Busy
 from workers.retry import cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
@@ -75,12 +77,6 @@ class Claim:
     attempt: int  # in this round
     first_attempt_at: datetime
     event: ForwardedEvent
-
-
-@dataclass(frozen=True)
-class Busy:
-    status: str
-    retry_in: float | None = None
 
 
 def deliver(
@@ -162,7 +158,7 @@ def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Out
         )
         if delivery is None or delivery.status in DeliveryStatus.FINAL:
             return Outcome(delivery.status if delivery else "unknown")
-        DeliveryStatus.settle(delivery, DeliveryStatus.FAILED, reason, _now())
+        ledger.give_up(delivery, reason, _now())
     log.error("forward %s to %s dead-lettered: %s", event_id, name, reason)
     return Outcome(DeliveryStatus.FAILED)
 
@@ -183,11 +179,9 @@ def _claim(
     delivery = locked_record(
         session, ForwardDelivery, defaults, event_id=event_id, destination=name
     )
-    if delivery.status in DeliveryStatus.FINAL:
-        return Busy(delivery.status)
-    if delivery.status == DeliveryStatus.SENDING:
-        if delivery.claimed_until and delivery.claimed_until > now:
-            return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
+    if busy := ledger.held(delivery, now):
+        return busy
+    if ledger.was_lost(delivery):
         lost = session.get(ForwardAttempt, delivery.current_attempt_id)
         if lost is not None:  # its worker died mid-attempt, or a hard time limit stopped it
             lost.outcome, lost.error = "lost", "the worker stopped before recording an answer"
@@ -198,10 +192,8 @@ def _claim(
     attempt = ForwardAttempt(delivery_id=delivery.id, started_at=now, outcome="sending")
     session.add(attempt)
     session.flush()
-    delivery.attempts += 1
+    ledger.begin(delivery, lease, now)
     delivery.first_attempt_at = delivery.first_attempt_at or now
-    delivery.status = DeliveryStatus.SENDING
-    delivery.claimed_until = now + lease
     delivery.current_attempt_id = attempt.id
     forwarded = ForwardedEvent(
         id=event.id,

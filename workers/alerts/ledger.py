@@ -18,7 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.messages import SEVERITIES, AlertMessage
+from workers import ledger
 from workers.handlers.records import locked_record
+from workers.ledger import Busy
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
 
 from . import notifiers
@@ -97,14 +99,6 @@ class Claim:
     alert: notifiers.Alert
 
 
-@dataclass(frozen=True)
-class Busy:
-    """Not now: ``status`` says why; ``retry_in`` when another worker holds it."""
-
-    status: str
-    retry_in: float | None = None
-
-
 def claim(
     session: Session, cause_key: str, channel: str, lease: timedelta, now: datetime
 ) -> Claim | Busy:
@@ -118,15 +112,11 @@ def claim(
     if row is None:
         return Busy("unknown")
     delivery, alert = row
-    if delivery.status in DeliveryStatus.FINAL:
-        return Busy(delivery.status)
-    if delivery.status == DeliveryStatus.SENDING:
-        if delivery.claimed_until and delivery.claimed_until > now:
-            return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
-        _attempt(session, delivery.id, delivery.attempts).outcome = "lost"  # its worker died
-    delivery.attempts += 1
-    delivery.status = DeliveryStatus.SENDING
-    delivery.claimed_until = now + lease
+    if busy := ledger.held(delivery, now):
+        return busy
+    if ledger.was_lost(delivery):
+        _attempt(session, delivery.id, delivery.attempts).outcome = "lost"
+    ledger.begin(delivery, lease, now)
     session.add(
         AlertAttempt(
             delivery_id=delivery.id, number=delivery.attempts, started_at=now, outcome="sending"
@@ -161,13 +151,7 @@ def give_up(session: Session, cause_key: str, channel: str, error: str, now: dat
         .with_for_update(of=AlertDelivery)
     )
     delivery = session.execute(query).scalar_one_or_none()
-    if delivery is None:
-        return "unknown"
-    if delivery.status not in DeliveryStatus.FINAL:
-        delivery.status = DeliveryStatus.FAILED
-        delivery.claimed_until = None
-        delivery.last_error = error
-    return delivery.status
+    return "unknown" if delivery is None else ledger.give_up(delivery, error, now)
 
 
 def _attempt(session: Session, delivery_id: int, number: int) -> AlertAttempt:
