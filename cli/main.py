@@ -26,7 +26,6 @@ from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
 from workers import queries, replay
-from workers.alerts import ledger
 from workers.storage import state
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
@@ -279,7 +278,7 @@ for _kind in queries.RESOURCE_MODELS:
 def alerts_command(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
     """List alerts, newest first, with each channel's delivery."""
     with reading(settings) as session:
-        rows = ledger.recent_alerts(session, limit=limit, **filters)
+        rows = queries.recent_alerts(session, limit=limit, **filters)
     print_record(rows, as_json, render_alerts)
 
 

@@ -296,3 +296,18 @@ def test_deliveries_list_and_redeliver(api, sqlite_store, redis_client) -> None:
         assert (row.status, row.attempts) == ("pending", 0)
     assert redis_client.llen("forward") == 1  # the task, waiting for a worker
     assert api.post("/api/v1/deliveries/999/redeliver", headers=BEARER).status_code == 404
+
+
+def test_the_console_reads_without_loading_destinations_or_notifiers() -> None:
+    """The console imports the store and the queries; what sends (destinations, notifiers, the
+    ledgers' write side) stays out of a process that only reads."""
+    probe = (
+        "import sys, console; "
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'workers.forwarding', 'workers.alerts', 'workers.destinations'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=base_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from sqlalchemy import func, make_url, select, text
 from cli.simulate import conversation_event, conversation_lifecycle
 from receiver import create_app
 from schemas.callbacks.conversation import RECORDING_READY, SHUTDOWN
+from schemas.messages import ALERTS_QUEUE, RAISE_ALERT, AlertMessage, celery_envelope
 from schemas.settings import Settings
 from tests.bugs.planning import MARKER
 from tests.helpers import TOKEN, Load, load, worker_env
@@ -46,6 +48,7 @@ from tests.services import (
 )
 from tests.sinks import HttpSink
 from tests.storage_fixtures import BUCKET
+from workers import queries
 from workers.storage.state import FINAL as FINAL_VERIFICATION
 from workers.store.db import Store
 from workers.store.models import (
@@ -711,3 +714,64 @@ def test_a_body_the_store_refuses_outside_its_handler_is_dead_lettered_at_stage_
         "redelivered": "-",
         "notes": f"retried {retries}x by Celery, then failed at stage store with one alert",
     })  # fmt: skip
+
+
+def test_an_alert_sent_while_the_store_dies_is_recorded_not_sent_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Issue 22: Slack answers, then the store goes away before the worker records it. Slack
+    takes no idempotency key, so the one defence is not to send again: the retry records the
+    attempt it was handed instead of waiting out the lease and sending a second message."""
+    direct = make_url(postgres_url)
+    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1").start()
+    through_proxy = direct.set(host="127.0.0.1", port=proxy.port)
+    store = Store(postgres_url)
+    store.upgrade()
+    server = RedisServer(tmp_path / "redis").start()
+    slack = HttpSink().start()
+
+    def store_dies() -> None:  # between Slack's answer and the worker's record of it
+        if len(slack.received) == 1:
+            proxy.cut()
+            threading.Timer(4, proxy.start).start()
+
+    slack.on_post = store_dies
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=server.url,
+        database_url=through_proxy.render_as_string(hide_password=False),
+    )
+    env = worker_env(
+        settings,
+        SLACK_WEBHOOK_URL=f"{slack.url}/services/T0001/B0001/storeDies",
+        ALERT_TIMEOUT_SECONDS="1",  # a lease of 40 s: a second send would come well within 90
+    )
+    worker = Worker(env, tmp_path / "worker.log").start()
+    broker = redis.Redis.from_url(server.url)
+    alert = AlertMessage(
+        cause_key="store_dies:c1", severity="critical", title="Store dies", text="",
+        conversation_id="c1", event_id=None, facts={},
+    )  # fmt: skip
+    try:
+        broker.lpush(ALERTS_QUEUE, celery_envelope(RAISE_ALERT, "raise-1", [alert], ALERTS_QUEUE))
+
+        def slack_delivery() -> dict | None:
+            with store.session() as session:
+                rows = queries.recent_alerts(session)
+            slack_rows = [d for row in rows for d in row["deliveries"] if d["channel"] == "slack"]
+            done = [d for d in slack_rows if d["status"] in ("delivered", "failed")]
+            return done[0] if done else None
+
+        found = wait_until(slack_delivery, timeout=90, interval=0.5)
+        time.sleep(50)  # past the lease: a lost attempt would be sent again by now
+        assert found["status"] == "delivered"
+        assert [a["outcome"] for a in found["history"]] == ["delivered"]
+        assert len(slack.received) == 1
+        assert "infrastructure fault" in worker.output()  # the store did fail in between
+    finally:
+        worker.stop()
+        slack.stop()
+        server.stop()
+        proxy.stop()
+        broker.close()
+        store.dispose()

@@ -51,6 +51,9 @@ def create_celery(settings: Settings) -> Celery:
         # At-least-once: ack after the task ran, and hand back a task whose process died.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task stopped by its hard time limit goes back to its queue too (Celery would ack it
+        # and lose it): its delivery, still claimed, is then attempted again after its lease.
+        task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(settings),

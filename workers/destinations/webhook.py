@@ -30,7 +30,7 @@ from schemas.settings import (
 )
 from workers.alerts.notifiers.http import RETRYABLE_STATUSES
 from workers.alerts.notifiers.webhook import sign
-from workers.retry import Permanent, Transient
+from workers.errors import Permanent, Transient
 from workers.tavus_api import retry_after
 
 from .base import Answer, ForwardedEvent, matches, with_answer
