@@ -214,10 +214,12 @@ def test_conversation_is_the_cli_record_and_replay_processes_a_failed_event(
 
     wait_until(all_processed, timeout=30)
 
-    def settled() -> dict | None:  # the storage task records its verdict on its own time
+    def settled() -> dict | None:  # storage and alert tasks finish on their own time
         record = get(client, "/api/v1/conversations/c-api").json
         verification = (record["recording"] or {}).get("verification") or {}
-        return record if verification.get("status") not in (None, "pending") else None
+        deliveries = [d for alert in record["alerts"] for d in alert["deliveries"]]
+        verified = verification.get("status") not in (None, "pending")
+        return record if verified and all(d["delivered_at"] for d in deliveries) else None
 
     record = wait_until(settled, timeout=30)
     env = base_env(DATABASE_URL=store.url, REDIS_URL=settings.redis_url)
