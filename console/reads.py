@@ -339,7 +339,7 @@ def alert_delivery_summary(delivery: AlertDelivery, alert: Alert) -> dict[str, A
 
 
 def overview(session: Session, now: datetime | None = None) -> dict[str, Any]:
-    """The store's side of the overview (the broker's is in ``console.broker``)."""
+    """The store's side of the overview (the broker's is ``schemas.broker.queue_depths``)."""
     now = now or datetime.now(UTC)
     oldest = session.scalar(
         select(func.min(Event.received_at)).where(Event.status == EventStatus.RECEIVED)

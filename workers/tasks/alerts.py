@@ -14,6 +14,7 @@ from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
 from workers.celery_app import celery
 from workers.store.db import store_for
+from workers.tasks.events import send_task
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def raise_alert(self: Task, message: Any) -> str:
         # A repeat (the same cause, or this message redelivered) sends these again: each
         # delivery task finds its channel done, or being done, and sends nothing twice.
         for channel in channels:
-            celery.send_task(DELIVER_ALERT, args=[cause_key, channel])
+            send_task(DELIVER_ALERT, [cause_key, channel])
         return "raised"
 
     def dead_letter(exc: BaseException, failures: int) -> str:
