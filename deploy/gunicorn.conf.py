@@ -32,7 +32,6 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). README "Sizing" has
 # the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
 graceful_timeout = 20
 timeout = 30
