@@ -16,7 +16,6 @@ With ``METRICS_TOKEN`` set, a scrape must present it as a bearer token (Promethe
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from schemas.broker import UNACKED_KEY, queue_depths, redis_client
 from schemas.messages import EVENTS_QUEUE, QUEUES
 from schemas.settings import Settings
 from schemas.spool_files import spooled_files, written_at
+from schemas.tokens import any_matches
 from workers.store.db import Store, store_for
 from workers.store.models import (
     AlertDelivery,
@@ -99,7 +99,7 @@ def _presents(expected: str) -> bool:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+    return any_matches(presented.strip(), [expected.encode()])
 
 
 class _ThisProcess(Collector):

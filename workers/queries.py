@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from schemas.times import iso
 from workers.storage import state
 from workers.store.models import (
     Conversation,
@@ -71,8 +72,8 @@ def _conversation_fields(convo: Conversation) -> dict[str, Any]:
     return {
         "replica_id": convo.replica_id,
         "status": conversation_status(convo),
-        "joined_at": _iso(convo.joined_at),
-        "ended_at": _iso(convo.ended_at),
+        "joined_at": iso(convo.joined_at),
+        "ended_at": iso(convo.ended_at),
         "shutdown_reason": convo.shutdown_reason,
         "shutdown_is_failure": convo.shutdown_is_failure,
         "transcript": convo.transcript,
@@ -88,8 +89,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
         "provider": row.provider,
         "uri": row.uri,
         "duration_seconds": row.duration_seconds,
-        "ready_at": _iso(row.ready_at),
-        "copy_failed_at": _iso(row.copy_failed_at),
+        "ready_at": iso(row.ready_at),
+        "copy_failed_at": iso(row.copy_failed_at),
         "copy_error_code": row.copy_error_code,
         "copy_error_message": row.copy_error_message,
         "verification": state.view(row),
@@ -106,7 +107,7 @@ def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
         {
             "objective_name": row.objective_name,
             "output_variables": row.output_variables,
-            "completed_at": _iso(row.completed_at),
+            "completed_at": iso(row.completed_at),
         }
         for row in rows
     ]
@@ -121,7 +122,7 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
-        entry["triggered_at"].append(_iso(row.triggered_at))
+        entry["triggered_at"].append(iso(row.triggered_at))
     return [{**entry, "count": len(entry["triggered_at"])} for entry in by_name.values()]
 
 
@@ -137,7 +138,7 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
             "status": row.status,
             "request": row.request,
             "response": row.response,
-            "executed_at": _iso(row.executed_at),
+            "executed_at": iso(row.executed_at),
         }
         for row in rows
     ]
@@ -186,8 +187,8 @@ def event_summary(event: Event) -> dict[str, Any]:
         "resource_id": resource_id(event),
         "status": event.status,
         "source": event.source,
-        "received_at": _iso(event.received_at),
-        "occurred_at": _iso(event.occurred_at),
+        "received_at": iso(event.received_at),
+        "occurred_at": iso(event.occurred_at),
         "attempts": event.attempts,
         "last_error": event.last_error,
         "errors": event.errors,
@@ -213,10 +214,6 @@ def resource_id(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 RESOURCE_MODELS = {"replica": Replica, "video": Video, "document": Document}
 
 
@@ -226,4 +223,4 @@ def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, 
     if row is None:
         return None
     values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
