@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
+from schemas.times import iso
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import Answer, answer_of
 from workers.handlers.records import locked_record
@@ -240,7 +241,7 @@ def list_deliveries(
             "source": d.source,
             "status": d.status,
             "attempts": len(history.get(d.id, [])),
-            "delivered_at": _iso(d.delivered_at),
+            "delivered_at": iso(d.delivered_at),
             "last_error": d.last_error,
             "history": history.get(d.id, []),
         }
@@ -260,8 +261,8 @@ def _attempts(session: Session, delivery_ids: list[int]) -> dict[int, list[dict[
     for attempt in session.scalars(query):
         found.setdefault(attempt.delivery_id, []).append(
             {
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
+                "started_at": iso(attempt.started_at),
+                "finished_at": iso(attempt.finished_at),
                 "outcome": attempt.outcome,
                 "status_code": attempt.status_code,
                 "latency_ms": attempt.latency_ms,
@@ -327,7 +328,3 @@ def _new_deliveries(
             locked_record(session, ForwardDelivery, defaults, event_id=event_id, destination=name)
         )
     return added
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

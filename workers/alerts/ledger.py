@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.messages import ALERT_CHANNELS, SEVERITIES, AlertMessage
+from schemas.times import iso
 from workers.handlers.records import locked_record
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
 
@@ -231,8 +232,8 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
         attempts.setdefault(attempt.delivery_id, []).append(
             {
                 "number": attempt.number,
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
+                "started_at": iso(attempt.started_at),
+                "finished_at": iso(attempt.finished_at),
                 "outcome": attempt.outcome,
                 "error": attempt.error,
             }
@@ -244,13 +245,9 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
                 "channel": d.channel,
                 "status": d.status,
                 "attempts": d.attempts,
-                "delivered_at": _iso(d.delivered_at),
+                "delivered_at": iso(d.delivered_at),
                 "last_error": d.last_error,
                 "history": attempts.get(d.id, []),
             }
         )
     return by_alert
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
