@@ -20,10 +20,10 @@ import requests
 
 from schemas.messages import FORWARD_EVENT
 from schemas.settings import ForwardDestination, Settings, webhook_secret_key
+from schemas.times import retry_after
 from workers.alerts.notifiers.http import RETRYABLE_STATUSES
 from workers.alerts.notifiers.webhook import sign
 from workers.retry import Permanent, Transient
-from workers.tavus_api import retry_after
 
 from .base import Answer, ForwardedEvent, matches, with_answer
 
