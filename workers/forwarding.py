@@ -25,7 +25,6 @@ from schemas.settings import Settings
 from schemas.times import iso
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import Answer, answer_of
-from workers.handlers.records import locked_record
 from workers.retry import Permanent, Transient, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
@@ -35,6 +34,7 @@ from workers.store.models import (
     ForwardAttempt,
     ForwardDelivery,
 )
+from workers.store.records import locked_record
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import ALERT_CHANNELS, SEVERITIES, AlertMessage
 from schemas.times import iso
-from workers.handlers.records import locked_record
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
+from workers.store.records import locked_record
 
 from . import notifiers
 
