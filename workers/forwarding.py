@@ -25,7 +25,7 @@ from schemas.settings import Settings
 from schemas.times import iso
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import Answer, answer_of
-from workers.retry import Permanent, Transient, cap_seconds, delay
+from workers.retry import RETRY_BASE_SECONDS, Permanent, Transient, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 # Quarantined bodies are not Tavus's: they are never forwarded. Every other settled event is,
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
-RETRY_BASE_SECONDS = 2.0
 
 
 def tasks_for(

@@ -13,7 +13,6 @@ which it is; ``is_transient`` classifies what escaped without such a word.
 from __future__ import annotations
 
 import logging
-import random
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +23,8 @@ import redis.exceptions
 import requests
 import sqlalchemy.exc
 from celery.exceptions import Reject, Retry
+
+from schemas.backoff import backoff
 
 if TYPE_CHECKING:
     from celery import Task
@@ -36,6 +37,8 @@ T = TypeVar("T")
 # The longest wait between two attempts, whatever the attempt count; the visibility timeout may
 # lower it (``cap_seconds``) but never raise it.
 MAX_BACKOFF_SECONDS = 300.0
+# The first wait of a delivery (an alert channel, a forward destination), doubling per attempt.
+RETRY_BASE_SECONDS = 2.0
 
 
 class Transient(Exception):
@@ -91,13 +94,6 @@ def cap_seconds(visibility_timeout_seconds: float) -> float:
     visibility timeout, Redis would hand the same message to a second worker as well.
     """
     return min(MAX_BACKOFF_SECONDS, visibility_timeout_seconds / 2 * 0.95)
-
-
-def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): ``base`` doubling per
-    attempt up to ``cap``, with jitter over its upper half so that a crowd spreads out."""
-    ceiling = min(cap, base * 2 ** min(max(attempt, 1) - 1, 32))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 def delay(attempt: int, cap: float, base: float = 1.0, retry_after: float | None = None) -> float:
