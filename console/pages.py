@@ -24,9 +24,10 @@ from flask import (
     url_for,
 )
 
+from schemas.broker import queue_depths
 from workers import queries
 
-from . import actions, broker, reads, security
+from . import actions, reads, security
 from .api import replay_one
 from .cursor import BadCursor
 from .params import (
@@ -152,7 +153,7 @@ def logout() -> Response:
 def overview() -> str:
     with console().store.session() as s:
         stats = reads.overview(s)
-    depths = broker.queue_depths(console().redis)
+    depths = queue_depths(console().redis)
     spool = spool_size(console().settings.spool_dir)
     return render_template(
         "overview.html", stats=stats, depths=depths, spool=spool, statuses=EVENT_STATUSES

@@ -35,7 +35,6 @@ bind = f"0.0.0.0:{_settings.port}"
 # answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). "Sizing" in
 # docs/operations.md has the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
 workers = _settings.web_concurrency or multiprocessing.cpu_count()
-worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
 graceful_timeout = 20
 timeout = 30

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import orjson
-import redis
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
 from . import health, intake, metrics, openapi, redaction
@@ -50,14 +50,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.instrument(app)
     _register_error_handlers(app)
     return app
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """One pool per process; short timeouts so a stalled Redis fails a request, not hangs it."""
-    options: dict[str, object] = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
-    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
-        options["ssl_cert_reqs"] = "none"  # Heroku Redis presents a self-signed certificate
-    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def _json_error(status: int, code: str, message: str) -> Response:
