@@ -154,6 +154,9 @@ class Settings:
     worker_metrics_port: int | None = None
     prometheus_multiproc_dir: str | None = None
 
+    # Logs: "text", or "json" for one object per line (schemas/logs.py, docs/observability.md).
+    log_format: str = "text"
+
     # The console (console/): read API tokens, the pages' password, and the key its session
     # cookies are signed with (derived from CONSOLE_PASSWORD and SECRET_KEY). No API token: the
     # API answers 404; no password: the pages answer 404. CONSOLE_ENABLED=false: web serves the
@@ -476,6 +479,9 @@ class _SettingsSchema(Schema):
         data_key="WORKER_METRICS_PORT", validate=validate.Range(min=1, max=65535)
     )
     prometheus_multiproc_dir = f.String(data_key="PROMETHEUS_MULTIPROC_DIR")
+
+    # Logs.
+    log_format = f.String(data_key="LOG_FORMAT", validate=validate.OneOf(("text", "json")))
 
     # The console (console/).
     api_tokens = CommaList(
