@@ -181,7 +181,13 @@ def events() -> Response | str:
             return redirect(_place_of(*found))
     args, errors, page = _page(reads.events_page, EVENT_ARGS)
     return render_template(
-        "events.html", page=page, args=args, errors=errors, statuses=EVENT_STATUSES, kinds=KINDS
+        "events.html",
+        page=page,
+        args=args,
+        errors=errors,
+        statuses=EVENT_STATUSES,
+        kinds=KINDS,
+        resource_kinds=reads.RESOURCE_KINDS,
     )
 
 

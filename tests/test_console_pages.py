@@ -141,3 +141,20 @@ def test_every_page_renders(client, sqlite_store) -> None:
         assert page.status_code == 200, path
     assert b"Not a valid datetime" in client.get("/console/events?since=garbage").data
     assert client.get("/console/events/nope").status_code == 404
+
+
+def test_the_events_page_shows_each_events_resource(client, sqlite_store) -> None:
+    """A replica's, video's or document's id, as the CLI shows it, linked to its page."""
+    add_event(
+        sqlite_store,
+        T0,
+        kind="replica",
+        event_type=None,
+        conversation_id=None,
+        body={"replica_id": "r-shown-here", "status": "ready"},
+    )
+    add_event(sqlite_store, T0, conversation_id="c-no-resource")
+    sign_in(client)
+    page = client.get("/console/events").get_data(as_text=True)
+    assert '<a class="resource-link" href="/console/replicas/r-shown-here">r-shown-here</a>' in page
+    assert page.count('class="resource-link"') == 1  # a conversation's event names none
