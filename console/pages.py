@@ -26,7 +26,7 @@ from flask import (
 
 from workers import queries
 
-from . import actions, broker, reads, security
+from . import actions, broker, charts, reads, security
 from .api import replay_one
 from .cursor import BadCursor
 from .params import (
@@ -156,6 +156,22 @@ def overview() -> str:
     spool = spool_size(console().settings.spool_dir)
     return render_template(
         "overview.html", stats=stats, depths=depths, spool=spool, statuses=EVENT_STATUSES
+    )
+
+
+@bp.get("/charts")
+def charts_page() -> str:
+    now = datetime.now(UTC)
+    with console().store.session() as s:
+        per_minute = charts.events_per_minute(s, now)
+        latency = charts.processing_latency(s, now)
+        destinations = charts.deliveries_by_destination(s)
+    return render_template(
+        "charts.html",
+        per_minute=per_minute,
+        latency=latency,
+        destinations=destinations,
+        depths=broker.queue_depths(console().redis),
     )
 
 
