@@ -172,6 +172,7 @@ def charts_page() -> str:
         latency=latency,
         destinations=destinations,
         depths=broker.queue_depths(console().redis),
+        hours=charts.HOURS + 1,  # the hours the latency chart has room for
     )
 
 
