@@ -27,7 +27,7 @@ from flask import (
 from schemas.broker import queue_depths
 from workers import queries
 
-from . import actions, reads, security
+from . import actions, charts, reads, security
 from .api import replay_one
 from .cursor import BadCursor
 from .params import (
@@ -160,6 +160,23 @@ def overview() -> str:
     )
 
 
+@bp.get("/charts")
+def charts_page() -> str:
+    now = datetime.now(UTC)
+    with console().store.session() as s:
+        per_minute = charts.events_per_minute(s, now)
+        latency = charts.processing_latency(s, now)
+        destinations = charts.deliveries_by_destination(s)
+    return render_template(
+        "charts.html",
+        per_minute=per_minute,
+        latency=latency,
+        destinations=destinations,
+        depths=queue_depths(console().redis),
+        hours=charts.HOURS + 1,  # the hours the latency chart has room for
+    )
+
+
 def spool_size(directory: str) -> int | None:
     """Events in this host's spool (the receiver's SPOOL_DIR): ``*.event`` files."""
     from pathlib import Path
@@ -182,7 +199,13 @@ def events() -> Response | str:
             return redirect(_place_of(*found))
     args, errors, page = _page(reads.events_page, EVENT_ARGS)
     return render_template(
-        "events.html", page=page, args=args, errors=errors, statuses=EVENT_STATUSES, kinds=KINDS
+        "events.html",
+        page=page,
+        args=args,
+        errors=errors,
+        statuses=EVENT_STATUSES,
+        kinds=KINDS,
+        resource_kinds=reads.RESOURCE_KINDS,
     )
 
 

@@ -48,21 +48,24 @@ loglevel = _settings.log_level
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger with the token scrubber on its handlers.
+    """gunicorn's logger with the token scrubber on its handlers, in LOG_FORMAT.
 
     gunicorn's own error lines quote request paths ("Error handling request /callbacks/..."),
-    invalid request lines and tracebacks; every one passes receiver.redaction first. A logger
+    invalid request lines and tracebacks; every one passes schemas.redaction first. A logger
     class rather than ``logconfig_dict``, which would switch gunicorn's access log back on.
     """
 
     def setup(self, cfg):
         super().setup(cfg)
-        from receiver.redaction import RedactingFilter
+        from schemas.logs import JsonFormatter
+        from schemas.redaction import RedactingFilter
 
         redactor = RedactingFilter(_settings.secrets())
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.addFilter(redactor)
+                if _settings.log_format == "json":
+                    handler.setFormatter(JsonFormatter())
 
 
 logger_class = RedactingLogger

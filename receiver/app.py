@@ -8,10 +8,11 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from schemas import redaction
 from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
-from . import health, intake, metrics, openapi, redaction
+from . import health, intake, metrics, openapi
 from .auth import TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings.check_for_serving()
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
-    redaction.install(settings.secrets())
+    redaction.install(settings.secrets(), log_format=settings.log_format)
     app = Flask("receiver")
     # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
