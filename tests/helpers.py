@@ -32,6 +32,10 @@ from workers.store.models import Conversation
 
 TOKEN = "test-token-0123456789abcdef"
 FIXTURES = Path(__file__).with_name("fixtures")  # the Tavus docs examples, placeholders kept
+# What deploy/ ships for Prometheus and Grafana (tests/test_prometheus_rules.py, test_dashboard.py).
+_DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+RULE_FILES = (_DEPLOY / "prometheus" / "recording.yml", _DEPLOY / "prometheus" / "alerts.yml")
+DASHBOARD = _DEPLOY / "grafana" / "tavus-callbacks.json"
 
 
 def fixture(name: str) -> bytes:

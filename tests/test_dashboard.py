@@ -20,10 +20,9 @@ import redis
 import requests
 
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture_json, worker_env
+from tests.helpers import DASHBOARD, RULE_FILES, TOKEN, fixture_json, worker_env
 from tests.services import Prometheus, Web, Worker, free_port, wait_until
 from tests.sinks import HttpSink
-from tests.test_prometheus_rules import DASHBOARD, RULE_FILES
 from workers.store.db import Store
 
 pytestmark = pytest.mark.integration

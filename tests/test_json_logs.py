@@ -16,9 +16,8 @@ import requests
 from schemas.logs import JsonFormatter
 from schemas.redaction import RedactingFilter
 from schemas.settings import Settings, SettingsError
-from tests.conftest import TOKEN, fixture_json
+from tests.helpers import TOKEN, exchange, fixture_json
 from tests.services import Beat, RedisServer, Web, Worker, base_env, wait_until
-from tests.test_hostile_http import exchange
 from workers.logs import ids_of
 from workers.store.db import Store
 

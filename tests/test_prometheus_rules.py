@@ -18,14 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from console.metrics import create_metrics_app
 from schemas.settings import Settings
+from tests.helpers import DASHBOARD, RULE_FILES
 from tests.services import ROOT
 from workers import metrics as worker_metrics  # registers the workers' instruments
 from workers.store.db import Store
 
 RULES_DIR = ROOT / "deploy" / "prometheus"
-RULE_FILES = (RULES_DIR / "recording.yml", RULES_DIR / "alerts.yml")
 UNIT_TESTS = ("tests.yml", "tests-daily.yml")  # every minute; every 5 minutes over days
-DASHBOARD = ROOT / "deploy" / "grafana" / "tavus-callbacks.json"
 PROMTOOL = "/usr/bin/promtool"  # Debian's prometheus package, installed by scripts/test
 
 # Not exported yet: destination pausing will add it (1 while a destination is paused).
