@@ -31,7 +31,7 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, fixture_json, worker_env
+from tests.helpers import TOKEN, fixture, fixture_json, worker_env
 from tests.services import Worker, base_env, wait_until
 from tests.sinks import HttpSink, SmtpSink, TLSFiles
 from workers import queries

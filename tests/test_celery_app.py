@@ -27,15 +27,14 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, worker_env
+from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from workers import broker
 
 
 @pytest.fixture
-def celery_app_module(monkeypatch: pytest.MonkeyPatch):
-    # The module builds the worker's app from the environment on import; nothing connects yet.
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+def celery_app_module():
+    # Importing it reads no environment: the worker's app is built when `celery -A` asks.
     return importlib.import_module("workers.celery_app")
 
 
@@ -198,7 +197,8 @@ class ProcfileWorker(Worker):
 def test_the_procfile_worker_takes_its_pool_size_from_celery_worker_concurrency(
     settings: Settings, tmp_path: Path
 ) -> None:
-    # README "Sizing": CELERY_WORKER_CONCURRENCY sets the worker dyno's pool, Procfile unchanged.
+    # "Sizing" in docs/operations.md: CELERY_WORKER_CONCURRENCY sets the worker dyno's pool,
+    # the Procfile unchanged.
     env = worker_env(settings, CELERY_WORKER_CONCURRENCY="3")
     worker = ProcfileWorker(env, tmp_path / "worker.log").start()
     try:

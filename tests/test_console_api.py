@@ -14,7 +14,6 @@ from openapi_spec_validator import validate
 
 from cli.simulate import conversation_lifecycle, replica_training
 from console import create_app
-from tests.conftest import TOKEN
 from tests.console_fixtures import (
     API_TOKEN,
     BEARER,
@@ -22,8 +21,8 @@ from tests.console_fixtures import (
     add_event,
     console_settings,
     failed_shutdown,
-    sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
+from tests.helpers import TOKEN
 from tests.services import ROOT, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus

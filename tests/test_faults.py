@@ -5,7 +5,8 @@ Each case runs the receiver under real gunicorn (deploy/gunicorn.conf.py), a rea
 started as the Procfile starts it (REMAP_SIGTERM=SIGQUIT), a private redis-server with AOF, and
 the store (PostgreSQL where it runs, else SQLite). It breaks something mid-load and ends by
 comparing the store with what was sent: every event stored once, byte for byte, its handler run
-once. The figures of each case are printed at the end and quoted in the README's fault table.
+once. The figures of each case are printed at the end and quoted in the fault table of
+docs/operations.md.
 Visibility timeout and soft shutdown are short here so that redelivery happens in seconds.
 """
 
@@ -19,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import requests
 from sqlalchemy import func, make_url, select, text
 
 from cli.simulate import conversation_event, conversation_lifecycle
@@ -37,7 +36,7 @@ from schemas.callbacks.conversation import RECORDING_READY, SHUTDOWN
 from schemas.messages import ALERTS_QUEUE, RAISE_ALERT, AlertMessage, celery_envelope
 from schemas.settings import Settings
 from tests.bugs.planning import MARKER
-from tests.conftest import TOKEN, worker_env
+from tests.helpers import TOKEN, Load, load, worker_env
 from tests.services import (
     ROOT,
     CuttableProxy,
@@ -73,20 +72,6 @@ HEROKU_KILL_AFTER = 30  # seconds between SIGTERM and SIGKILL on Heroku
 POISONED = "c-poisoned"
 
 
-def load(count: int, tag: str) -> list[bytes]:
-    """``count`` distinct callbacks from whole conversations: joined (both names), shutdown,
-    transcript, perception, recording, objective. Guardrails are left out: identical guardrail
-    bodies 10 s apart are two triggers by design, which would blur the count of a resend."""
-    bodies: list[bytes] = []
-    number = 0
-    while len(bodies) < count:
-        for body in conversation_lifecycle(f"c-{tag}-{number:03d}"):
-            if "event_type" in body:
-                bodies.append(orjson.dumps(body))
-        number += 1
-    return bodies[:count]
-
-
 def poisoned_transcript() -> bytes:
     """A valid transcript callback that the store refuses to hold (see ``refuse_conversation``)."""
     [body] = [
@@ -119,15 +104,6 @@ class Rig:
         return subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
         )
-
-
-@pytest.fixture
-def fault_db(request: pytest.FixtureRequest) -> str:
-    """PostgreSQL, the production store, where it runs; SQLite elsewhere."""
-    try:
-        return request.getfixturevalue("postgres_url")
-    except pytest.skip.Exception:
-        return request.getfixturevalue("sqlite_url")
 
 
 @pytest.fixture
@@ -174,80 +150,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
                 f"  {row['case']} | {row['sent']} | {row['stored']} | {row['duplicates']} | "
                 f"{row['redelivered']} | {row.get('notes', '')}"
             )
-
-
-class Load:
-    """Posts bodies from a few threads in the background, like Tavus, and keeps every answer.
-
-    With ``resend``, a body that got no answer or a 5xx is posted again until it gets a 2xx, as
-    a sender that retries would; without, the outcome is kept as it came ("refused", "http 503").
-    """
-
-    def __init__(
-        self,
-        url: str,
-        bodies: list[bytes],
-        threads: int = 4,
-        resend: bool = False,
-        pace: float = 0.0,
-    ) -> None:
-        self.url = url
-        self.bodies = bodies
-        self.threads = threads
-        self.resend = resend
-        self.pace = pace  # seconds each thread waits between posts, to spread the load
-        self.outcomes: dict[int, str] = {}
-        self.failed_attempts: Counter[str] = Counter()
-        self._local = threading.local()
-        self._runner = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Load:
-        self._runner.start()
-        return self
-
-    def join(self, timeout: float = 120) -> Load:
-        self._runner.join(timeout)
-        assert not self._runner.is_alive(), "the load did not finish"
-        return self
-
-    def answered(self) -> int:
-        return len(self.outcomes)
-
-    def count(self) -> Counter[str]:
-        return Counter(self.outcomes.values())
-
-    def _run(self) -> None:
-        with ThreadPoolExecutor(self.threads) as pool:
-            list(pool.map(self._send, range(len(self.bodies))))
-
-    def _send(self, index: int) -> None:
-        session = getattr(self._local, "session", None) or requests.Session()
-        self._local.session = session
-        deadline = time.monotonic() + 90
-        while True:
-            outcome = post(session, self.url, self.bodies[index])
-            if not self.resend or outcome in ("accepted", "duplicate", "spooled"):
-                break
-            self.failed_attempts[outcome] += 1
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.outcomes[index] = outcome
-        time.sleep(self.pace)
-
-
-def post(session: requests.Session, url: str, body: bytes) -> str:
-    """One delivery: the status the receiver answered, "refused" without an answer."""
-    try:
-        response = session.post(
-            url, data=body, headers={"Content-Type": "application/json"}, timeout=15
-        )
-    except requests.ConnectionError:
-        return "refused"
-    if response.status_code >= 500:
-        return f"http {response.status_code}"
-    assert response.status_code in (200, 202), response.text
-    return response.json()["status"]
 
 
 def stored_rows(store: Store) -> list[Any]:

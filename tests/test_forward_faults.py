@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, Load, load
 from tests.services import RedisServer, Web, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink, verified
-from tests.test_faults import Load, load
-from tests.test_faults import fault_db as fault_db  # a fixture: PostgreSQL, else SQLite
 from workers import queries
 from workers.store.db import Store
 from workers.store.models import Event

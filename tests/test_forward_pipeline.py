@@ -23,11 +23,9 @@ from cli import simulate
 from receiver import create_app
 from receiver.publisher import Publisher
 from schemas.settings import Settings
-from tests.conftest import TOKEN, worker_env
+from tests.helpers import API_KEY, TOKEN, FakeTavus, ended, worker_env
 from tests.services import ROOT, Service, Worker, free_port, wait_until
 from tests.sinks import HttpSink, verified
-from tests.test_reconcile import API_KEY, FakeTavus, ended
-from tests.test_reconcile import tavus as tavus  # a fixture
 from workers import queries, reconciliation
 from workers.store.db import Store
 from workers.tavus_api import TavusAPI

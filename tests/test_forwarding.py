@@ -19,7 +19,7 @@ from schemas.classify import classify
 from schemas.messages import FORWARD_EVENT, event_message
 from schemas.settings import ForwardDestination, Settings, SettingsError
 from tests.sinks import HttpSink, verified
-from workers import forwarding, processing, queries
+from workers import destinations, forwarding, processing, queries
 from workers.store.db import Store
 from workers.store.models import ForwardDelivery
 
@@ -28,7 +28,7 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 def settings_for(store: Store, *urls: str, events: tuple[str, ...] = ("*",), **changes) -> Settings:
     destinations = tuple(
-        ForwardDestination(f"app{i}" if i else "app", url, SECRET, events)
+        ForwardDestination(f"app{i}" if i else "app", url, events, {"SECRET": SECRET})
         for i, url in enumerate(urls)
     )
     values = {"database_url": store.url, "forward_destinations": destinations,
@@ -288,15 +288,18 @@ def test_destination_settings_are_checked_and_kept_secret() -> None:
     assert {SECRET, "p@ss-word-1", "p%40ss-word-1"} <= set(settings.secrets())
     assert SECRET not in repr(settings) and "p%40ss" not in repr(settings)
     assert app.host == "myapp.example.com"
+    destinations.check(settings)  # what the webhook type reads is right too
     for broken, variable in [
         ({"FORWARD_APP_SECRET": ""}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_SECRET": "whsec_not*base64"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_SECRET": "plain-secret-0123456789"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_URL": "ftp://myapp.example.com/"}, "FORWARD_APP_URL"),
+        ({"FORWARD_APP_URL": "https://forwarder:p%40ss@my app.example.com/"}, "FORWARD_APP_URL"),
         ({"FORWARD_APP_EVENTS": "application.*, bad pattern!"}, "FORWARD_APP_EVENTS"),
     ]:
+        # What every destination has fails in from_env, what its type reads at the worker's start.
         with pytest.raises(SettingsError) as caught:
-            Settings.from_env({**env, **broken})
+            destinations.check(Settings.from_env({**env, **broken}))
         assert variable in str(caught.value)
         assert SECRET not in str(caught.value) and "p%40ss" not in str(caught.value)
 

@@ -29,7 +29,7 @@ from workers.destinations.base import answer_of
 from workers.errors import Permanent, Transient, is_transient
 from workers.handlers.records import locked_record
 from workers.ledger import Busy
-from workers.retry import cap_seconds, delay
+from workers.retry import DELIVERY_RETRY_BASE_SECONDS, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # Quarantined bodies are not Tavus's: they are never forwarded. Every other settled event is,
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
-RETRY_BASE_SECONDS = 2.0
 # A destination's ``gives_up(attempts, first_attempt_at, now)``.
 GivesUp = Callable[[int, datetime, datetime], bool]
 
@@ -123,7 +122,7 @@ def deliver(
             status, error = "failed", f"{error} (gave up after {claim.attempt} attempts)"
         else:
             cap = cap_seconds(settings.visibility_timeout_seconds)
-            retry_in = delay(claim.attempt, cap, RETRY_BASE_SECONDS, retry_after)
+            retry_in = delay(claim.attempt, cap, DELIVERY_RETRY_BASE_SECONDS, retry_after)
     attempt = {
         "delivery_id": claim.delivery_id,
         "attempt_id": claim.attempt_id,

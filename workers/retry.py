@@ -47,6 +47,10 @@ def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+# The first wait of a delivery outside (a forward destination, an alert channel); it doubles.
+DELIVERY_RETRY_BASE_SECONDS = 2.0
+
+
 def delay(attempt: int, cap: float, base: float = 1.0, retry_after: float | None = None) -> float:
     """``backoff``, or the other side's ``Retry-After`` when it asked for longer; never past cap."""
     wait = backoff(attempt, cap, base)

@@ -29,8 +29,6 @@ from .notifiers import (
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 2.0
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -79,11 +77,13 @@ def deliver(
         status, error = "failed", str(exc)
     except TransientDeliveryError as exc:
         status, error = "retrying", str(exc)
-        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS, exc.retry_after)
+        retry_in = retry.delay(
+            claim.attempt, _cap(settings), retry.DELIVERY_RETRY_BASE_SECONDS, exc.retry_after
+        )
     except Exception as exc:  # a boundary: a notifier's own bug is recorded, and retried
         # Only the type: a library's message may quote a URL that is itself a secret.
         status, error = "retrying", f"unexpected {type(exc).__name__}"
-        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS)
+        retry_in = retry.delay(claim.attempt, _cap(settings), retry.DELIVERY_RETRY_BASE_SECONDS)
     if status == "retrying" and claim.attempt >= settings.alert_delivery_attempts:
         status, retry_in = "failed", None
         error = f"{error} (gave up after {claim.attempt} attempts)"
