@@ -203,7 +203,7 @@ def test_importing_the_entry_modules_reads_no_environment() -> None:
     """Settings are read by an entry point's one call: the Celery app is built when `celery -A`
     asks for it, not when its module is imported."""
     env = base_env(MAX_BODY_BYTES="lots")  # any read of the environment would fail on it
-    imports = "import workers.celery_app, bench.noop, deploy.wsgi, receiver.redaction, cli.main"
+    imports = "import workers.celery_app, bench.noop, deploy.wsgi, schemas.redaction, cli.main"
     done = subprocess.run([sys.executable, "-c", imports], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     asked = "from workers.celery_app import celery"
