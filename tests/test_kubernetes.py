@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import re
-import shlex
 from typing import Any
 
 import kubernetes_validate
@@ -20,7 +19,7 @@ import yaml
 
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings
-from tests.services import ROOT
+from tests.services import ROOT, procfile
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor still supported by the big managed offerings
@@ -85,20 +84,6 @@ def container(component: str) -> dict[str, Any]:
 
 def env_of(spec: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item.get("value") for item in spec.get("env", [])}
-
-
-def procfile() -> dict[str, tuple[dict[str, str], list[str]]]:
-    """Each process: its ``VAR=value`` prefix and its argv."""
-    lines = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, command = line.split(":", 1)
-        words = shlex.split(command)
-        prefix = {}
-        while "=" in words[0]:
-            key, value = words.pop(0).split("=", 1)
-            prefix[key] = value
-        lines[name] = (prefix, words)
-    return lines
 
 
 def secret_keys() -> set[str]:
