@@ -1,6 +1,7 @@
 """Hosts made of Linux namespaces: each one a network namespace with its own address on a private
 bridge, its own hostname, and its processes in a cgroup (v1) with a CPU quota, as a dyno or a
-pod would have. Needs root, ``ip`` (iproute2) and the cgroup v1 ``cpu`` controller.
+pod would have. Needs root, ``ip`` (iproute2) and the cgroup v1 ``cpu`` and ``cpuacct``
+controllers (mounted apart here, so each host has a group in both: the quota, the time used).
 
 Everything is named with ``PREFIX`` so that ``Network.sweep`` can remove what a run killed
 before its cleanup left behind; ``network_lock`` keeps two rigs on one machine from meeting.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,7 +24,8 @@ from typing import IO
 PREFIX = "tcl"  # namespaces tcl-<host>, bridge tcl-br, veths tcl<n>, cgroups cpu/tcl/<host>
 BRIDGE = f"{PREFIX}-br"
 SUBNET = "10.77.0"  # a /24 of our own; the root namespace (the test, "Tavus") is .1
-CGROUP_ROOT = Path("/sys/fs/cgroup/cpu") / PREFIX
+CGROUP_ROOT = Path("/sys/fs/cgroup/cpu") / PREFIX  # the quota
+ACCOUNTING_ROOT = Path("/sys/fs/cgroup/cpuacct") / PREFIX  # the CPU time used (its own hierarchy)
 CFS_PERIOD_US = 100_000
 LOCK_FILE = Path("/run/tavus-cluster.lock")
 
@@ -35,8 +38,12 @@ def available() -> str | None:
     """Why the rig cannot run here, or None when it can."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, cgroups)"
-    if not Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists():
+    if not (CGROUP_ROOT.parent / "cpu.cfs_quota_us").exists():
         return "needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
+    if not (ACCOUNTING_ROOT.parent / "cpuacct.usage").exists():
+        return "needs the cgroup v1 cpuacct controller at /sys/fs/cgroup/cpuacct"
+    if shutil.which("haproxy") is None:
+        return "needs haproxy (Debian's package; scripts/test installs it)"
     try:
         ip("netns", "list")
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -65,6 +72,7 @@ class Host:
         self.veth = f"{PREFIX}{octet}"  # the bridge's end; the namespace's end is eth0
         self.cpus = cpus
         self.cgroup = CGROUP_ROOT / name
+        self.accounting = ACCOUNTING_ROOT / name
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def create(self) -> None:
@@ -77,6 +85,7 @@ class Host:
         ip(*inside, "link", "set", "eth0", "up")
         ip(*inside, "link", "set", "lo", "up")
         self.cgroup.mkdir(parents=True, exist_ok=True)
+        self.accounting.mkdir(parents=True, exist_ok=True)
         quota = -1 if self.cpus is None else int(self.cpus * CFS_PERIOD_US)
         (self.cgroup / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
         (self.cgroup / "cpu.cfs_quota_us").write_text(str(quota))
@@ -86,10 +95,11 @@ class Host:
     ) -> subprocess.Popen[bytes]:
         """Start ``command`` on this host: in its namespaces and its cgroup, in a session of its
         own (a signal to the group reaches its children, as on a dyno)."""
-        procs = self.cgroup / "cgroup.procs"
+        groups = (self.cgroup / "cgroup.procs", self.accounting / "cgroup.procs")
 
         def enter_cgroup() -> None:  # in the child, before exec: everything it starts inherits
-            procs.write_text(str(os.getpid()))
+            for procs in groups:
+                procs.write_text(str(os.getpid()))
 
         on_host = [
             "ip", "netns", "exec", self.namespace,
@@ -108,6 +118,10 @@ class Host:
             return [int(pid) for pid in (self.cgroup / "cgroup.procs").read_text().split()]
         except FileNotFoundError:
             return []
+
+    def cpu_seconds(self) -> float:
+        """CPU time the host's processes have used so far (user and system)."""
+        return int((self.accounting / "cpuacct.usage").read_text()) / 1e9
 
     def kill_all(self) -> None:
         """SIGKILL every process of the host, as a machine that loses power; reaped."""
@@ -130,8 +144,9 @@ class Host:
         self.kill_all()
         ip("link", "del", self.veth, check=False)
         ip("netns", "del", self.namespace, check=False)
-        with contextlib.suppress(FileNotFoundError):
-            self.cgroup.rmdir()
+        for group in (self.cgroup, self.accounting):
+            with contextlib.suppress(FileNotFoundError):
+                group.rmdir()
 
 
 class Network:
@@ -146,6 +161,7 @@ class Network:
         ip("addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
         ip("link", "set", BRIDGE, "up")
         CGROUP_ROOT.mkdir(exist_ok=True)
+        ACCOUNTING_ROOT.mkdir(exist_ok=True)
         return self
 
     def add(self, name: str, octet: int, cpus: float | None) -> Host:
@@ -167,6 +183,10 @@ class Network:
             for group in [p for p in CGROUP_ROOT.iterdir() if p.is_dir()]:
                 Host(group.name, 0, None).kill_all()
                 group.rmdir()
+        if ACCOUNTING_ROOT.exists():
+            for group in [p for p in ACCOUNTING_ROOT.iterdir() if p.is_dir()]:
+                group.rmdir()  # its processes were in the quota's group too: gone by now
+            ACCOUNTING_ROOT.rmdir()
         for line in ip("netns", "list").stdout.splitlines():
             name = line.split()[0]
             if name.startswith(f"{PREFIX}-"):

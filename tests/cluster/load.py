@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import queue
-import statistics
 import threading
 import time
 from collections import Counter
@@ -163,11 +162,6 @@ class Steady:
             time.sleep(0.01)
 
 
-def latency_ms(answers: list[Answer], quantile: float) -> float:
-    times = sorted(a.seconds for a in answers)
-    return 1000 * times[min(len(times) - 1, int(quantile * len(times)))] if times else 0.0
-
-
 # --- what became of every callback ----------------------------------------------------------
 
 
@@ -219,21 +213,27 @@ def settled(cluster: Cluster, prefix: str, acked: set[str]) -> bool:
 
 
 def audit(cluster: Cluster, load: Load, timeout: float = 120) -> Audit:
+    """Every callback ``load`` got a 2xx for, followed to the end (see ``audit_ids``)."""
+    acked = {a.conversation_id for a in load.answers if a.acked}
+    not_2xx = Counter(a.status for a in load.answers if not a.acked)
+    return audit_ids(cluster, load.prefix, acked, len(load.answers), not_2xx, timeout)
+
+
+def audit_ids(
+    cluster: Cluster,
+    prefix: str,
+    acked: set[str],
+    posted: int,
+    not_2xx: Counter[int],
+    timeout: float = 120,
+) -> Audit:
     """Wait until every acked callback reached the destination and Redis is empty (or the
     timeout passed), then count what happened to each."""
-    acked = {a.conversation_id for a in load.answers if a.acked}
     # A timeout here is a finding, which the counts below report, not an error.
     with contextlib.suppress(TimeoutError):
-        wait_until(lambda: settled(cluster, load.prefix, acked), timeout, interval=0.5)
-    like = load.prefix + "-%"
-    rows = Counter(
-        cid
-        for (cid,) in cluster.sql(
-            "SELECT conversation_id FROM events WHERE conversation_id LIKE %s AND status = %s",
-            like,
-            "processed",
-        )
-    )
+        wait_until(lambda: settled(cluster, prefix, acked), timeout, interval=0.5)
+    like = prefix + "-%"
+    rows = processed(cluster, prefix)
     deliveries = Counter(
         cid
         for (cid,) in cluster.sql(
@@ -243,7 +243,7 @@ def audit(cluster: Cluster, load: Load, timeout: float = 120) -> Audit:
             "delivered",
         )
     )
-    posts = received(cluster, load.prefix)
+    posts = received(cluster, prefix)
     (unfinished,) = cluster.sql(
         "SELECT count(*) FROM events WHERE conversation_id LIKE %s AND status <> %s",
         like,
@@ -253,9 +253,9 @@ def audit(cluster: Cluster, load: Load, timeout: float = 120) -> Audit:
         "SELECT count(*) FROM forward_deliveries WHERE status <> %s", "delivered"
     )[0]
     return Audit(
-        posted=len(load.answers),
+        posted=posted,
         acked=len(acked),
-        not_2xx=Counter(a.status for a in load.answers if not a.acked),
+        not_2xx=not_2xx,
         not_stored=sum(1 for cid in acked if rows[cid] == 0),
         stored_twice=sum(1 for n in rows.values() if n > 1),
         not_delivered=sum(1 for cid in acked if deliveries[cid] == 0),
@@ -271,6 +271,18 @@ def audit(cluster: Cluster, load: Load, timeout: float = 120) -> Audit:
     )
 
 
+def processed(cluster: Cluster, prefix: str) -> Counter[str]:
+    """Rows in the store per conversation id of this load, processed ones only."""
+    return Counter(
+        cid
+        for (cid,) in cluster.sql(
+            "SELECT conversation_id FROM events WHERE conversation_id LIKE %s AND status = %s",
+            prefix + "-%",
+            "processed",
+        )
+    )
+
+
 def rate_between(times: list[float], low: float = 0.1, high: float = 0.9) -> float:
     """Events a second between the ``low`` and ``high`` fractions of ``times`` (sorted): the
     steady rate, without the start-up and the tail."""
@@ -278,7 +290,3 @@ def rate_between(times: list[float], low: float = 0.1, high: float = 0.9) -> flo
         return 0.0
     first, last = times[int(low * len(times))], times[int(high * len(times)) - 1]
     return (int(high * len(times)) - int(low * len(times))) / max(last - first, 1e-6)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0
