@@ -95,20 +95,19 @@ class Host:
     ) -> subprocess.Popen[bytes]:
         """Start ``command`` on this host: in its namespaces and its cgroup, in a session of its
         own (a signal to the group reaches its children, as on a dyno)."""
-        groups = (self.cgroup / "cgroup.procs", self.accounting / "cgroup.procs")
-
-        def enter_cgroup() -> None:  # in the child, before exec: everything it starts inherits
-            for procs in groups:
-                procs.write_text(str(os.getpid()))
-
+        # The shell joins the cgroups and becomes the command (exec keeps its pid), so all it
+        # starts inherits them; ``ip netns exec`` mounts a sysfs of its own, hence before it.
+        join = 'echo $$ > "$0" && echo $$ > "$1" && shift && exec "$@"'
         on_host = [
+            "sh", "-c", join, str(self.cgroup / "cgroup.procs"),
+            str(self.accounting / "cgroup.procs"),
             "ip", "netns", "exec", self.namespace,
             "unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', self.name,
             *command,
         ]  # fmt: skip
         process = subprocess.Popen(
             on_host, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=enter_cgroup, start_new_session=True,
+            start_new_session=True,
         )  # fmt: skip
         self.processes.append(process)
         return process

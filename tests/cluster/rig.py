@@ -167,7 +167,9 @@ class Cluster:
         self.running.setdefault(name, []).append(started)
         return started
 
-    def wait_ready(self, started: Started, marker: bytes, count: int = 1, timeout=120) -> None:
+    def wait_ready(
+        self, started: Started, marker: bytes, count: int = 1, timeout: float = 120
+    ) -> None:
         def ready() -> bool:
             if started.process.poll() is not None:
                 tail = started.output()[-3000:].decode(errors="replace")
