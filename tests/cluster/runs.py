@@ -103,7 +103,7 @@ def intake_with(
     cluster.serving(webs)
     bodies = cluster.work / "bodies.jsonl"
     bodies.write_bytes(callback("@CID@") + b"\n")
-    used = cores_used(cluster, webs)
+    used, started = cores_used(cluster, webs), time.monotonic()
     result = wrk.run(
         f"http://{cluster.address('lb')}/callbacks/{TOKEN}",
         bodies,
@@ -118,7 +118,7 @@ def intake_with(
         web_hosts=len(webs),
         requests=result.requests,
         per_second=acked / result.seconds,
-        web_cores=(cores_used(cluster, webs) - used) / result.seconds,
+        web_cores=(cores_used(cluster, webs) - used) / (time.monotonic() - started),
         not_2xx=sum(not_2xx.values()),
     )
     return row, acked, +not_2xx
@@ -171,7 +171,7 @@ def worker_vanishes(cluster: Cluster, load: Load, name: str = "worker3") -> str:
     surge.join()
     timeout = cluster.sizing.visibility_timeout
     return (
-        f"{len(held)} messages taken by {name} went back to the queue {back:.1f} s after"
+        f"{len(held)} message(s) taken by {name} went back to the queue {back:.1f} s after"
         f" the kill (visibility timeout {timeout} s) and were finished by the others"
     )
 
@@ -243,7 +243,7 @@ def faults(
 def table(rows: list, headers: list[str]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     for row in rows:
-        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in vars(row).values()]
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in vars(row).values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
