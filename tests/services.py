@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -194,6 +195,20 @@ class Web(Service):
         return new_output.count(b"Worker serving") >= int(self.env["WEB_CONCURRENCY"]) and (
             listening(self.port)
         )
+
+
+def procfile() -> dict[str, tuple[dict[str, str], list[str]]]:
+    """The Procfile, each process as its ``VAR=value`` prefix and its argv."""
+    lines = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, command = line.split(":", 1)
+        words = shlex.split(command)
+        prefix = {}
+        while "=" in words[0]:
+            key, value = words.pop(0).split("=", 1)
+            prefix[key] = value
+        lines[name] = (prefix, words)
+    return lines
 
 
 def base_env(**overrides: str) -> dict[str, str]:
