@@ -1,8 +1,9 @@
-"""``/api/v1``: the store as JSON, for apps and scripts. Bearer tokens from ``API_TOKENS``.
+"""``/api/v1``: the store as JSON, for apps and scripts. Bearer tokens from ``API_TOKENS``;
+erasing (``DELETE``) takes one from ``ADMIN_API_TOKENS``.
 
 A list answers ``{"data": [...], "next_cursor": "..."}`` (``null`` on the last page); a single
 resource answers the record itself (a conversation is what ``tavus-callbacks conversation
---json`` prints). Errors are ``{"error": ..., "message": ...}`` with 401, 404, 422 or 503.
+--json`` prints). Errors are ``{"error": ..., "message": ...}`` with 401, 403, 404, 422 or 503.
 """
 
 from __future__ import annotations
@@ -110,6 +111,25 @@ def _resource_view(kind: str) -> None:
 
 for _kind in queries.RESOURCE_MODELS:  # replicas/<id>, videos/<id>, documents/<id>
     _resource_view(_kind)
+
+
+def _erase_view(kind: str) -> None:
+    def erase(target_id: str) -> Response:
+        """Erase it wherever this service holds it; its tombstone stays (docs/privacy.md)."""
+        actor = console().tokens.admin(request)
+        if actor is None:
+            response = jsonify(
+                {"error": "forbidden", "message": "erasing needs a token from ADMIN_API_TOKENS"}
+            )
+            response.status_code = 403
+            return response
+        return jsonify(actions.erase(console(), kind, target_id, actor))
+
+    bp.add_url_rule(f"/{kind}s/<target_id>", f"erase_{kind}", erase, methods=["DELETE"])
+
+
+for _kind in ("conversation", *queries.RESOURCE_MODELS):
+    _erase_view(_kind)
 
 
 @bp.get("/alerts")

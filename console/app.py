@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         store=store_for(settings.database_url),
         redis=client,
-        tokens=security.ApiTokens(settings.api_tokens),
+        tokens=security.ApiTokens(settings.api_tokens, settings.admin_api_tokens),
         tasks=TaskQueue(client),
         throttle=security.SigninThrottle(client),
     )

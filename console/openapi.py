@@ -60,7 +60,9 @@ def _list(summary: str, args: type) -> dict[str, Any]:
 
 
 def _one(summary: str, name: str) -> dict[str, Any]:
+    """Reading one record (``GET``) and erasing it (``DELETE``, admin tokens only)."""
     parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    what = summary.removeprefix("One ").split(",")[0]
     return {
         "get": {
             "summary": summary,
@@ -70,7 +72,19 @@ def _one(summary: str, name: str) -> dict[str, Any]:
                 "404": _json("Not known", _ERROR),
                 **_ERRORS,
             },
-        }
+        },
+        "delete": {
+            "summary": f"Erase the {what} wherever this service holds it; a tombstone stays "
+            "(a token from ADMIN_API_TOKENS)",
+            "parameters": [parameter],
+            "responses": {
+                "200": _json(
+                    "Erased: the rows, queued messages and spooled files removed", _RECORD
+                ),
+                "403": _json("The token may read, not erase", _ERROR),
+                **_ERRORS,
+            },
+        },
     }
 
 

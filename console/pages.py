@@ -268,6 +268,17 @@ def conversation(conversation_id: str) -> str:
     )
 
 
+@bp.post("/conversations/<conversation_id>/erase")
+def erase_conversation(conversation_id: str) -> Response:
+    """Erase, once the id was typed again: a click alone must not destroy a conversation."""
+    if request.form.get("confirm", "").strip() != conversation_id:
+        flash("Nothing erased: type the conversation's id to confirm.", "error")
+        return redirect(url_for("pages.conversation", conversation_id=conversation_id))
+    done = actions.erase(console(), "conversation", conversation_id, "console")
+    flash(f"Conversation {conversation_id} erased: {done['rows']} rows.", "success")
+    return redirect(url_for("pages.conversations"))
+
+
 @bp.get("/<any(replica, video, document):kind>s/<resource_id>")
 def resource(kind: str, resource_id: str) -> str:
     with console().store.session() as s:

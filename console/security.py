@@ -1,6 +1,7 @@
 """Who may read: bearer tokens for the API, a password and a signed session for the pages.
 
-- API: ``Authorization: Bearer <token>``, any of ``API_TOKENS``, compared in constant time.
+- API: ``Authorization: Bearer <token>``, any of ``API_TOKENS`` or ``ADMIN_API_TOKENS``,
+  compared in constant time; only an admin token may erase.
 - Pages: ``CONSOLE_PASSWORD``, then a session cookie (HttpOnly, SameSite=Lax, Secure when the
   request came over HTTPS, the proxy's X-Forwarded-Proto honoured as TRUSTED_PROXIES says).
 - Every POST of the pages carries the session's CSRF token.
@@ -28,18 +29,34 @@ THROTTLE_PREFIX = "tavus:console:signin:"
 
 
 class ApiTokens:
-    def __init__(self, tokens: Iterable[str]) -> None:
-        self._tokens = tuple(token.encode() for token in tokens)
+    def __init__(self, tokens: Iterable[str], admin_tokens: Iterable[str] = ()) -> None:
+        self._admin = tuple(token.encode() for token in admin_tokens)
+        self._tokens = tuple(token.encode() for token in tokens) + self._admin
 
     @property
     def configured(self) -> bool:
         return bool(self._tokens)
 
     def allows(self, req: Request) -> bool:
-        scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        return any_matches(token.strip(), self._tokens)
+        token = _bearer(req)
+        return token is not None and any_matches(token, self._tokens)
+
+    def admin(self, req: Request) -> str | None:
+        """The name of the ``ADMIN_API_TOKENS`` entry the request carries (``admin-<position>``,
+        what a tombstone records), or None: only those may erase."""
+        token = _bearer(req)
+        if token is None:
+            return None
+        # Every entry is compared, in constant time, whichever matches.
+        matches = [any_matches(token, [value]) for value in self._admin]
+        return f"api:admin-{matches.index(True) + 1}" if any(matches) else None
+
+
+def _bearer(req: Request) -> str | None:
+    scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def session_key(settings: Settings) -> bytes:

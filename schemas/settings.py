@@ -279,6 +279,10 @@ CONSOLE = Section(
     "Console and read API",
     "No API token: the API answers 404; no password: the pages answer 404.",
 )
+RETENTION = Section(
+    "Retention and erasure",
+    "How long content is kept; `beat` purges what is older ([Privacy](privacy.md)).",
+)
 FORWARDING = Section(
     "Forwarding and hooks",
     "Destinations are named by their variables, `FORWARD_<NAME>_URL` and the rest: see "
@@ -638,6 +642,15 @@ class Settings:
         secret=True,
         shown_default="— (API off: 404)",
     )
+    admin_api_tokens: tuple[str, ...] = CONSOLE.setting(
+        "ADMIN_API_TOKENS",
+        CommaList(validate=_long_enough("ADMIN_API_TOKENS")),
+        (),
+        "bearer tokens that may also erase (`DELETE /api/v1/conversations/<id>`...), "
+        "comma-separated, at least 16 characters each; they read as `API_TOKENS` do",
+        secret=True,
+        shown_default="— (nobody erases through the API)",
+    )
     console_password: str | None = CONSOLE.setting(
         "CONSOLE_PASSWORD",
         f.String(),
@@ -661,6 +674,21 @@ class Settings:
         "a stolen cookie lets the password be guessed offline. Changing either signs everybody "
         "out",
         secret=True,
+    )
+
+    retention_days: int = RETENTION.setting(
+        "RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        90,
+        "a conversation (its events, transcript, perception, objectives, guardrails, "
+        "deliveries, alerts), replica, video or document is purged once its newest event is "
+        "this many days old and nothing about it is pending; `0` keeps everything",
+    )
+    purge_interval_seconds: int = RETENTION.setting(
+        "PURGE_INTERVAL_SECONDS",
+        f.Integer(validate=_range(60)),
+        3600,
+        "how often `beat` runs the purge",
     )
 
     # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.

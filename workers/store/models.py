@@ -313,3 +313,15 @@ class ForwardAttempt(Base):
     latency_ms: Mapped[float | None]
     answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Erasure(Base):
+    """What remains of an erased conversation, replica, video or document: its id, when, by
+    whom, how many rows went. A later callback for it is acked and dropped, never stored."""
+
+    __tablename__ = "erasures"
+
+    target: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<kind>:<id>"
+    erased_at: Mapped[datetime]
+    erased_by: Mapped[str] = mapped_column(String(255))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
