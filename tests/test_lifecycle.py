@@ -4,17 +4,32 @@ and a later callback for it is dropped."""
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select, update
 
+from console.app import create_app as create_console
+from receiver import create_app
+from receiver.spool import Spool
 from schemas.classify import classify
 from schemas.messages import event_message
+from schemas.settings import Settings
+from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
+from tests.helpers import TOKEN, worker_env
+from tests.services import ROOT, RedisServer, Worker, free_port, wait_until
+from tests.sinks import HttpSink
 from workers import lifecycle, processing
 from workers.store.db import Store
 from workers.store.models import (
@@ -31,6 +46,7 @@ from workers.store.models import (
     Replica,
 )
 
+ALL_QUEUES = "events,storage,alerts,forward,hooks"
 DAY = 86400.0
 OLD = 100  # days: past the default retention of 90
 
@@ -216,3 +232,214 @@ def test_erasing_a_replica_takes_its_events_and_keeps_other_replicas(store: Stor
     assert rows(store, Event, kind="replica") == 1
     feed(store, {"replica_id": "r-gone", "status": "ready"})
     assert rows(store, Replica, replica_id="r-gone") == 0
+
+
+# --- the API and the console -----------------------------------------------------------------
+
+ADMIN = "admin-token-0123456789abcdef"
+
+
+def test_the_api_erases_with_an_admin_token_and_refuses_a_read_token(
+    redis_url: str, sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = console_settings(redis_url, sqlite_store.url, tmp_path, admin_api_tokens=(ADMIN,))
+    api = create_console(settings).test_client()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    conversation(sqlite_store, "c-api", 0)
+
+    refused = api.delete("/api/v1/conversations/c-api", headers=BEARER)
+    assert (refused.status_code, refused.json["error"]) == (403, "forbidden")
+    assert api.delete("/api/v1/conversations/c-api").status_code == 401
+    assert rows(sqlite_store, Event, conversation_id="c-api") == 4
+
+    assert api.get("/api/v1/conversations/c-api", headers=admin).status_code == 200  # reads too
+    done = api.delete("/api/v1/conversations/c-api", headers=admin)
+    assert done.status_code == 200, done.json
+    assert (done.json["kind"], done.json["id"], done.json["erased_by"]) == (
+        "conversation", "c-api", "api:admin-1"
+    )  # fmt: skip
+    assert done.json["rows"] == sum(done.json["tables"].values()) >= 5
+    assert rows(sqlite_store, Event, conversation_id="c-api") == 0
+    assert api.get("/api/v1/conversations/c-api", headers=BEARER).status_code == 404
+
+    feed(sqlite_store, {"video_id": "v-api", "status": "ready"})
+    assert api.delete("/api/v1/videos/v-api", headers=admin).json["tables"] == {
+        "events": 1, "videos": 1
+    }  # fmt: skip
+
+
+def test_the_console_erases_only_once_the_id_is_typed(
+    redis_url: str, sqlite_store: Store, tmp_path: Path
+) -> None:
+    client = create_console(console_settings(redis_url, sqlite_store.url, tmp_path)).test_client()
+    sign_in(client)
+    conversation(sqlite_store, "c-page", 0)
+    page = client.get("/console/conversations/c-page")
+    assert b'id="erase"' in page.data
+    token, url = csrf_of(page.data), "/console/conversations/c-page/erase"
+
+    mistyped = client.post(url, data={"csrf_token": token, "confirm": "c-pag"})
+    assert mistyped.status_code == 302
+    assert client.post(url, data={"confirm": "c-page"}).status_code == 400  # no CSRF token
+    assert rows(sqlite_store, Event, conversation_id="c-page") == 4
+
+    done = client.post(url, data={"csrf_token": token, "confirm": "c-page"}, follow_redirects=True)
+    assert b"Conversation c-page erased" in done.data
+    assert rows(sqlite_store, Event, conversation_id="c-page") == 0
+    with sqlite_store.session() as session:
+        assert session.get(Erasure, "conversation:c-page").erased_by == "console"
+
+
+# --- every byte, with real parts ---------------------------------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"lifecycle-test-secret-0123456789").decode()
+
+
+def found_in_files(place: Path, marker: bytes) -> list[str]:
+    """The files of ``place`` (a file, or a folder's, recursively) that hold ``marker``."""
+    files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
+    return [str(p) for p in files if marker in p.read_bytes()]
+
+
+def found_in_redis(client: redis.Redis, marker: bytes) -> list[str]:
+    """Keys whose value holds ``marker``, whatever their type."""
+    hits = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"zset":
+            values = client.zrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        else:
+            values = []
+        if any(marker in value for value in values):
+            hits.append(key.decode(errors="replace"))
+    return hits
+
+
+def aof_rewritten(client: redis.Redis) -> bool:
+    info = client.info("persistence")
+    return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
+
+
+@pytest.mark.integration
+def test_erase_leaves_no_byte_of_a_conversation_and_its_pending_deliveries_never_go(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    marker = f"Marker{uuid.uuid4().hex}"
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    client = redis.Redis.from_url(server.url)
+    store = Store(sqlite_url)
+    store.upgrade()
+    spool_dir = tmp_path / "spool"
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=server.url,
+        database_url=sqlite_url,
+        spool_dir=str(spool_dir),
+        spool_drain_interval_seconds=0,  # the spooled event stays there until erased
+    )
+    port = free_port()  # the destination: down until the end
+    env = worker_env(
+        settings,
+        SPOOL_DIR=str(spool_dir),
+        FORWARD_SINK_URL=f"http://127.0.0.1:{port}/hook",
+        FORWARD_SINK_SECRET=SECRET,
+        FORWARD_TIMEOUT_SECONDS="2",
+    )
+    receiver = create_app(settings).test_client()
+
+    def post(body: dict[str, Any]) -> int:
+        answer = receiver.post(f"/callbacks/{TOKEN}", json=body)
+        return answer.status_code
+
+    worker = Worker(env, tmp_path / "worker-a.log", queues=ALL_QUEUES).start()
+    sink: HttpSink | None = None
+    try:
+        for body in [*conversation_bodies("c-erase", marker), *conversation_bodies("c-kept", "k")]:
+            assert post(body) == 202
+        # Every event tried once and still pending: the destination is down.
+        wait_until(lambda: attempted(store) == 8, timeout=60, interval=0.25)
+        worker.stop()  # its retries go back to the queue, where they wait
+        late = conversation_bodies("c-erase", marker)[0]
+        late["timestamp"] = "2025-07-11T07:00:00Z"
+        assert post(late) == 202  # queued: no worker runs
+        raw = orjson.dumps({**late, "timestamp": "2025-07-11T07:05:00Z"})
+        Spool(spool_dir).put(event_message(classify(orjson.loads(raw), raw), raw, time.time(), "x"))
+        token = marker.encode()
+        assert found_in_redis(client, token) and found_in_files(spool_dir, token)
+        # Honest: it was there to be found. (The logs are not ours to erase: the log alert
+        # channel prints a guardrail's name; docs/privacy.md says so.)
+        held = [tmp_path / "redis", spool_dir, *tmp_path.glob("events.db*")]
+        assert all(found_in_files(place, token) for place in held[:2])
+        assert any(marker.encode() in path.read_bytes() for path in held[2:])
+
+        erased = subprocess.run(
+            [sys.executable, "-m", "cli.main", "erase", "conversation", "c-erase", "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert erased.returncode == 0, erased.stderr
+        report = orjson.loads(erased.stdout)
+        assert report["queued_messages"] >= 5 and report["spooled_files"] == 1
+        assert report["erased_by"].startswith("cli:")
+
+        wait_until(lambda: aof_rewritten(client), timeout=30)
+        assert found_in_redis(client, token) == []
+        held = [tmp_path / "redis", spool_dir, *tmp_path.glob("events.db*")]
+        assert [hit for place in held for hit in found_in_files(place, token)] == []
+
+        # The destination comes back; the kept conversation's deliveries go, the erased ones
+        # never; a late callback for the erased id is acked and dropped, and counted.
+        sink = HttpSink(port=port).start()
+        metrics_port = free_port()
+        worker = Worker(
+            {
+                **env,
+                "WORKER_METRICS_PORT": str(metrics_port),
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "worker-metrics"),
+            },
+            tmp_path / "worker-b.log",
+            queues=ALL_QUEUES,
+        ).start()
+        late["timestamp"] = "2025-07-11T07:10:00Z"
+        assert post(late) == 202
+        wait_until(lambda: len(sink.accepted()) == 4, timeout=90, interval=0.5)
+        wait_until(lambda: erased_counted(metrics_port) == 1, timeout=30, interval=0.5)
+        time.sleep(3)  # anything left over would have gone by now
+        assert len(sink.received) == 4
+        assert all(b"c-erase" not in r.body and token not in r.body for r in sink.received)
+        assert rows(store, Event, conversation_id="c-erase") == 0
+        assert rows(store, Conversation, conversation_id="c-erase") == 0
+    finally:
+        worker.stop()
+        if sink is not None:
+            sink.stop()
+        client.close()
+        server.stop()
+        store.dispose()
+
+
+def attempted(store: Store) -> int:
+    with store.session() as session:
+        query = select(func.count()).where(
+            ForwardDelivery.attempts >= 1, ForwardDelivery.status != DeliveryStatus.DELIVERED
+        )
+        return session.scalar(query)
+
+
+def erased_counted(port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tavus_callbacks_events_processed_total" and sample.labels == {
+                "kind": "conversation",
+                "outcome": "erased",
+            }:
+                return sample.value
+    return 0.0
