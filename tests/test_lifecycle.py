@@ -443,3 +443,22 @@ def erased_counted(port: int) -> float:
             }:
                 return sample.value
     return 0.0
+
+
+def test_messages_taken_by_a_worker_and_not_acked_are_erased_too(redis_client) -> None:
+    """kombu's unacked hash holds ``[message, exchange, routing_key]``; Celery's own messages
+    (a retry) carry a base64 body."""
+    target = lifecycle.Target("conversation", "c-unacked")
+    body = orjson.dumps([[{"event_key": "conversation:c-unacked:x", "conversation_id": "c-unacked",
+                           "kind": "conversation", "body": "secret"}], {}, {}])  # fmt: skip
+    envelope = {"body": base64.b64encode(body).decode(), "properties": {"body_encoding": "base64"}}
+    other = {"body": orjson.dumps([["event-of-someone-else", "sink", "callback"], {}, {}]).decode()}
+    redis_client.hset("unacked", "tag-1", orjson.dumps([envelope, "", "events"]))
+    redis_client.hset("unacked", "tag-2", orjson.dumps([other, "", "forward"]))
+    redis_client.zadd("unacked_index", {"tag-1": 1.0, "tag-2": 1.0})
+    redis_client.lpush("forward", orjson.dumps(other))
+
+    assert lifecycle.scrub_queues(redis_client, target, frozenset({"c-unacked"})) == 1
+    assert redis_client.hkeys("unacked") == [b"tag-2"]
+    assert redis_client.zrange("unacked_index", 0, -1) == [b"tag-2"]
+    assert redis_client.llen("forward") == 1
