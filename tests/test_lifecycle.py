@@ -28,7 +28,7 @@ from schemas.messages import event_message
 from schemas.settings import Settings
 from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
 from tests.helpers import TOKEN, worker_env
-from tests.services import ROOT, RedisServer, Worker, free_port, wait_until
+from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
 from workers import lifecycle, processing
 from workers.store.db import Store
@@ -462,3 +462,26 @@ def test_messages_taken_by_a_worker_and_not_acked_are_erased_too(redis_client) -
     assert redis_client.hkeys("unacked") == [b"tag-2"]
     assert redis_client.zrange("unacked_index", 0, -1) == [b"tag-2"]
     assert redis_client.llen("forward") == 1
+
+
+def cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = base_env(DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:1/0", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_purge_by_hand_says_what_it_would_remove_then_removes_it(sqlite_store: Store) -> None:
+    conversation(sqlite_store, "c-cli", OLD)
+    dry = cli(sqlite_store.url, "purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove 7 rows older than 90 days" in dry.stdout
+    assert "conversations" in dry.stdout and rows(sqlite_store, Event) == 4
+    done = cli(sqlite_store.url, "purge", "--older-than", "30")
+    assert "removed 7 rows older than 30 days" in done.stdout, done.stderr
+    assert rows(sqlite_store, Event) == 0
+    again = cli(sqlite_store.url, "purge")
+    assert again.stdout.strip() == "nothing older than 90 days to purge"
+    kept = cli(sqlite_store.url, "purge", RETENTION_DAYS="0")
+    assert kept.returncode == 1 and "give --older-than DAYS" in kept.stderr
