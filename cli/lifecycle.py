@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import getpass
 import socket
+from datetime import UTC, datetime
 
 import click
 
 from cli import failures
-from cli.render import echo_table, print_record, safe
+from cli.render import echo_table, print_record, safe, table, when
 from schemas.broker import redis_client
 from schemas.settings import Settings
-from workers import lifecycle
+from workers import audit, lifecycle
 from workers.store.db import Store
 
 
@@ -43,7 +44,8 @@ def purge(settings: Settings, days: float | None, dry_run: bool) -> None:
         days = settings.retention_days
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url):
-        removed = lifecycle.purge(Store(settings.database_url), days, dry_run)
+        store, audit_days = Store(settings.database_url), settings.audit_retention_days
+        removed = lifecycle.purge(store, days, dry_run, cli_actor(), audit_days)
     verb = "would remove" if dry_run else "removed"
     if not removed:
         click.echo(f"nothing older than {days:g} days to purge")
@@ -81,6 +83,39 @@ def _render_erased(record: dict) -> str:
     )
 
 
+@click.command("audit")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only entries from then on (UTC).",
+)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.pass_obj
+def audit_command(settings: Settings, as_json: bool, since: datetime | None, limit: int) -> None:
+    """Who replayed, redelivered, erased, purged or signed in, newest first."""
+    failures.check_store_exists(settings.database_url)
+    since = since.replace(tzinfo=UTC) if since else None
+    store = Store(settings.database_url)
+    with failures.explained(settings.database_url), store.session() as session:
+        rows = audit.entries(session, since, limit)
+    print_record(rows, as_json, _render_audit)
+
+
+def _render_audit(rows: list[dict]) -> str:
+    if not rows:
+        return "nothing in the audit trail"
+    return table(
+        ("when", "actor", "action", "target", "outcome", "detail"),
+        [
+            (when(r["at"]), r["actor"], r["action"], r["target"] or "-", r["outcome"],
+             ", ".join(f"{k}={v}" for k, v in r["detail"].items()))
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
 def register(main: click.Group) -> None:
     main.add_command(purge)
     main.add_command(erase)
+    main.add_command(audit_command)

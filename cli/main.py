@@ -26,7 +26,7 @@ from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import queries, replay
+from workers import audit, queries, replay
 from workers.storage import state
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
@@ -352,6 +352,10 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
                     raise click.ClickException(f"no event {safe(event_id)}")
                 rows = [row]
             done = replay.replay(rows, tasks.publish_event)
+        target = "failed events" if failed else f"event:{event_id}"
+        outcome = "done" if done else "nothing"
+        store = Store(settings.database_url)
+        audit.record(store, lifecycle.cli_actor(), "replay", target, outcome, events=len(done))
     if not done:
         click.echo("no failed events to replay")
         return

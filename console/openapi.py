@@ -142,6 +142,26 @@ def build_spec() -> dict[str, Any]:
         }
     }  # fmt: skip
     spec.path("/deliveries/{delivery_id}/redeliver", operations=redeliver)
+    audit = {
+        "get": {
+            "summary": "The audit trail, newest first (a token from ADMIN_API_TOKENS)",
+            "parameters": [
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+            ],
+            "responses": {
+                "200": _json("Entries: time, actor, action, target, outcome, detail", _LIST),
+                "403": _json("The token may read, not see the audit trail", _ERROR),
+                "422": _json("A parameter did not parse", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }
+    spec.path("/audit", operations=audit)
     document = spec.to_dict()
     document["security"] = [{"bearer": []}]
     return document

@@ -18,7 +18,7 @@ import redis
 from flask import Flask, Request, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-from schemas.settings import Settings
+from schemas.settings import Settings, named_token
 from schemas.tokens import any_matches
 
 SESSION_SALT = b"tavus-callbacks console session"
@@ -29,27 +29,44 @@ THROTTLE_PREFIX = "tavus:console:signin:"
 
 
 class ApiTokens:
+    """``API_TOKENS`` and ``ADMIN_API_TOKENS``, each entry ``name:token`` or a bare token (named
+    by its position: ``token-1``, ``admin-1``...). The name is what the audit trail records."""
+
     def __init__(self, tokens: Iterable[str], admin_tokens: Iterable[str] = ()) -> None:
-        self._admin = tuple(token.encode() for token in admin_tokens)
-        self._tokens = tuple(token.encode() for token in tokens) + self._admin
+        self._admin = _named(admin_tokens, "admin")
+        self._tokens = _named(tokens, "token") + self._admin
 
     @property
     def configured(self) -> bool:
         return bool(self._tokens)
 
     def allows(self, req: Request) -> bool:
-        token = _bearer(req)
-        return token is not None and any_matches(token, self._tokens)
+        return self.holder(req) is not None
+
+    def holder(self, req: Request) -> str | None:
+        """``api:<name>`` of the token the request carries, or None."""
+        return _match(_bearer(req), self._tokens)
 
     def admin(self, req: Request) -> str | None:
-        """The name of the ``ADMIN_API_TOKENS`` entry the request carries (``admin-<position>``,
-        what a tombstone records), or None: only those may erase."""
-        token = _bearer(req)
-        if token is None:
-            return None
-        # Every entry is compared, in constant time, whichever matches.
-        matches = [any_matches(token, [value]) for value in self._admin]
-        return f"api:admin-{matches.index(True) + 1}" if any(matches) else None
+        """``api:<name>`` of the ``ADMIN_API_TOKENS`` entry the request carries, or None: only
+        those may erase and read the audit trail."""
+        return _match(_bearer(req), self._admin)
+
+
+def _named(entries: Iterable[str], prefix: str) -> tuple[tuple[str, bytes], ...]:
+    named = []
+    for position, entry in enumerate(entries, start=1):
+        name, token = named_token(entry)
+        named.append((name or f"{prefix}-{position}", token.encode()))
+    return tuple(named)
+
+
+def _match(presented: str | None, tokens: tuple[tuple[str, bytes], ...]) -> str | None:
+    if presented is None:
+        return None
+    # Every entry is compared, in constant time, whichever matches.
+    found = [name for name, token in tokens if any_matches(presented, [token])]
+    return f"api:{found[0]}" if found else None
 
 
 def _bearer(req: Request) -> str | None:

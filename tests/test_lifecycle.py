@@ -30,7 +30,7 @@ from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
 from tests.helpers import TOKEN, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
-from workers import lifecycle, processing
+from workers import audit, lifecycle, processing
 from workers.store.db import Store
 from workers.store.models import (
     Alert,
@@ -237,6 +237,7 @@ def test_erasing_a_replica_takes_its_events_and_keeps_other_replicas(store: Stor
 # --- the API and the console -----------------------------------------------------------------
 
 ADMIN = "admin-token-0123456789abcdef"
+API_READ_TOKEN = "read-token-0123456789abcdef"
 
 
 def test_the_api_erases_with_an_admin_token_and_refuses_a_read_token(
@@ -465,7 +466,9 @@ def test_messages_taken_by_a_worker_and_not_acked_are_erased_too(redis_client) -
 
 
 def cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = base_env(DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:1/0", **env)
+    environment = base_env(
+        **{"DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:1/0", **env}
+    )
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60,
@@ -485,3 +488,74 @@ def test_purge_by_hand_says_what_it_would_remove_then_removes_it(sqlite_store: S
     assert again.stdout.strip() == "nothing older than 90 days to purge"
     kept = cli(sqlite_store.url, "purge", RETENTION_DAYS="0")
     assert kept.returncode == 1 and "give --older-than DAYS" in kept.stderr
+
+
+# --- the audit trail ---------------------------------------------------------------------------
+
+
+def audit_trail(store: Store) -> list[tuple[str, str, str | None, str]]:
+    with store.session() as session:
+        return [(e["actor"], e["action"], e["target"], e["outcome"])
+                for e in reversed(audit.entries(session))]  # fmt: skip
+
+
+def test_every_action_is_in_the_audit_trail_under_its_actor_and_only_admins_read_it(
+    redis_url: str, sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = console_settings(redis_url, sqlite_store.url, tmp_path).with_overrides(
+        api_tokens=("ci:" + API_READ_TOKEN,), admin_api_tokens=(ADMIN,)
+    )
+    app = create_console(settings)
+    api, browser = app.test_client(), app.test_client()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reader = {"Authorization": f"Bearer {API_READ_TOKEN}"}
+    [event_id, *_] = conversation(sqlite_store, "c-audit", 0)
+    conversation(sqlite_store, "c-purged", OLD)
+
+    assert api.post(f"/api/v1/events/{event_id}/replay", headers=reader).status_code == 202
+    assert api.post("/api/v1/deliveries/999/redeliver", headers=reader).status_code == 404
+    assert sign_in(browser, "wrong password").status_code == 401
+    sign_in(browser)
+    page = browser.get("/console/conversations/c-audit")
+    form = {"csrf_token": csrf_of(page.data), "confirm": "c-audit"}
+    browser.post("/console/conversations/c-audit/erase", data=form)
+    lifecycle.purge(sqlite_store, 0, actor="cli:someone@host")
+
+    trail = audit_trail(sqlite_store)
+    session_actor = trail[3][0]
+    assert session_actor.startswith("console:") and len(session_actor) > len("console:")
+    assert (
+        trail
+        == [
+            ("api:ci", "replay", f"event:{event_id}", "done"),
+            ("api:ci", "redeliver", "delivery:999", "nothing"),
+            ("console", "sign-in", None, "refused"),
+            (session_actor, "sign-in", None, "done"),
+            (session_actor, "erase", "conversation:c-audit", "done"),
+            ("cli:someone@host", "purge", None, "done"),  # the replay's queued event, say
+        ][: len(trail)]
+    )
+    assert len(trail) >= 5
+
+    assert api.get("/api/v1/audit", headers=reader).status_code == 403
+    listed = api.get("/api/v1/audit", headers=admin, query_string={"limit": 2})
+    assert listed.status_code == 200 and len(listed.json["data"]) == 2
+    assert api.get("/api/v1/audit?since=yesterday", headers=admin).status_code == 422
+    page = browser.get("/console/audit")
+    assert page.status_code == 200 and b"conversation:c-audit" in page.data
+    assert b"Marker" not in page.data
+
+
+def test_the_cli_records_who_erased_and_prints_the_trail(sqlite_store: Store) -> None:
+    conversation(sqlite_store, "c-cli-audit", 0)
+    done = cli(sqlite_store.url, "erase", "conversation", "c-cli-audit")
+    assert done.returncode == 1 and "Redis" in done.stderr  # refused before any change
+    assert rows(sqlite_store, Event, conversation_id="c-cli-audit") == 4
+    assert rows(sqlite_store, Erasure) == 0
+    printed = cli(sqlite_store.url, "audit", "--json")
+    assert printed.returncode == 0, printed.stderr
+    assert orjson.loads(printed.stdout) == []
+    lifecycle.erase(sqlite_store, lifecycle.Target("conversation", "c-cli-audit"),
+                    "cli:me@here", None, None)  # fmt: skip
+    printed = cli(sqlite_store.url, "audit", "--since", "2020-01-01")
+    assert "cli:me@here" in printed.stdout and "conversation:c-cli-audit" in printed.stdout

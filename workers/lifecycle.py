@@ -33,12 +33,14 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from schemas.broker import PRIORITY_SUFFIXES, UNACKED_KEY
 from schemas.messages import QUEUES
 from schemas.spool_files import SUFFIX
+from workers import audit
 from workers.storage.state import PENDING as VERIFICATION_PENDING
 from workers.store.db import Store
 from workers.store.models import (
     Alert,
     AlertAttempt,
     AlertDelivery,
+    AuditEntry,
     Base,
     Conversation,
     DeliveryStatus,
@@ -242,10 +244,18 @@ def _expired_alerts(cutoff: datetime) -> list[Step]:
     ]
 
 
-def purge(store: Store, older_than_days: float, dry_run: bool = False) -> Counter[str]:
-    """Remove (or count) everything finished whose newest event is ``older_than_days`` old;
-    the rows removed per table. Pending work is never touched."""
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+def purge(
+    store: Store,
+    older_than_days: float,
+    dry_run: bool = False,
+    actor: str = "beat",
+    audit_days: int = 0,
+) -> Counter[str]:
+    """Remove (or count) everything finished whose newest event is ``older_than_days`` old, and
+    audit entries older than ``audit_days`` (0: none); the rows per table. Pending work is never
+    touched. A purge that removed something is in the audit trail."""
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=older_than_days)
     conversations = expired_conversations(cutoff)
     # Events of an expired conversation that came in after the conversation was selected (a
     # late callback) are newer than the cutoff or pending, so they stay, with their rows.
@@ -256,9 +266,12 @@ def purge(store: Store, older_than_days: float, dry_run: bool = False) -> Counte
         *_expired_resources(cutoff),
         *_expired_alerts(cutoff),
     ]
+    if audit_days:
+        steps.append((AuditEntry, AuditEntry.at < now - timedelta(days=audit_days)))
     removed = _run(store, steps, dry_run)
     if removed and not dry_run:
         compact(store)
+        audit.record(store, actor, "purge", None, older_than_days=older_than_days, **removed)
     return removed
 
 
@@ -299,6 +312,8 @@ def erase(
     The tombstone is committed first: from then on a worker drops every message about it, so
     whatever is in flight while the rest goes cannot store it again.
     """
+    if client is not None:
+        client.ping()  # Redis unreachable: fail before anything is changed, not half way
     done = Erased(target, erased_by[:255], datetime.now(UTC))
     _tombstone(store, done)
     needles = _needles(store, target)
@@ -315,6 +330,10 @@ def erase(
             update(Erasure).where(Erasure.target == target.key).values(rows=Erasure.rows + rows)
         )
     compact(store)
+    audit.record(
+        store, done.erased_by, "erase", target.key, rows=rows, queued=done.queued,
+        spooled=done.spooled,
+    )  # fmt: skip
     return done
 
 

@@ -19,7 +19,7 @@ def purge(self: StageTask) -> dict[str, int]:
         return {}  # RETENTION_DAYS=0: everything is kept
 
     def work() -> dict[str, int]:
-        removed = lifecycle.purge(self.store, days)
+        removed = lifecycle.purge(self.store, days, audit_days=self.settings.audit_retention_days)
         log.info("purge: %d rows older than %d days removed %s", sum(removed.values()), days,
                  dict(removed))  # fmt: skip
         return dict(removed)
