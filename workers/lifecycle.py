@@ -34,6 +34,7 @@ from schemas.broker import PRIORITY_SUFFIXES, UNACKED_KEY
 from schemas.messages import QUEUES
 from schemas.spool_files import SUFFIX
 from workers import audit
+from workers.queries import RESOURCE_MODELS
 from workers.storage.state import PENDING as VERIFICATION_PENDING
 from workers.store.db import Store
 from workers.store.models import (
@@ -44,7 +45,6 @@ from workers.store.models import (
     Base,
     Conversation,
     DeliveryStatus,
-    Document,
     Erasure,
     Event,
     EventStatus,
@@ -54,12 +54,10 @@ from workers.store.models import (
     Objective,
     PostCallAction,
     Recording,
-    Replica,
-    Video,
 )
 
 BATCH_ROWS = 1000  # rows per statement, and so per transaction
-RESOURCES: dict[str, type[Base]] = {"replica": Replica, "video": Video, "document": Document}
+RESOURCES: dict[str, type[Base]] = RESOURCE_MODELS  # replicas, videos, documents by kind
 TARGET_KINDS = ("conversation", *RESOURCES)
 # Callback kinds whose events belong to a conversation (the others, to a resource).
 CONVERSATION_KINDS = frozenset({"conversation", "guardrail", "objective"})
