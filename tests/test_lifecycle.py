@@ -31,6 +31,7 @@ from tests.helpers import TOKEN, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
 from workers import audit, lifecycle, processing
+from workers.alerts import ledger as alert_ledger
 from workers.store.db import Store
 from workers.store.models import (
     Alert,
@@ -221,6 +222,18 @@ def test_erasure_leaves_a_tombstone_and_drops_later_callbacks(store: Store) -> N
     feed(store, late)
     assert rows(store, Event, conversation_id="c-erase") == 0
     assert rows(store, Conversation, conversation_id="c-erase") == 0
+    late_alert = {
+        "cause_key": "late:c-erase",
+        "severity": "error",
+        "title": "t",
+        "text": marker,
+        "conversation_id": "c-erase",
+        "event_id": None,
+        "facts": {},
+    }
+    with store.session() as session:
+        assert alert_ledger.record_alert(session, late_alert, ("log",), datetime.now(UTC)) == []
+    assert rows(store, Alert) == 0
 
 
 def test_erasing_a_replica_takes_its_events_and_keeps_other_replicas(store: Store) -> None:
