@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from cli import config, deliveries, devstate, failures, simulate
 from cli.render import count, echo_table, fields, print_record, safe, table, when
-from schemas.broker import TaskQueue, redis_client
+from schemas.broker import redis_client, task_queue
 from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
@@ -326,7 +326,9 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
                 )
             round_ = state.start_round(row, row.ready_event_id)
         # After the commit, so that the worker sees the new round.
-        TaskQueue(redis_client(settings)).send(VERIFY_RECORDING, [conversation_id, round_])
+        task_queue(redis_client(settings), settings).send(
+            VERIFY_RECORDING, [conversation_id, round_]
+        )
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
@@ -342,7 +344,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
-        tasks = TaskQueue(redis_client(settings))
+        tasks = task_queue(redis_client(settings), settings)
         with Store(settings.database_url).session() as session:
             if failed:
                 rows = replay.failed_events(session, limit)
@@ -421,7 +423,12 @@ def spool_drain(settings: Settings, wait: float) -> None:
     from receiver.spool import Spool
 
     failures.check_redis_url(settings.redis_url)
-    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
+    publisher = Publisher(
+        redis_client(settings),
+        settings.dedup_ttl_seconds,
+        settings.redis_min_replicas,
+        settings.redis_replica_timeout_ms,
+    )
     local = Spool(settings.spool_dir)
     deadline = time.monotonic() + wait
     totals = {"published": 0, "duplicates": 0, "rejected": 0}

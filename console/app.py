@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as StoreError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from schemas.broker import TaskQueue, redis_client
+from schemas.broker import TaskQueue, redis_client, task_queue
 from schemas.settings import Settings, SettingsError
 from workers.store.db import Store, store_for
 
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=store_for(settings.database_url),
         redis=client,
         tokens=security.ApiTokens(settings.api_tokens),
-        tasks=TaskQueue(client),
+        tasks=task_queue(client, settings),
         throttle=security.SigninThrottle(client),
     )
     security.configure_sessions(app, settings)

@@ -203,6 +203,11 @@ def _recording_locations(entries: tuple[str, ...]) -> None:
         )
 
 
+def _is_host_port(node: str) -> bool:
+    host, _, port = node.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def _is_network(cidr: str) -> bool:
     try:
         ipaddress.ip_network(cidr, strict=False)
@@ -355,6 +360,45 @@ class Settings:
         f.Boolean(),
         False,
         "verify the `rediss://` certificate (Heroku Redis's is self-signed)",
+    )
+    # A primary with a replica fails over; Sentinel says which node is the primary now.
+    redis_sentinels: tuple[str, ...] = CORE.setting(
+        "REDIS_SENTINELS",
+        CommaList(validate=lambda nodes: all(map(_is_host_port, nodes))),
+        (),
+        "comma-separated `host:port` of Redis Sentinels: every process asks them for the "
+        "primary of `REDIS_SENTINEL_MASTER` and follows a failover without a restart; "
+        "`REDIS_URL`'s password, db and scheme still apply to the primary, its host is not used",
+        shown_default="— (`REDIS_URL`'s host is the primary)",
+    )
+    redis_sentinel_master: str = CORE.setting(
+        "REDIS_SENTINEL_MASTER",
+        f.String(validate=validate.Length(min=1)),
+        "mymaster",
+        "the name the sentinels monitor the primary under",
+    )
+    redis_sentinel_password: str | None = CORE.setting(
+        "REDIS_SENTINEL_PASSWORD",
+        f.String(),
+        None,
+        "the sentinels' own password (`requirepass` in sentinel.conf), when they have one",
+        secret=True,
+        shown_default="—",
+    )
+    # Replication is asynchronous: an event only the primary holds is lost if it fails over.
+    redis_min_replicas: int = CORE.setting(
+        "REDIS_MIN_REPLICAS",
+        f.Integer(validate=_range(0)),
+        0,
+        "when 1 or more, a callback is answered `accepted` only once Redis `WAIT` confirms this "
+        "many replicas hold it (otherwise it is spooled, answered `spooled`, and drained once "
+        "a replica confirms); workers' follow-up tasks wait for the same confirmation",
+    )
+    redis_replica_timeout_ms: int = CORE.setting(
+        "REDIS_REPLICA_TIMEOUT_MS",
+        f.Integer(validate=_range(1)),
+        100,
+        "how long one publish waits for the replicas' confirmation (`WAIT`)",
     )
     database_url: str = CORE.setting(
         "DATABASE_URL",
