@@ -456,6 +456,15 @@ class SentinelGroup:
         port = self.primary_port()
         return next(node for node in self.nodes if node.port != port)
 
+    def cut_replica(self) -> RedisServer:
+        """Cut the replica off the primary, as a partition would: it is paused and its link
+        dropped, so that the primary's writes from now on reach no replica (what it had sent
+        before is still in the replica's socket). ``SIGCONT`` it to heal."""
+        replica = self.replica()
+        replica.process.send_signal(signal.SIGSTOP)
+        self.node(self.primary()).client_kill_filter(_type="replica")
+        return replica
+
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary; returns it, to bring back with ``start`` (as a replica)."""
         primary = self.primary()

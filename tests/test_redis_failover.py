@@ -88,8 +88,7 @@ def test_without_a_replica_confirming_the_intake_spools_and_drains_once_one_does
     primary = group.node(group.primary())
 
     assert client.post(f"/callbacks/{TOKEN}", data=body(0)).json["status"] == "accepted"
-    replica = group.replica()
-    replica.process.send_signal(signal.SIGSTOP)  # a replica that stopped taking writes
+    replica = group.cut_replica()
     try:
         reply = client.post(f"/callbacks/{TOKEN}", data=body(1))
         assert (reply.status_code, reply.json["status"]) == (202, "spooled")
@@ -142,7 +141,7 @@ class Sender:
 
 
 def run_failover(tmp_path: Path, min_replicas: int) -> dict[str, int]:
-    """Post steadily; then the replica stops taking writes (and the worker lags) for two
+    """Post steadily; then the replica is cut off the primary (and the worker lags) for two
     seconds, and the primary is SIGKILLed with those writes; the sentinels promote the replica,
     the old primary comes back as its replica, posting goes on. Counts acked against stored."""
     group = SentinelGroup(tmp_path / "redis").start()
@@ -167,8 +166,7 @@ def run_failover(tmp_path: Path, min_replicas: int) -> dict[str, int]:
     try:
         sender.start()
         time.sleep(3)
-        replica = group.replica()
-        replica.process.send_signal(signal.SIGSTOP)
+        replica = group.cut_replica()
         worker.signal_all(signal.SIGSTOP)  # the events of the next two seconds wait in queue
         time.sleep(2)
         old = group.kill_primary()
