@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import kombu.exceptions
 import orjson
 import pytest
 import redis
@@ -22,10 +25,12 @@ import requests
 from receiver import create_app
 from receiver.spool import Spool
 from schemas.broker import NotReplicated, redis_client, task_queue
-from schemas.messages import PROCESS_EVENT
+from schemas.classify import classify
+from schemas.messages import PROCESS_EVENT, EventMessage, event_message
 from schemas.settings import Settings
 from tests.helpers import TOKEN, fixture
 from tests.services import SentinelGroup, Web, Worker, base_env, wait_until
+from workers.celery_app import create_celery
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -102,6 +107,49 @@ def test_without_a_replica_confirming_the_intake_spools_and_drains_once_one_does
     ids = [json.loads(item)["headers"]["id"] for item in primary.lrange("events", 0, -1)]
     assert reply.json["event_id"] in ids
     assert len(ids) == len(set(ids))
+
+
+def test_celery_and_the_cli_follow_the_failover(group: SentinelGroup, tmp_path: Path) -> None:
+    """Beat publishes with Celery's own producer, the CLI drains the spool with the intake's
+    publisher: both through the sentinels, and the drain waits for a replica's confirmation."""
+    settings = sentinel_settings(group, tmp_path, redis_min_replicas=1)
+    app = create_celery(settings)
+
+    def published() -> bool:
+        try:
+            app.send_task(PROCESS_EVENT, args=[{}], retry=False)
+        except kombu.exceptions.OperationalError:
+            return False
+        return True
+
+    assert published()
+    old = group.kill_primary()
+    new = group.node(group.wait_for_failover(old))
+    wait_until(published, timeout=20, interval=0.5)  # no restart, no new app
+    assert new.llen("events") == 2
+
+    spool = Spool(settings.spool_dir)
+    spool.put(message_of(body(7)))
+    env = base_env(
+        REDIS_URL=PRIMARY_URL,
+        REDIS_SENTINELS=group.sentinels_setting,
+        REDIS_SENTINEL_MASTER=SentinelGroup.MASTER,
+        REDIS_MIN_REPLICAS="1",
+        SPOOL_DIR=settings.spool_dir,
+    )
+    drain = [sys.executable, "-m", "cli.main", "spool", "drain"]
+    alone = subprocess.run(drain, env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode != 0 and "NotReplicated" in alone.stderr  # no replica: kept
+    assert spool.size() == 1
+    group.rejoin(old)
+    confirmed = subprocess.run(drain, env=env, capture_output=True, text=True, timeout=60)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert spool.size() == 0 and new.llen("events") == 3
+
+
+def message_of(raw: bytes) -> EventMessage:
+    """The message the intake would queue for ``raw``."""
+    return event_message(classify(orjson.loads(raw), raw, None), raw, time.time(), "callback")
 
 
 class Sender:
