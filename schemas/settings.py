@@ -205,7 +205,9 @@ def _recording_locations(entries: tuple[str, ...]) -> None:
 
 def _is_host_port(node: str) -> bool:
     host, _, port = node.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError("every entry must be host:port")
+    return True
 
 
 def _is_network(cidr: str) -> bool:
