@@ -59,6 +59,16 @@ def sentinel_settings(group: SentinelGroup, tmp_path: Path, **changes: object) -
     ).with_overrides(**changes)
 
 
+def sentinel_env(group: SentinelGroup, **extra: str) -> dict[str, str]:
+    """A process's environment that reaches Redis through ``group``'s sentinels."""
+    return base_env(
+        REDIS_URL=PRIMARY_URL,
+        REDIS_SENTINELS=group.sentinels_setting,
+        REDIS_SENTINEL_MASTER=SentinelGroup.MASTER,
+        **extra,
+    )
+
+
 def body(n: int, tag: str = "failover") -> bytes:
     template = orjson.loads(fixture("shutdown"))
     template["conversation_id"] = f"{tag}-{n:05d}"
@@ -130,13 +140,7 @@ def test_celery_and_the_cli_follow_the_failover(group: SentinelGroup, tmp_path: 
 
     spool = Spool(settings.spool_dir)
     spool.put(message_of(body(7)))
-    env = base_env(
-        REDIS_URL=PRIMARY_URL,
-        REDIS_SENTINELS=group.sentinels_setting,
-        REDIS_SENTINEL_MASTER=SentinelGroup.MASTER,
-        REDIS_MIN_REPLICAS="1",
-        SPOOL_DIR=settings.spool_dir,
-    )
+    env = sentinel_env(group, REDIS_MIN_REPLICAS="1", SPOOL_DIR=settings.spool_dir)
     drain = [sys.executable, "-m", "cli.main", "spool", "drain"]
     alone = subprocess.run(drain, env=env, capture_output=True, text=True, timeout=60)
     assert alone.returncode != 0 and "NotReplicated" in alone.stderr  # no replica: kept
@@ -197,10 +201,8 @@ def run_failover(tmp_path: Path, min_replicas: int) -> dict[str, int]:
     store = Store(database_url)
     store.upgrade()
     spool = Spool(tmp_path / "spool")
-    env = base_env(
-        REDIS_URL=PRIMARY_URL,
-        REDIS_SENTINELS=group.sentinels_setting,
-        REDIS_SENTINEL_MASTER=SentinelGroup.MASTER,
+    env = sentinel_env(
+        group,
         REDIS_MIN_REPLICAS=str(min_replicas),
         DATABASE_URL=database_url,
         CALLBACK_TOKENS=TOKEN,
