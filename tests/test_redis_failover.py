@@ -31,6 +31,7 @@ from schemas.settings import Settings
 from tests.helpers import TOKEN, fixture
 from tests.services import SentinelGroup, Web, Worker, base_env, wait_until
 from workers.celery_app import create_celery
+from workers.errors import is_transient
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -109,8 +110,9 @@ def test_without_a_replica_confirming_the_intake_spools_and_drains_once_one_does
         assert (reply.status_code, reply.json["status"]) == (202, "spooled")
         time.sleep(1)  # the drainer tries, WAIT is not confirmed: the file stays
         assert spool.size() == 1
-        with pytest.raises(NotReplicated):
+        with pytest.raises(NotReplicated) as refused:
             task_queue(redis_client(settings), settings).send(PROCESS_EVENT, [{}])
+        assert is_transient(refused.value)  # a worker's follow-up: its task is retried
     finally:
         replica.process.send_signal(signal.SIGCONT)
     wait_until(lambda: spool.size() == 0, timeout=15)
@@ -233,6 +235,7 @@ def run_failover(tmp_path: Path, min_replicas: int) -> dict[str, int]:
         with store.session() as session:
             rows = [(event.id, event.event_key) for event in session.query(Event)]
         assert worker.process is not None and worker.process.poll() is None, "worker restarted"
+        assert "workers.broker:SentinelTransport" in worker.output()
     finally:
         sender.stop()
         web.stop()
