@@ -81,6 +81,9 @@ class Settings:
 
     # Secrets, and URLs that may hold a password, are kept out of the repr (and so out of logs).
     callback_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Tavus signs tool deliveries (auth.type "hmac") with X-Tavus-Signature; several secrets may
+    # verify at once, so one can be rotated in while tools still sign with the old one.
+    tavus_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
     redis_url: str | None = field(
         default=None, repr=False
     )  # None: `tavus-callbacks dev` starts an embedded redis-server
@@ -212,7 +215,7 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured value that must never reach a log line: tokens, URL passwords."""
-        found = list(self.callback_tokens)
+        found = [*self.callback_tokens, *self.tavus_signing_secrets]
         for url in (self.redis_url, self.database_url):
             try:
                 password = urlsplit(url).password if url else None
@@ -370,6 +373,7 @@ class _SettingsSchema(Schema):
         unknown = EXCLUDE
 
     callback_tokens = CommaList(data_key="CALLBACK_TOKENS")
+    tavus_signing_secrets = CommaList(data_key="TAVUS_SIGNING_SECRETS")
     redis_url = f.String(data_key="REDIS_URL")
     redis_tls_verify = f.Boolean(data_key="REDIS_TLS_VERIFY")
     database_url = f.String(data_key="DATABASE_URL")

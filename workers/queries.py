@@ -19,6 +19,7 @@ from workers.store.models import (
     PostCallAction,
     Recording,
     Replica,
+    ToolDelivery,
     Video,
 )
 
@@ -57,6 +58,7 @@ def conversation_record(session: Session, conversation_id: str) -> dict[str, Any
     record["objectives"] = _objectives(session, conversation_id)
     record["guardrails"] = _guardrails(session, conversation_id)
     record["post_call_actions"] = _post_call_actions(session, conversation_id)
+    record["tool_deliveries"] = _tool_deliveries(session, conversation_id)
     record["events"] = [event_summary(event) for event in events]
     # What deviated from the documented shapes, event by event: the record above holds the rest.
     record["warnings"] = [
@@ -138,6 +140,23 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
             "request": row.request,
             "response": row.response,
             "executed_at": _iso(row.executed_at),
+        }
+        for row in rows
+    ]
+
+
+def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(ToolDelivery)
+        .where(ToolDelivery.conversation_id == conversation_id)
+        .order_by(ToolDelivery.delivered_at)
+    )
+    return [
+        {
+            "tool_name": row.tool_name,
+            "tool_call_id": row.tool_call_id,
+            "arguments": row.arguments,
+            "delivered_at": _iso(row.delivered_at),
         }
         for row in rows
     ]

@@ -173,6 +173,21 @@ class PostCallAction(Base):
     executed_at: Mapped[datetime | None]
 
 
+class ToolDelivery(Base):
+    """A signed tool delivery (a post-call action's or an API-delivered tool's call)."""
+
+    __tablename__ = "tool_deliveries"
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
+    tool_name: Mapped[str] = mapped_column(ID)
+    tool_call_id: Mapped[str | None] = mapped_column(ID)
+    arguments: Mapped[Any | None] = mapped_column(JSON)
+    delivered_at: Mapped[datetime]
+
+
 class StatusRecordMixin:
     """A resource whose status moves forward: later or more final updates win, repeats don't."""
 
