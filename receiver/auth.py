@@ -1,8 +1,9 @@
 """Who may post: a secret token in the URL path or as the password of HTTP Basic auth, or, for
 Tavus's signed tool deliveries, a valid ``X-Tavus-Signature`` instead.
 
-Tavus signs no callback, so the callback URL itself carries the secret. Several tokens may be valid at
-once, so one can be rotated in while the old one is still configured on live conversations.
+Tavus signs no callback, so the callback URL itself carries the secret. Several tokens may be
+valid at once, so one can be rotated in while the old one is still configured on live
+conversations.
 """
 
 from __future__ import annotations
