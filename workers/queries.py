@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import ScalarResult, func, select
 from sqlalchemy.orm import Session
 
 from workers.storage import state
@@ -99,11 +99,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
 
 
 def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(Objective)
-        .where(Objective.conversation_id == conversation_id)
-        .order_by(Objective.completed_at, Objective.objective_name)
-    )
+    order = (Objective.completed_at, Objective.objective_name)
+    rows = _of_conversation(session, Objective, conversation_id, *order)
     return [
         {
             "objective_name": row.objective_name,
@@ -115,11 +112,8 @@ def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(GuardrailTrigger)
-        .where(GuardrailTrigger.conversation_id == conversation_id)
-        .order_by(GuardrailTrigger.triggered_at)
-    )
+    order = GuardrailTrigger.triggered_at
+    rows = _of_conversation(session, GuardrailTrigger, conversation_id, order)
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
@@ -128,11 +122,7 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(PostCallAction)
-        .where(PostCallAction.conversation_id == conversation_id)
-        .order_by(PostCallAction.executed_at)
-    )
+    rows = _of_conversation(session, PostCallAction, conversation_id, PostCallAction.executed_at)
     return [
         {
             "tool_name": row.tool_name,
@@ -146,11 +136,7 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
 
 
 def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(ToolDelivery)
-        .where(ToolDelivery.conversation_id == conversation_id)
-        .order_by(ToolDelivery.delivered_at)
-    )
+    rows = _of_conversation(session, ToolDelivery, conversation_id, ToolDelivery.delivered_at)
     return [
         {
             "tool_name": row.tool_name,
@@ -160,6 +146,14 @@ def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, A
         }
         for row in rows
     ]
+
+
+def _of_conversation(
+    session: Session, model: type[Any], conversation_id: str, *order: Any
+) -> ScalarResult[Any]:
+    """One conversation's rows of a per-conversation table, in ``order``."""
+    query = select(model).where(model.conversation_id == conversation_id).order_by(*order)
+    return session.scalars(query)
 
 
 def _events(session: Session, conversation_id: str) -> list[Event]:
