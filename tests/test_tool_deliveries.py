@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from console import create_app as create_console
 from receiver import create_app
 from schemas.settings import Settings
 from tests.conftest import TOKEN, fixture, worker_env
 from tests.console_fixtures import BEARER, console_settings, sign_in
-from tests.services import ROOT, Worker, wait_until
+from tests.services import ROOT, Web, Worker, wait_until
 from tests.sinks import HttpSink, verified
+from tests.test_console_gunicorn import answering
 from workers import forwarding
 from workers.store.db import Store
 from workers.store.models import Event
@@ -224,3 +226,35 @@ def conversation_json(settings: Settings) -> dict:
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)
+
+
+@pytest.mark.integration
+def test_under_gunicorn_a_bad_signature_is_401_and_no_secret_reaches_the_log(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = tool_settings(redis_url, sqlite_url, tmp_path)
+    env = worker_env(settings, TAVUS_SIGNING_SECRETS=f"{OLD_SECRET},{NEW_SECRET}")
+    log = tmp_path / "web.log"
+    web = answering(Web(env, log, workers=1).start())
+    try:
+        headers = {"Content-Type": "application/json"}
+        for signature in (sign(BODY, "wrong-secret-000000000000"), "\u00e9".encode().hex() + "zz"):
+            bad = requests.post(
+                f"{web.url}/callbacks",
+                data=BODY,
+                headers={**headers, "X-Tavus-Signature": signature},
+                timeout=30,
+            )
+            assert bad.status_code == 401 and bad.json()["error"] == "bad_signature"
+        good = requests.post(
+            f"{web.url}/callbacks",
+            data=BODY,
+            headers={**headers, "X-Tavus-Signature": sign(BODY, OLD_SECRET)},
+            timeout=30,
+        )
+        assert good.status_code == 202, good.text
+    finally:
+        web.stop()
+    text = log.read_text()
+    assert "Worker serving" in text  # the log is the server's
+    assert OLD_SECRET not in text and NEW_SECRET not in text
