@@ -11,7 +11,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from schemas.settings import Settings, SettingsError
-from workers import forwarding
+from workers import forwarding, queries
 from workers.store.db import Store
 
 
@@ -34,7 +34,7 @@ def deliveries(
 ) -> None:
     """List deliveries to destinations, newest first."""
     with Store(settings.database_url).session() as session:
-        rows = forwarding.list_deliveries(session, destination, failed, event_id, limit)
+        rows = queries.list_deliveries(session, destination, failed, event_id, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

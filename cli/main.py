@@ -19,14 +19,13 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import deliveries, devstate, failures, simulate
+from cli import config, deliveries, devstate, failures, simulate
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
 from workers import queries, replay
-from workers.alerts import ledger
 from workers.storage import state
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
@@ -34,6 +33,8 @@ from workers.store.models import EventStatus, Recording
 EVENT_STATUSES = (EventStatus.RECEIVED, *sorted(EventStatus.FINAL))
 # Commands that find their own way: dev writes the state the others read, simulate only posts.
 SELF_CONFIGURED = {"dev"}
+# Commands about the settings themselves: they read the environment, or not, themselves.
+UNCONFIGURED = {"config"}
 
 
 @click.group()
@@ -42,6 +43,8 @@ SELF_CONFIGURED = {"dev"}
 def main(ctx: click.Context) -> None:
     """Receive Tavus callbacks reliably. Configuration comes from the environment (README);
     what it leaves out comes from the `dev` running in this folder or above."""
+    if ctx.invoked_subcommand in UNCONFIGURED:
+        return
     if ctx.invoked_subcommand not in SELF_CONFIGURED:
         devstate.apply(os.environ, Path.cwd())  # before anything reads it (the Celery app)
     try:
@@ -65,7 +68,7 @@ def reading(settings: Settings) -> Iterator[Session]:
 @click.option(
     "--port",
     type=int,
-    default=lambda: int(os.environ.get("PORT", "5000")),
+    default=lambda: click.get_current_context().find_object(Settings).port,
     help="Where web listens [default: PORT, else 5000].",
 )
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
@@ -275,7 +278,7 @@ for _kind in queries.RESOURCE_MODELS:
 def alerts_command(settings: Settings, as_json: bool, limit: int, **filters: str | None) -> None:
     """List alerts, newest first, with each channel's delivery."""
     with reading(settings) as session:
-        rows = ledger.recent_alerts(session, limit=limit, **filters)
+        rows = queries.recent_alerts(session, limit=limit, **filters)
     print_record(rows, as_json, render_alerts)
 
 
@@ -467,6 +470,7 @@ def _bench_command() -> click.Command:
 main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
+config.register(main)  # config docs, config check: the settings themselves
 
 
 if __name__ == "__main__":

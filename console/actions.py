@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import DELIVER_ALERT
 from schemas.settings import Settings
-from workers import forwarding
 from workers.store.models import Alert, AlertDelivery, DeliveryStatus, ForwardDelivery
 
 Send = Callable[[str, list[Any]], None]
@@ -55,6 +54,8 @@ def failed_alert_deliveries(session: Session, limit: int) -> list[int]:
 def redeliver(session: Session, settings: Settings, delivery_id: int, send: Send) -> bool:
     """Another round for one delivery to a destination (``workers.forwarding.redeliver``, as
     ``tavus-callbacks redeliver`` does); False if there is no such delivery."""
+    from workers import forwarding  # the destinations, loaded only when a person redelivers
+
     delivery = session.get(ForwardDelivery, delivery_id)
     if delivery is None:
         return False
@@ -66,6 +67,8 @@ def redeliver(session: Session, settings: Settings, delivery_id: int, send: Send
 
 def redeliver_failed(session: Session, settings: Settings, send: Send) -> int:
     """Bulk Redeliver: every failed delivery to a destination, one transaction."""
+    from workers import forwarding  # as in ``redeliver``
+
     tasks = forwarding.redeliver(session, settings, failed=True)
     for task in tasks:
         send(task["name"], task["args"])

@@ -15,8 +15,6 @@ from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from workers import queries
-from workers.alerts import ledger
-from workers.forwarding import list_deliveries
 from workers.store.models import (
     Alert,
     AlertDelivery,
@@ -126,7 +124,7 @@ def event_record(session: Session, event_id: str) -> dict[str, Any] | None:
             "body": event.body,
             "processed_at": _iso(event.processed_at),
             "warnings": getattr(event, "warnings", None),  # the tolerant reader's, once stored
-            "alerts": ledger.alerts_json(session, _alerts_of_event(session, event_id)),
+            "alerts": queries.alerts_json(session, _alerts_of_event(session, event_id)),
             "deliveries": forward_deliveries_of_event(session, event_id),
             "alert_deliveries": _deliveries_of_event(session, event_id),
         }
@@ -144,7 +142,7 @@ def forward_deliveries_of_event(session: Session, event_id: str) -> list[dict[st
             )
         ).all()
     )
-    rows = list_deliveries(session, event_id=event_id, limit=1000)
+    rows = queries.list_deliveries(session, event_id=event_id, limit=1000)
     return [
         {**row, "delivery_id": ids.get(row["destination"]), "type": "forward",
          "redeliverable": True}
@@ -234,7 +232,7 @@ def conversation_summary(convo: Conversation) -> dict[str, Any]:
 
 def conversation_alerts(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     query = select(Alert).where(Alert.conversation_id == conversation_id).order_by(Alert.raised_at)
-    return ledger.alerts_json(session, list(session.scalars(query)))
+    return queries.alerts_json(session, list(session.scalars(query)))
 
 
 # --- alerts and deliveries --------------------------------------------------------------------
@@ -246,7 +244,7 @@ def alerts_page(session: Session, args: dict[str, Any]) -> Page:
         query = query.where(Alert.severity == args["severity"])
     if args.get("conversation") is not None:
         query = query.where(Alert.conversation_id == args["conversation"])
-    return keyset_page(session, query, Alert.raised_at, Alert.id, args, ledger.alerts_json)
+    return keyset_page(session, query, Alert.raised_at, Alert.id, args, queries.alerts_json)
 
 
 def alert_deliveries_page(session: Session, args: dict[str, Any]) -> Page:

@@ -6,32 +6,35 @@ clients. Everything here can be overridden by GUNICORN_CMD_ARGS or WEB_CONCURREN
 """
 
 import multiprocessing
-import os
 import shutil
 
 from gunicorn.glogging import Logger
 from gunicorn.workers.sync import SyncWorker
 
+from deploy import wsgi
 from schemas.settings import Settings, prepare_multiprocess_dir
+
+# The web process's one read of its settings, in gunicorn's master: the workers fork with them,
+# and build their app from them (deploy/wsgi.py) instead of reading the environment again.
+_settings = wsgi.settings_read_at_start = Settings.from_env()
 
 # Metrics: every worker counts into files in one directory that /metrics adds up
 # (prometheus_client's multiprocess mode, set up for gunicorn as its documentation says). The
 # directory is exported and wiped here, in the master, before anything imports prometheus_client
 # (importing the receiver does, and the workers inherit the master's modules), and each worker
 # that exits is marked dead (child_exit below) so its live gauges stop counting.
-_settings = Settings.from_env()
 _metrics_dir = prepare_multiprocess_dir(_settings, "web")
 
 from receiver.deadlines import ReadDeadlines  # noqa: E402  (after the metrics directory)
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+bind = f"0.0.0.0:{_settings.port}"
 # One sync worker per core: with Redis local the intake is CPU-bound (measured by `tavus-callbacks
 # bench` on two cores: four workers answer 3-4% more at saturation, at a higher p99). With Redis
 # a network hop away, as on Heroku or Kubernetes, each request waits a round trip with its core
 # idle: set WEB_CONCURRENCY = 2 x cores there (measured at 0.5 ms each way, two cores: 4 workers
-# answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). README "Sizing" has
-# the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). "Sizing" in
+# docs/operations.md has the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
+workers = _settings.web_concurrency or multiprocessing.cpu_count()
 worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
 graceful_timeout = 20
@@ -42,7 +45,7 @@ preload_app = False
 # No access log: the path may carry the callback token, and the intake logs what matters.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = _settings.log_level
 
 
 class RedactingLogger(Logger):
@@ -57,7 +60,7 @@ class RedactingLogger(Logger):
         super().setup(cfg)
         from receiver.redaction import RedactingFilter
 
-        redactor = RedactingFilter()  # secrets from the environment's settings
+        redactor = RedactingFilter(_settings.secrets())
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.addFilter(redactor)

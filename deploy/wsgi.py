@@ -6,7 +6,9 @@
 - ``deploy.wsgi:console_app``: the console alone (the Procfile's ``console`` process).
 
 Each is built on first use, in each gunicorn worker after the fork (``preload_app`` is off), so
-importing this module for one never builds the other.
+importing this module for one never builds the other. It is built from the settings
+``deploy/gunicorn.conf.py`` read in the master; served without that file, from the environment,
+read then.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def build_console(settings: Settings) -> WSGIApp:
     return create_console(settings)
 
 
+settings_read_at_start: Settings | None = None  # set by deploy/gunicorn.conf.py
 _BUILT: dict[str, WSGIApp] = {}
 _BUILDERS = {"app": build_web, "console_app": build_console}
 
@@ -70,7 +73,7 @@ def __getattr__(name: str) -> WSGIApp:
     if name not in _BUILDERS:
         raise AttributeError(name)
     if name not in _BUILT:
-        _BUILT[name] = _BUILDERS[name](Settings.from_env())
+        _BUILT[name] = _BUILDERS[name](settings_read_at_start or Settings.from_env())
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's scans. The console's imports (SQLAlchemy, Celery...) would otherwise make
         # every full collection, which the intake's allocations trigger, scan them again.

@@ -6,7 +6,8 @@ rewrites each record before a handler formats it: configured secrets become ``[r
 ``/callbacks/<anything>`` becomes ``/callbacks/[redacted]`` and ``scheme://user:password@`` loses
 its password. It sits on handlers, not loggers, because a logger's filter never sees the records
 its children propagate. The app factory installs it on the handlers that exist; gunicorn's own
-handlers get it from ``logconfig_dict`` in ``deploy/gunicorn.conf.py``.
+handlers get it from the logger class in ``deploy/gunicorn.conf.py``. Both pass the secrets of
+the settings their entry point read: nothing here reads the environment.
 
 This module imports nothing beyond the standard library and ``schemas``, so gunicorn's master can
 load it without the app.
@@ -37,16 +38,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter that redacts a record's message, arguments, traceback and stack.
+    """A handler filter that redacts a record's message, arguments, traceback and stack."""
 
-    Without explicit ``secrets`` it reads them from the environment's settings, which is how
-    ``logging.config.dictConfig`` (gunicorn's ``logconfig_dict``) builds it.
-    """
-
-    def __init__(self, secrets: Iterable[str] | None = None) -> None:
+    def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        if secrets is None:
-            secrets = _configured_secrets()
         # Longest first, so a secret that contains another is replaced whole.
         chosen = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
         self.secrets = tuple(sorted(chosen, key=len, reverse=True))
@@ -65,15 +60,6 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)
         return True
-
-
-def _configured_secrets() -> tuple[str, ...]:
-    from schemas.settings import Settings, SettingsError
-
-    try:
-        return Settings.from_env().secrets()
-    except SettingsError:  # the app refuses to start with a clearer message
-        return ()
 
 
 def install(secrets: Iterable[str], loggers: Iterable[str] = ("", "gunicorn.error")) -> None:

@@ -1,9 +1,22 @@
-"""Configuration, read from the environment in this one place.
+"""Configuration, read from the environment once, by an entry point, and passed down.
 
-The app factory, the Celery app and the CLI call ``Settings.from_env()``; tests pass a dict.
-A marshmallow schema does the parsing, so a bad value fails at boot with the variable's name.
-Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``,
-``AZURE_STORAGE_CONNECTION_STRING``...), so they are not repeated here.
+Each setting is declared once, as a field of ``Settings`` made by ``Section.setting``: its
+environment variable, its parser (a marshmallow field, with its validation), its default and
+the sentence the configuration reference prints (``tavus-callbacks config docs`` writes
+``docs/configuration.md`` from these declarations). A bad value fails at boot with the
+variable's name, never its value.
+
+Settings repeated per destination (``FORWARD_<NAME>_*``) are declared the same way: the ones
+every destination has here (``FORWARD_DESTINATION``), a destination type's own ones in its
+module (``DestinationSettings``), chosen by the scheme of ``FORWARD_<NAME>_URL``.
+
+Adding a setting is one field below, ``name: type = SECTION.setting("VARIABLE", parser,
+default, "what it means")``, then ``tavus-callbacks config docs``. A destination type's own
+setting is one ``per_destination("SUFFIX", parser, default, "what it means")`` in the
+``DestinationSettings`` of its module (see ``workers/destinations/webhook.py``).
+
+Cloud SDKs keep reading their own variables (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``...),
+so they are not repeated here.
 """
 
 from __future__ import annotations
@@ -14,24 +27,90 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, pre_load, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
 from .messages import ALERT_CHANNELS, SEVERITIES
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
+DECLARED = "setting"  # the key of a Settings field's declaration in its metadata
 
 
 class SettingsError(ValueError):
     """The environment describes a configuration we refuse to run with."""
+
+
+# --- declarations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading of the configuration reference, and the settings declared under it."""
+
+    title: str
+    about: str = ""
+
+    def setting(
+        self,
+        env: str,
+        parse: f.Field,
+        default: Any,
+        doc: str,
+        *,
+        secret: bool = False,
+        credentials: bool = False,
+        shown_default: str | None = None,
+    ) -> Any:
+        """A ``Settings`` field read from ``env`` by ``parse`` (which validates it too).
+
+        A ``secret`` is redacted from every log line, and a URL that may hold ``credentials``
+        has its password redacted; both stay out of the repr. ``shown_default`` is what the
+        reference prints when the default itself says too little.
+        """
+        parse.data_key = env
+        declared = Declaration(env, parse, default, doc, secret, credentials, shown_default, self)
+        hidden = secret or credentials
+        return field(default=default, repr=not hidden, metadata={DECLARED: declared})
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One setting: its variable, parser, default and documentation row."""
+
+    env: str  # the variable; for a per-destination setting, the part after FORWARD_<NAME>_
+    parse: f.Field
+    default: Any
+    doc: str
+    secret: bool = False
+    credentials: bool = False  # a URL whose password is a secret
+    shown_default: str | None = None
+    section: Section | None = None
+
+
+def per_destination(
+    suffix: str,
+    parse: f.Field,
+    default: Any,
+    doc: str,
+    *,
+    secret: bool = False,
+    credentials: bool = False,
+) -> Declaration:
+    """A setting each destination of a type has: ``FORWARD_<NAME>_<suffix>``."""
+    parse.data_key = suffix
+    return Declaration(suffix, parse, default, doc, secret, credentials)
+
+
+# --- parsers that several settings share --------------------------------------------------
 
 
 class CommaList(f.Field):
@@ -43,201 +122,11 @@ class CommaList(f.Field):
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-# Where each severity goes unless ALERT_ROUTES says otherwise (the log is always added).
-DEFAULT_ALERT_ROUTES = (
-    ("critical", ("slack", "webhook", "email")),
-    ("error", ("slack", "webhook", "email")),
-    ("warning", ("slack", "webhook")),
-    ("info", ()),
-)
+class DatabaseUrl(f.String):
+    """A SQLAlchemy URL; Heroku's ``postgres://`` and a bare ``postgresql://`` mean psycopg 3."""
 
-
-@dataclass(frozen=True)
-class ForwardDestination:
-    """One ``FORWARD_<NAME>_*`` destination: where to post, how to sign, which events."""
-
-    name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
-    url: str = field(repr=False)
-    secret: str = field(repr=False)  # whsec_<base64>
-    events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
-
-    @property
-    def host(self) -> str:
-        """What logs and errors may name: the host, never the URL (it may hold a token)."""
-        return urlsplit(self.url).hostname or "the destination"
-
-    def secrets(self) -> tuple[str, ...]:
-        found = [self.secret]
-        parts = urlsplit(self.url)
-        for credential in (parts.password, parts.username):
-            if credential:
-                found += {credential, unquote(credential)}
-        return tuple(found)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the processes are told by their environment. Field docs are in the README."""
-
-    # Secrets, and URLs that may hold a password, are kept out of the repr (and so out of logs).
-    callback_tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Tavus signs tool deliveries (auth.type "hmac") with X-Tavus-Signature; several secrets may
-    # verify at once, so one can be rotated in while tools still sign with the old one.
-    tavus_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
-    redis_url: str | None = field(
-        default=None, repr=False
-    )  # None: `tavus-callbacks dev` starts an embedded redis-server
-    # Heroku Redis serves rediss:// with a self-signed certificate, so it is not verified unless
-    # asked; the connection is still encrypted.
-    redis_tls_verify: bool = False
-    database_url: str = field(default="sqlite:///.tavus-callbacks/events.db", repr=False)
-    max_body_bytes: int = 5 * MIB
-    dedup_ttl_seconds: int = 7 * 24 * 3600
-    # Redis hands a message taken but never acked to another worker after this long: it is how
-    # long the events a SIGKILLed worker held wait before another worker gets them. Every
-    # countdown we schedule stays below half of it (max_countdown_seconds), or a retry held by a
-    # worker until its time would be handed out twice.
-    visibility_timeout_seconds: int = 900
-    max_event_attempts: int = 8
-    # On SIGTERM (REMAP_SIGTERM=SIGQUIT) running tasks get this long before they are cancelled
-    # and handed back to Redis; Heroku SIGKILLs 30 s after SIGTERM, so leave room to requeue.
-    worker_soft_shutdown_seconds: float = 15.0
-    # Reconciliation pulls what Tavus never delivered from its API; off without a key. The key
-    # is kept out of repr() so that printing the settings cannot leak it.
-    tavus_api_key: str | None = field(default=None, repr=False)
-    tavus_api_url: str = "https://tavusapi.com"
-    reconcile_interval_seconds: int = 300
-    reconcile_grace_seconds: int = 600
-    reconcile_batch_size: int = 20
-    dev_mode: bool = False
-    # Alerts (README "Alerts"). The webhook URLs hold secrets too (a Slack URL is its own
-    # credential), so none of these appear in the repr.
-    slack_webhook_url: str | None = field(default=None, repr=False)
-    alert_webhook_url: str | None = field(default=None, repr=False)
-    alert_webhook_secret: str | None = field(default=None, repr=False)  # whsec_<base64>
-    smtp_host: str | None = None
-    smtp_port: int | None = None  # None: the port of SMTP_SECURITY (587, 465 or 25)
-    smtp_username: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_security: str = "starttls"  # starttls, tls (implicit, "SMTPS") or none (a local sink)
-    alert_email_from: str | None = None
-    alert_email_to: tuple[str, ...] = ()
-    alert_routes: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_ALERT_ROUTES
-    alert_on_guardrail: bool = True
-    alert_guardrail_severity: str = "warning"
-    alert_delivery_attempts: int = 8
-    alert_timeout_seconds: float = 10.0
-    recording_retention_days: int = 30  # Daily keeps a recording Tavus could not copy this long
-
-    # Recording verification. Only the listed buckets / containers are ever checked (empty:
-    # verification is off); entries look like "s3:bucket", "gcs:bucket", "azure_blob:acct/cont".
-    recording_locations: tuple[str, ...] = ()
-    recording_wait_seconds: int = 900  # how long a recording may take to appear
-    storage_timeout_seconds: float = 10.0  # connect and read timeout of every SDK call
-    storage_retry_base_seconds: float = 5.0  # first retry delay; doubles, with jitter
-    # The Azure SDK has no variable of its own for this; repr=False keeps the key out of logs.
-    azure_storage_connection_string: str | None = field(default=None, repr=False)
-
-    # Where the receiver keeps events durably while Redis cannot take them (one file per event).
-    spool_dir: str = ".tavus-callbacks/spool"
-    # How often each web process looks for spooled events to drain; 0: only `spool drain` does.
-    spool_drain_interval_seconds: float = 5.0
-    # A request body not received completely within this long gets 408 (slow clients).
-    body_timeout_seconds: float = 10.0
-    # How many proxies in front append to X-Forwarded-For (Heroku's router: 1); 0 trusts none.
-    trusted_proxies: int = 0
-    # When set, only callers from these networks may post (403 otherwise); empty: anyone.
-    allowed_source_cidrs: tuple[str, ...] = ()
-
-    # Metrics (README "Metrics"). METRICS_TOKEN, when set, is the bearer token /metrics asks for;
-    # WORKER_METRICS_PORT, when set, is where each worker node serves its own; and
-    # PROMETHEUS_MULTIPROC_DIR is prometheus_client's own variable, the directory its
-    # multiprocess mode shares between one process's children (None: a fresh one per start).
-    metrics_token: str | None = field(default=None, repr=False)
-    worker_metrics_port: int | None = None
-    prometheus_multiproc_dir: str | None = None
-
-    # The console (console/): read API tokens, the pages' password, and the key its session
-    # cookies are signed with (derived from CONSOLE_PASSWORD and SECRET_KEY). No API token: the
-    # API answers 404; no password: the pages answer 404. CONSOLE_ENABLED=false: web serves the
-    # intake alone.
-    api_tokens: tuple[str, ...] = field(default=(), repr=False)
-    console_password: str | None = field(default=None, repr=False)
-    console_enabled: bool = True
-    secret_key: str | None = field(default=None, repr=False)
-
-    # Forwarding to the user's own endpoints and Python hooks (README "Put it in front of your
-    # app"). Destinations come from FORWARD_<NAME>_URL / _SECRET / _EVENTS; their secrets and
-    # URLs (which may hold credentials) stay out of the repr.
-    forward_destinations: tuple[ForwardDestination, ...] = field(default=(), repr=False)
-    forward_timeout_seconds: float = 15.0
-    forward_retry_hours: float = 24.0  # retried this long, measured from the first attempt
-    tavus_hooks: tuple[str, ...] = ()  # modules whose @on(...) functions the workers run
-    hook_max_attempts: int = 8
-    hook_timeout_seconds: float = 60.0
-
-    def alert_channels(self, severity: str) -> tuple[str, ...]:
-        """Where an alert of ``severity`` goes: its route, and the log always."""
-        routed = dict(self.alert_routes).get(severity, ())
-        return ("log", *(channel for channel in routed if channel != "log"))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        source = os.environ if environ is None else environ
-        present = {key: value for key, value in source.items() if value != ""}
-        try:
-            values = _SCHEMA.load(present)
-        except ValidationError as exc:
-            raise SettingsError(f"invalid environment: {exc.messages}") from exc
-        if "database_url" in values:
-            values["database_url"] = sqlalchemy_url(values["database_url"])
-        return cls(**values)
-
-    @property
-    def max_countdown_seconds(self) -> float:
-        """The longest delay any task may be scheduled with (half the visibility timeout)."""
-        return self.visibility_timeout_seconds / 2
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
-    def check_for_serving(self) -> None:
-        """Refuse to serve callbacks that anyone could post: a token is the only guard."""
-        if self.dev_mode:
-            return
-        if not self.callback_tokens:
-            raise SettingsError("CALLBACK_TOKENS is empty: set at least one secret token")
-        short = [t for t in self.callback_tokens if len(t) < MIN_TOKEN_LENGTH]
-        if short:
-            raise SettingsError(
-                f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
-            )
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every configured value that must never reach a log line: tokens, URL passwords."""
-        found = [*self.callback_tokens, *self.tavus_signing_secrets]
-        for url in (self.redis_url, self.database_url):
-            try:
-                password = urlsplit(url).password if url else None
-            except ValueError:  # an unparsable URL fails later, with a clearer message
-                password = None
-            if password:
-                found += {password, unquote(password)}
-        credentials = (
-            self.slack_webhook_url,  # a Slack webhook URL is its own credential
-            self.alert_webhook_secret,
-            self.smtp_password,
-            self.azure_storage_connection_string,
-            self.metrics_token,
-            self.console_password,
-            self.secret_key,
-            *self.api_tokens,
-        )
-        found += [value for value in credentials if value]
-        if self.azure_storage_connection_string:
-            found += re.findall(r"AccountKey=([^;]+)", self.azure_storage_connection_string)
-        found += [secret for dest in self.forward_destinations for secret in dest.secrets()]
-        return tuple(found)
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return sqlalchemy_url(super()._deserialize(value, attr, data, **kwargs))
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -286,10 +175,11 @@ def webhook_secret_key(secret: str) -> bytes:
     return key
 
 
-def _webhook_secret(value: str) -> None:
+def webhook_secret(value: str) -> None:
+    """A validator: ``value`` is a Standard Webhooks secret (the message never repeats it)."""
     try:
         webhook_secret_key(value)
-    except ValueError as exc:  # the message never repeats the secret
+    except ValueError as exc:
         raise ValidationError(str(exc)) from None
 
 
@@ -322,115 +212,565 @@ def _is_network(cidr: str) -> bool:
 
 
 def _long_enough(name: str) -> Any:
-    def check(token: str) -> bool:
-        if len(token) < MIN_TOKEN_LENGTH:  # the message never repeats the token
+    def check(tokens: tuple[str, ...]) -> bool:
+        if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):  # never repeats the token
             raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
         return True
 
     return check
 
 
-# --- forwarding destinations: FORWARD_<NAME>_URL, _SECRET (required), _EVENTS (default *) ---
-
-FORWARD_DESTINATIONS_KEY = "FORWARD_<NAME>_URL"
-_FORWARD_URL = re.compile(r"^FORWARD_([A-Z0-9][A-Z0-9_]*)_URL$")
 _EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$")
-_HTTP_URL = validate.URL(schemes={"http", "https"}, require_tld=False)
 
 
-def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination, ...]:
-    """Every destination the environment names, checked whole; errors name the variable only."""
-    found = []
-    for key in sorted(environ):
-        match = _FORWARD_URL.match(key)
-        if not match:
-            continue
-        name = match.group(1)
-        prefix = f"FORWARD_{name}"
+def _event_patterns(patterns: tuple[str, ...]) -> None:
+    bad = [pattern for pattern in patterns if not _EVENT_PATTERN.match(pattern)]
+    if bad:
+        raise ValidationError(f"{bad}: expected event types, kinds, prefix.* patterns or *")
+
+
+def _destination_url(url: str) -> None:
+    """Any ``scheme://place`` URL; the scheme picks the destination type, which checks the rest."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if not (parts and re.fullmatch(r"[a-z][a-z0-9+.\-]*", parts.scheme) and parts.netloc):
+        raise ValidationError("must be a URL, <scheme>://<place>; its scheme picks the type")
+
+
+def _range(low: float | None = None, high: float | None = None) -> validate.Range:
+    return validate.Range(min=low, max=high)
+
+
+# Where each severity goes unless ALERT_ROUTES says otherwise (the log is always added).
+DEFAULT_ALERT_ROUTES = (
+    ("critical", ("slack", "webhook", "email")),
+    ("error", ("slack", "webhook", "email")),
+    ("warning", ("slack", "webhook")),
+    ("info", ()),
+)
+
+
+# --- the settings ---------------------------------------------------------------------------
+
+INTAKE = Section("Intake", "What the receiver (the `web` process) accepts, and from whom.")
+CORE = Section("Redis, the store and the workers")
+RECONCILIATION = Section(
+    "Missed callbacks (reconciliation)",
+    "`beat` pulls what Tavus never delivered from its API; off without `TAVUS_API_KEY`.",
+)
+ALERTS = Section(
+    "Alerts",
+    "Channels are on when configured; a half-configured channel is refused at boot.",
+)
+RECORDINGS = Section(
+    "Recording verification",
+    "Only the listed buckets and containers are ever checked. Each SDK keeps its own variables "
+    "(`AWS_*`, `AWS_ENDPOINT_URL_S3`, `GOOGLE_APPLICATION_CREDENTIALS`, "
+    "`STORAGE_EMULATOR_HOST`).",
+)
+SPOOL = Section(
+    "The spool and the web process",
+    "Where the receiver keeps events while Redis cannot take them, and how `web` is run.",
+)
+METRICS = Section("Metrics")
+CONSOLE = Section(
+    "Console and read API",
+    "No API token: the API answers 404; no password: the pages answer 404.",
+)
+FORWARDING = Section(
+    "Forwarding and hooks",
+    "Destinations are named by their variables, `FORWARD_<NAME>_URL` and the rest: see "
+    "[Forward destinations](#forward-destinations).",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processes are told by their environment, one field per setting."""
+
+    callback_tokens: tuple[str, ...] = INTAKE.setting(
+        "CALLBACK_TOKENS",
+        CommaList(),
+        (),
+        "accepted tokens, comma-separated so one can be rotated in before the old one is "
+        "removed; required to serve, at least 16 characters each (`dev` generates one)",
+        secret=True,
+    )
+    tavus_signing_secrets: tuple[str, ...] = INTAKE.setting(
+        "TAVUS_SIGNING_SECRETS",
+        CommaList(),
+        (),
+        'secrets of Tavus tools with `auth.type: "hmac"` (post-call actions), comma-separated '
+        "for rotation: a request whose `X-Tavus-Signature` verifies needs no token, one whose "
+        "signature fails gets 401 (docs/tool-deliveries.md)",
+        secret=True,
+    )
+    max_body_bytes: int = INTAKE.setting(
+        "MAX_BODY_BYTES",
+        f.Integer(validate=_range(1024)),
+        5 * MIB,
+        "larger bodies get 413; long transcripts are big",
+        shown_default="`5242880` (5 MiB)",
+    )
+    dedup_ttl_seconds: int = INTAKE.setting(
+        "DEDUP_TTL_SECONDS",
+        f.Integer(validate=_range(1)),
+        7 * 24 * 3600,
+        "how long an event key is remembered",
+        shown_default="`604800` (7 days)",
+    )
+    body_timeout_seconds: float = INTAKE.setting(
+        "BODY_TIMEOUT_SECONDS",
+        f.Float(validate=_range(1)),
+        10.0,
+        "a request body not received completely by then gets 408; the whole request (headers "
+        "too) is cut at twice that, always below gunicorn's `timeout`",
+    )
+    trusted_proxies: int = INTAKE.setting(
+        "TRUSTED_PROXIES",
+        f.Integer(validate=_range(0)),
+        0,
+        "how many proxies in front append to `X-Forwarded-For` (Heroku's router: `1`); the "
+        "caller is the entry the outermost of them appended; `0` trusts none",
+    )
+    allowed_source_cidrs: tuple[str, ...] = INTAKE.setting(
+        "ALLOWED_SOURCE_CIDRS",
+        CommaList(validate=lambda cidrs: all(map(_is_network, cidrs))),
+        (),
+        "comma-separated networks allowed to post callbacks; others get 403 and nothing is stored",
+        shown_default="— (anyone)",
+    )
+    dev_mode: bool = INTAKE.setting(
+        "TAVUS_CALLBACKS_DEV",
+        f.Boolean(),
+        False,
+        "set by `tavus-callbacks dev`: serve without `CALLBACK_TOKENS`",
+    )
+
+    redis_url: str | None = CORE.setting(
+        "REDIS_URL",
+        f.String(),
+        None,
+        "broker and dedup store; `rediss://` supported",
+        credentials=True,
+        shown_default="— (`dev` starts an embedded Redis)",
+    )
+    # Heroku Redis serves rediss:// with a self-signed certificate, so it is not verified unless
+    # asked; the connection is still encrypted.
+    redis_tls_verify: bool = CORE.setting(
+        "REDIS_TLS_VERIFY",
+        f.Boolean(),
+        False,
+        "verify the `rediss://` certificate (Heroku Redis's is self-signed)",
+    )
+    database_url: str = CORE.setting(
+        "DATABASE_URL",
+        DatabaseUrl(),
+        "sqlite:///.tavus-callbacks/events.db",
+        "the event store; `postgres://…` (Heroku) works as is",
+        credentials=True,
+    )
+    # Redis hands a message taken but never acked to another worker after this long: it is how
+    # long the events a SIGKILLed worker held wait before another worker gets them. Every
+    # countdown we schedule stays below half of it (max_countdown_seconds), or a retry held by a
+    # worker until its time would be handed out twice.
+    visibility_timeout_seconds: int = CORE.setting(
+        "VISIBILITY_TIMEOUT_SECONDS",
+        f.Integer(validate=_range(5)),
+        900,
+        "a message a worker took but never acked (the worker was SIGKILLed, ran out of memory, "
+        "lost its dyno) goes back to its queue this long after it was taken; every retry and "
+        "countdown is kept under half of it",
+    )
+    max_event_attempts: int = CORE.setting(
+        "MAX_EVENT_ATTEMPTS",
+        f.Integer(validate=_range(1)),
+        8,
+        "the bounded attempts of the one retry policy: a task failing this often for a reason "
+        "other than the infrastructure is dead-lettered, with one `pipeline_failure` alert; "
+        "retries wait 1, 2, 4… s with jitter, below half `VISIBILITY_TIMEOUT_SECONDS` and at "
+        "most 300 s",
+    )
+    # On SIGTERM (REMAP_SIGTERM=SIGQUIT) running tasks get this long before they are cancelled
+    # and handed back to Redis; Heroku SIGKILLs 30 s after SIGTERM, so leave room to requeue.
+    worker_soft_shutdown_seconds: float = CORE.setting(
+        "WORKER_SOFT_SHUTDOWN_SECONDS",
+        f.Float(validate=_range(0)),
+        15.0,
+        "on SIGTERM, running tasks get this long to finish, then are handed back to Redis; keep "
+        "it 10 s under the platform's kill delay (Heroku: 30 s)",
+    )
+
+    tavus_api_key: str | None = RECONCILIATION.setting(
+        "TAVUS_API_KEY",
+        f.String(),
+        None,
+        "lets `beat` pull missed events from the Tavus API; sent only in the `x-api-key` "
+        "header, never logged",
+        secret=True,
+        shown_default="— (reconciliation off)",
+    )
+    tavus_api_url: str = RECONCILIATION.setting(
+        "TAVUS_API_URL", f.Url(require_tld=False), "https://tavusapi.com", "the Tavus API"
+    )
+    reconcile_interval_seconds: int = RECONCILIATION.setting(
+        "RECONCILE_INTERVAL_SECONDS",
+        f.Integer(validate=_range(1)),
+        300,
+        "how often `beat` runs reconciliation",
+    )
+    reconcile_grace_seconds: int = RECONCILIATION.setting(
+        "RECONCILE_GRACE_SECONDS",
+        f.Integer(validate=_range(0)),
+        600,
+        "how long after a conversation ends its transcript, perception analysis and recording "
+        "may take before the API is asked",
+    )
+    reconcile_batch_size: int = RECONCILIATION.setting(
+        "RECONCILE_BATCH_SIZE",
+        f.Integer(validate=_range(1)),
+        20,
+        "conversations pulled from the API per run, at most",
+    )
+
+    # A Slack URL is its own credential, and the webhook URL may hold one.
+    slack_webhook_url: str | None = ALERTS.setting(
+        "SLACK_WEBHOOK_URL",
+        f.Url(schemes={"https", "http"}, require_tld=False),
+        None,
+        "Slack incoming-webhook URL; it is a credential, never logged",
+        secret=True,
+        shown_default="— (channel off)",
+    )
+    alert_webhook_url: str | None = ALERTS.setting(
+        "ALERT_WEBHOOK_URL",
+        f.Url(schemes={"https", "http"}, require_tld=False),
+        None,
+        "where signed alert JSON is POSTed; needs `ALERT_WEBHOOK_SECRET`",
+        credentials=True,
+        shown_default="— (channel off)",
+    )
+    alert_webhook_secret: str | None = ALERTS.setting(
+        "ALERT_WEBHOOK_SECRET",
+        f.String(validate=webhook_secret),
+        None,
+        "Standard Webhooks secret, `whsec_` + base64 of 24 to 64 random bytes",
+        secret=True,
+    )
+    smtp_host: str | None = ALERTS.setting(
+        "SMTP_HOST",
+        f.String(),
+        None,
+        "SMTP server for alert email; needs `ALERT_EMAIL_FROM` and `ALERT_EMAIL_TO`",
+        shown_default="— (channel off)",
+    )
+    smtp_port: int | None = ALERTS.setting(
+        "SMTP_PORT",
+        f.Integer(validate=_range(1, 65535)),
+        None,
+        "SMTP port",
+        shown_default="by `SMTP_SECURITY`: 587, 465, 25",
+    )
+    smtp_username: str | None = ALERTS.setting(
+        "SMTP_USERNAME", f.String(), None, "SMTP login", shown_default="— (no login)"
+    )
+    smtp_password: str | None = ALERTS.setting(
+        "SMTP_PASSWORD", f.String(), None, "SMTP password, never logged", secret=True
+    )
+    smtp_security: str = ALERTS.setting(
+        "SMTP_SECURITY",
+        f.String(validate=validate.OneOf(("starttls", "tls", "none"))),
+        "starttls",
+        "`starttls`, `tls` (implicit TLS) or `none` (a local sink only; refused with a password)",
+    )
+    alert_email_from: str | None = ALERTS.setting(
+        "ALERT_EMAIL_FROM",
+        f.String(validate=_mailbox),
+        None,
+        "sender, `alerts@example.com` or `Tavus alerts <alerts@example.com>`",
+    )
+    alert_email_to: tuple[str, ...] = ALERTS.setting(
+        "ALERT_EMAIL_TO",
+        CommaList(
+            validate=validate.And(validate.Length(min=1), lambda boxes: all(map(_mailbox, boxes)))
+        ),
+        (),
+        "recipients, comma-separated",
+    )
+    alert_routes: tuple[tuple[str, tuple[str, ...]], ...] = ALERTS.setting(
+        "ALERT_ROUTES",
+        AlertRoutes(),
+        DEFAULT_ALERT_ROUTES,
+        "which severities go to which channels (the log always); replaces the default whole",
+        shown_default="`critical:slack+webhook+email,error:slack+webhook+email,"
+        "warning:slack+webhook`",
+    )
+    alert_on_guardrail: bool = ALERTS.setting(
+        "ALERT_ON_GUARDRAIL", f.Boolean(), True, "alert when a guardrail triggers"
+    )
+    alert_guardrail_severity: str = ALERTS.setting(
+        "ALERT_GUARDRAIL_SEVERITY",
+        f.String(validate=validate.OneOf(SEVERITIES)),
+        "warning",
+        "the severity of that alert",
+    )
+    alert_delivery_attempts: int = ALERTS.setting(
+        "ALERT_DELIVERY_ATTEMPTS",
+        f.Integer(validate=_range(1, 50)),
+        8,
+        "tries per channel before a delivery is marked `failed`",
+    )
+    alert_timeout_seconds: float = ALERTS.setting(
+        "ALERT_TIMEOUT_SECONDS",
+        f.Float(validate=_range(0.1, 120)),
+        10.0,
+        "timeout of each HTTP request and SMTP step",
+    )
+    recording_retention_days: int = ALERTS.setting(
+        "RECORDING_RETENTION_DAYS",
+        f.Integer(validate=_range(1)),
+        30,
+        "how long Daily keeps a recording Tavus could not copy: the recovery deadline",
+    )
+
+    recording_locations: tuple[str, ...] = RECORDINGS.setting(
+        "RECORDING_LOCATIONS",
+        CommaList(validate=_recording_locations),
+        (),
+        "the only buckets / containers a recording is ever checked in: `s3:<bucket>`, "
+        "`gcs:<bucket>`, `azure_blob:<account>/<container>`, comma-separated",
+        shown_default="— (verification off)",
+    )
+    recording_wait_seconds: int = RECORDINGS.setting(
+        "RECORDING_WAIT_SECONDS",
+        f.Integer(validate=_range(0)),
+        900,
+        "how long a recording may take to appear before it is reported `missing` (and how long "
+        "an unreachable endpoint is retried)",
+    )
+    storage_timeout_seconds: float = RECORDINGS.setting(
+        "STORAGE_TIMEOUT_SECONDS",
+        f.Float(validate=_range(0.1, 300)),
+        10.0,
+        "connect and read timeout of every storage SDK call (no SDK-level retries)",
+    )
+    storage_retry_base_seconds: float = RECORDINGS.setting(
+        "STORAGE_RETRY_BASE_SECONDS",
+        f.Float(validate=_range(0.1)),
+        5.0,
+        "first retry delay of a verification; doubles per attempt with jitter, capped at 300 s "
+        "and below half `VISIBILITY_TIMEOUT_SECONDS`",
+    )
+    # The Azure SDK has no variable of its own for this.
+    azure_storage_connection_string: str | None = RECORDINGS.setting(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f.String(),
+        None,
+        "Azure credentials (account key or SAS) and endpoint; without it, "
+        "`DefaultAzureCredential` (Entra ID)",
+        secret=True,
+    )
+
+    spool_dir: str = SPOOL.setting(
+        "SPOOL_DIR",
+        f.String(),
+        ".tavus-callbacks/spool",
+        "where the receiver keeps events durably (one file each) while Redis cannot take them; "
+        "must survive a process restart",
+    )
+    spool_drain_interval_seconds: float = SPOOL.setting(
+        "SPOOL_DRAIN_INTERVAL_SECONDS",
+        f.Float(validate=_range(0)),
+        5.0,
+        "how often each web process looks for spooled events to drain (right away after it "
+        "spools one; about once a second while Redis is down); `0`: only `spool drain` drains",
+    )
+    port: int = SPOOL.setting(
+        "PORT", f.Integer(validate=_range(1, 65535)), 5000, "where `web` (and `dev`) listens"
+    )
+    web_concurrency: int | None = SPOOL.setting(
+        "WEB_CONCURRENCY",
+        f.Integer(validate=_range(1)),
+        None,
+        "gunicorn workers per web process (2 x CPU count when Redis is across a network: a sync "
+        "worker idles while it waits)",
+        shown_default="CPU count",
+    )
+    log_level: str = SPOOL.setting(
+        "LOG_LEVEL",
+        f.String(),
+        "info",
+        "gunicorn's log level",
+    )
+
+    metrics_token: str | None = METRICS.setting(
+        "METRICS_TOKEN",
+        f.String(validate=validate.Length(min=MIN_TOKEN_LENGTH)),
+        None,
+        "bearer token a scrape of `/metrics` must send (else 401); compared in constant time, "
+        "never exposed",
+        secret=True,
+        shown_default="— (`/metrics` open)",
+    )
+    worker_metrics_port: int | None = METRICS.setting(
+        "WORKER_METRICS_PORT",
+        f.Integer(validate=_range(1, 65535)),
+        None,
+        "port each worker node serves its metrics on (`GET /metrics`), from its main process",
+        shown_default="— (worker metrics not served)",
+    )
+    prometheus_multiproc_dir: str | None = METRICS.setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        f.String(),
+        None,
+        "prometheus_client's multiprocess directory for one process type on one host "
+        "(gunicorn's workers, or one Celery worker's pool); wiped at its start (`*.db` files "
+        "only); never share one between `web` and `worker`",
+        shown_default="— (a fresh temporary directory per start)",
+    )
+
+    api_tokens: tuple[str, ...] = CONSOLE.setting(
+        "API_TOKENS",
+        CommaList(validate=_long_enough("API_TOKENS")),
+        (),
+        "bearer tokens of the read API (`/api/v1`), comma-separated, at least 16 characters "
+        "each; separate from `CALLBACK_TOKENS`; `dev` generates one",
+        secret=True,
+        shown_default="— (API off: 404)",
+    )
+    console_password: str | None = CONSOLE.setting(
+        "CONSOLE_PASSWORD",
+        f.String(),
+        None,
+        "the password of the console pages (`/console`); `dev` generates one",
+        secret=True,
+        shown_default="— (console off: 404)",
+    )
+    console_enabled: bool = CONSOLE.setting(
+        "CONSOLE_ENABLED",
+        f.Boolean(),
+        True,
+        "`false`: the `web` process serves the intake alone (no `/api`, no `/console`)",
+    )
+    secret_key: str | None = CONSOLE.setting(
+        "SECRET_KEY",
+        f.String(),
+        None,
+        "salts the key the console's session cookies are signed with (scrypt of "
+        "`CONSOLE_PASSWORD` + `SECRET_KEY`); set a long random value in production: without it "
+        "a stolen cookie lets the password be guessed offline. Changing either signs everybody "
+        "out",
+        secret=True,
+    )
+
+    # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.
+    forward_destinations: tuple[ForwardDestination, ...] = field(default=(), repr=False)
+    forward_timeout_seconds: float = FORWARDING.setting(
+        "FORWARD_TIMEOUT_SECONDS",
+        f.Float(validate=_range(0.1, 300)),
+        15.0,
+        "connect and read timeout of each forwarded request",
+    )
+    forward_retry_hours: float = FORWARDING.setting(
+        "FORWARD_RETRY_HOURS",
+        f.Float(validate=_range(0)),
+        24.0,
+        "how long a destination that is down, slow, throttling or failing with 5xx is retried, "
+        "from the first attempt",
+    )
+    tavus_hooks: tuple[str, ...] = FORWARDING.setting(
+        "TAVUS_HOOKS",
+        CommaList(),
+        (),
+        "comma-separated Python modules whose `@on(...)` functions the workers run; a module "
+        "that fails to import stops the worker at start",
+    )
+    hook_max_attempts: int = FORWARDING.setting(
+        "HOOK_MAX_ATTEMPTS",
+        f.Integer(validate=_range(1, 100)),
+        8,
+        "runs of a hook that keeps raising before its delivery is `failed`",
+    )
+    hook_timeout_seconds: float = FORWARDING.setting(
+        "HOOK_TIMEOUT_SECONDS",
+        f.Float(validate=_range(0.1, 3600)),
+        60.0,
+        "a hook still running after this long is stopped (and retried, within `HOOK_MAX_ATTEMPTS`)",
+    )
+
+    def alert_channels(self, severity: str) -> tuple[str, ...]:
+        """Where an alert of ``severity`` goes: its route, and the log always."""
+        routed = dict(self.alert_routes).get(severity, ())
+        return ("log", *(channel for channel in routed if channel != "log"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (``os.environ`` if None): entry points only."""
+        source = os.environ if environ is None else environ
+        present = {key: value for key, value in source.items() if value != ""}
         try:
-            _HTTP_URL(environ[key])
-        except ValidationError:
-            raise ValidationError("must be an http:// or https:// URL", key) from None
-        secret = environ.get(f"{prefix}_SECRET")
-        if not secret:
-            raise ValidationError(f"required to sign {key}'s requests", f"{prefix}_SECRET")
-        try:
-            webhook_secret_key(secret)
-        except ValueError as exc:  # the message never repeats the secret
-            raise ValidationError(str(exc), f"{prefix}_SECRET") from None
-        events = CommaList().deserialize(environ.get(f"{prefix}_EVENTS", "*")) or ("*",)
-        bad = [pattern for pattern in events if not _EVENT_PATTERN.match(pattern)]
-        if bad:
-            raise ValidationError(
-                f"{bad}: expected event types, kinds, prefix.* patterns or *", f"{prefix}_EVENTS"
+            values = _SCHEMA.load(present)
+            destinations = forward_destinations(present)
+        except ValidationError as exc:
+            raise SettingsError(f"invalid environment: {exc.messages}") from exc
+        return cls(**values, forward_destinations=destinations)
+
+    @property
+    def max_countdown_seconds(self) -> float:
+        """The longest delay any task may be scheduled with (half the visibility timeout)."""
+        return self.visibility_timeout_seconds / 2
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def check_for_serving(self) -> None:
+        """Refuse to serve callbacks that anyone could post: a token is the only guard."""
+        if self.dev_mode:
+            return
+        if not self.callback_tokens:
+            raise SettingsError("CALLBACK_TOKENS is empty: set at least one secret token")
+        short = [t for t in self.callback_tokens if len(t) < MIN_TOKEN_LENGTH]
+        if short:
+            raise SettingsError(
+                f"every CALLBACK_TOKENS entry must be at least {MIN_TOKEN_LENGTH} characters"
             )
-        found.append(ForwardDestination(name.lower(), environ[key], secret, events))
-    return tuple(found)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line: tokens, URL passwords."""
+        found: list[str] = []
+        for declared, value in declared_values(self):
+            if value and declared.secret:
+                found += value if isinstance(value, tuple) else (value,)
+            elif value and declared.credentials:
+                found += url_password(value)
+        if self.azure_storage_connection_string:
+            found += re.findall(r"AccountKey=([^;]+)", self.azure_storage_connection_string)
+        found += [secret for dest in self.forward_destinations for secret in dest.secrets()]
+        return tuple(dict.fromkeys(found))
 
 
-class _SettingsSchema(Schema):
+def url_password(url: str) -> list[str]:
+    """A URL's password, as written and decoded ([] for none, or for no URL at all)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # an unparsable URL fails later, with a clearer message
+        password = None
+    return list({password, unquote(password)}) if password else []
+
+
+def declared_values(settings: Settings) -> Iterable[tuple[Declaration, Any]]:
+    """Each declared setting with its value in ``settings``."""
+    for fl in DECLARED_FIELDS:
+        yield fl.metadata[DECLARED], getattr(settings, fl.name)
+
+
+class _CrossChecks(Schema):
+    """Rules between settings; each setting's own rules are in its declaration."""
+
     class Meta:
         unknown = EXCLUDE
-
-    callback_tokens = CommaList(data_key="CALLBACK_TOKENS")
-    tavus_signing_secrets = CommaList(data_key="TAVUS_SIGNING_SECRETS")
-    redis_url = f.String(data_key="REDIS_URL")
-    redis_tls_verify = f.Boolean(data_key="REDIS_TLS_VERIFY")
-    database_url = f.String(data_key="DATABASE_URL")
-    max_body_bytes = f.Integer(data_key="MAX_BODY_BYTES", validate=validate.Range(min=1024))
-    dedup_ttl_seconds = f.Integer(data_key="DEDUP_TTL_SECONDS", validate=validate.Range(min=1))
-    visibility_timeout_seconds = f.Integer(
-        data_key="VISIBILITY_TIMEOUT_SECONDS", validate=validate.Range(min=5)
-    )
-    max_event_attempts = f.Integer(data_key="MAX_EVENT_ATTEMPTS", validate=validate.Range(min=1))
-    worker_soft_shutdown_seconds = f.Float(
-        data_key="WORKER_SOFT_SHUTDOWN_SECONDS", validate=validate.Range(min=0)
-    )
-    tavus_api_key = f.String(data_key="TAVUS_API_KEY")
-    tavus_api_url = f.Url(data_key="TAVUS_API_URL", require_tld=False)
-    reconcile_interval_seconds = f.Integer(
-        data_key="RECONCILE_INTERVAL_SECONDS", validate=validate.Range(min=1)
-    )
-    reconcile_grace_seconds = f.Integer(
-        data_key="RECONCILE_GRACE_SECONDS", validate=validate.Range(min=0)
-    )
-    reconcile_batch_size = f.Integer(
-        data_key="RECONCILE_BATCH_SIZE", validate=validate.Range(min=1)
-    )
-    dev_mode = f.Boolean(data_key="TAVUS_CALLBACKS_DEV")
-    slack_webhook_url = f.Url(
-        data_key="SLACK_WEBHOOK_URL", schemes={"https", "http"}, require_tld=False
-    )
-    alert_webhook_url = f.Url(
-        data_key="ALERT_WEBHOOK_URL", schemes={"https", "http"}, require_tld=False
-    )
-    alert_webhook_secret = f.String(data_key="ALERT_WEBHOOK_SECRET", validate=_webhook_secret)
-    smtp_host = f.String(data_key="SMTP_HOST")
-    smtp_port = f.Integer(data_key="SMTP_PORT", validate=validate.Range(min=1, max=65535))
-    smtp_username = f.String(data_key="SMTP_USERNAME")
-    smtp_password = f.String(data_key="SMTP_PASSWORD")
-    smtp_security = f.String(
-        data_key="SMTP_SECURITY", validate=validate.OneOf(("starttls", "tls", "none"))
-    )
-    alert_email_from = f.String(data_key="ALERT_EMAIL_FROM", validate=_mailbox)
-    alert_email_to = CommaList(
-        data_key="ALERT_EMAIL_TO",
-        validate=validate.And(validate.Length(min=1), lambda boxes: all(map(_mailbox, boxes))),
-    )
-    alert_routes = AlertRoutes(data_key="ALERT_ROUTES")
-    alert_on_guardrail = f.Boolean(data_key="ALERT_ON_GUARDRAIL")
-    alert_guardrail_severity = f.String(
-        data_key="ALERT_GUARDRAIL_SEVERITY", validate=validate.OneOf(SEVERITIES)
-    )
-    alert_delivery_attempts = f.Integer(
-        data_key="ALERT_DELIVERY_ATTEMPTS", validate=validate.Range(min=1, max=50)
-    )
-    alert_timeout_seconds = f.Float(
-        data_key="ALERT_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=120)
-    )
-    recording_retention_days = f.Integer(
-        data_key="RECORDING_RETENTION_DAYS", validate=validate.Range(min=1)
-    )
 
     @validates_schema
     def _alert_channels_are_whole(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -451,71 +791,153 @@ class _SettingsSchema(Schema):
                 "SMTP_SECURITY=none would send SMTP_PASSWORD in clear", "SMTP_SECURITY"
             )
 
-    recording_locations = CommaList(data_key="RECORDING_LOCATIONS", validate=_recording_locations)
-    recording_wait_seconds = f.Integer(
-        data_key="RECORDING_WAIT_SECONDS", validate=validate.Range(min=0)
-    )
-    storage_timeout_seconds = f.Float(
-        data_key="STORAGE_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
-    )
-    storage_retry_base_seconds = f.Float(
-        data_key="STORAGE_RETRY_BASE_SECONDS", validate=validate.Range(min=0.1)
-    )
-    azure_storage_connection_string = f.String(data_key="AZURE_STORAGE_CONNECTION_STRING")
-    spool_dir = f.String(data_key="SPOOL_DIR")
-    spool_drain_interval_seconds = f.Float(
-        data_key="SPOOL_DRAIN_INTERVAL_SECONDS", validate=validate.Range(min=0)
-    )
-    body_timeout_seconds = f.Float(data_key="BODY_TIMEOUT_SECONDS", validate=validate.Range(min=1))
-    trusted_proxies = f.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(min=0))
-    allowed_source_cidrs = CommaList(
-        data_key="ALLOWED_SOURCE_CIDRS", validate=lambda cidrs: all(map(_is_network, cidrs))
-    )
 
-    # Metrics.
-    metrics_token = f.String(
-        data_key="METRICS_TOKEN", validate=validate.Length(min=MIN_TOKEN_LENGTH)
-    )
-    worker_metrics_port = f.Integer(
-        data_key="WORKER_METRICS_PORT", validate=validate.Range(min=1, max=65535)
-    )
-    prometheus_multiproc_dir = f.String(data_key="PROMETHEUS_MULTIPROC_DIR")
-
-    # The console (console/).
-    api_tokens = CommaList(
-        data_key="API_TOKENS",
-        validate=lambda tokens: all(map(_long_enough("API_TOKENS"), tokens)),
-    )
-    console_password = f.String(data_key="CONSOLE_PASSWORD")
-    console_enabled = f.Boolean(data_key="CONSOLE_ENABLED")
-    secret_key = f.String(data_key="SECRET_KEY")
-
-    # Forwarding to the user's endpoints and Python hooks. The destinations are gathered from
-    # every FORWARD_<NAME>_URL in the environment (see _gather_destinations).
-    forward_destinations = f.Raw(data_key=FORWARD_DESTINATIONS_KEY)
-    forward_timeout_seconds = f.Float(
-        data_key="FORWARD_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=300)
-    )
-    forward_retry_hours = f.Float(data_key="FORWARD_RETRY_HOURS", validate=validate.Range(min=0))
-    tavus_hooks = CommaList(data_key="TAVUS_HOOKS")
-    hook_max_attempts = f.Integer(
-        data_key="HOOK_MAX_ATTEMPTS", validate=validate.Range(min=1, max=100)
-    )
-    hook_timeout_seconds = f.Float(
-        data_key="HOOK_TIMEOUT_SECONDS", validate=validate.Range(min=0.1, max=3600)
-    )
-
-    @pre_load
-    def _gather_destinations(self, data: Mapping[str, str], **kwargs: Any) -> dict[str, Any]:
-        data = {key: value for key, value in data.items() if key != FORWARD_DESTINATIONS_KEY}
-        found = forward_destinations(data)
-        if found:
-            data[FORWARD_DESTINATIONS_KEY] = found
-        return data
+DECLARED_FIELDS = tuple(fl for fl in fields(Settings) if DECLARED in fl.metadata)
+_SCHEMA = _CrossChecks.from_dict(
+    {fl.name: fl.metadata[DECLARED].parse for fl in DECLARED_FIELDS},
+    name="SettingsSchema",
+)()
 
 
-_SCHEMA = _SettingsSchema()
-assert {fl.name for fl in fields(Settings)} == set(_SCHEMA.fields), "schema and dataclass drifted"
+# --- forward destinations: FORWARD_<NAME>_URL, _EVENTS, and their type's own settings ---------
+
+_FORWARD_URL = re.compile(r"^FORWARD_([A-Z0-9][A-Z0-9_]*)_URL$")
+
+
+@dataclass(frozen=True)
+class ForwardDestination:
+    """One ``FORWARD_<NAME>_*`` destination as every type has it: where (the URL, whose scheme
+    picks the type), which events, and the type's own variables, read by its type."""
+
+    name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
+    url: str = field(repr=False)
+    events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
+    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}).
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        """What logs and errors may name: the host, never the URL (it may hold a token)."""
+        return urlsplit(self.url).hostname or "the destination"
+
+    def variable(self, suffix: str) -> str:
+        return f"FORWARD_{self.name.upper()}_{suffix}"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The URL's credentials, and every value of the type's own variables: this module
+        cannot tell which of them are secret, so it hides them all."""
+        found = list(self.variables.values())
+        parts = urlsplit(self.url)
+        for credential in (parts.password, parts.username):
+            if credential:
+                found += {credential, unquote(credential)}
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """The ``FORWARD_<NAME>_*`` settings of one kind of destination, declared in its module.
+
+    ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
+    declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
+    """
+
+    type: str
+    schemes: tuple[str, ...]
+    settings: tuple[Declaration, ...] = ()
+    url: Callable[[str], Any] | None = None
+
+    def read(self, destination: ForwardDestination) -> dict[str, Any]:
+        """This destination's own settings, parsed or their defaults, by lower-cased suffix.
+
+        A bad or missing one raises SettingsError naming its variable, never its value.
+        """
+        try:
+            self._check_url(destination)
+            return self.load(destination.name.upper(), destination.variables)
+        except ValidationError as exc:
+            raise SettingsError(f"invalid environment: {exc.messages}") from None
+
+    def _check_url(self, destination: ForwardDestination) -> None:
+        if self.url is None:
+            return
+        try:
+            self.url(destination.url)
+        except ValidationError:  # its message could quote the URL, which may hold a password
+            why = f"not a valid {self.type} URL ({', '.join(self.schemes)})"
+            raise ValidationError({destination.variable("URL"): [why]}) from None
+
+    @cached_property
+    def _schema(self) -> Schema:
+        by_suffix = {declared.env.lower(): declared.parse for declared in self.settings}
+        return Schema.from_dict(by_suffix, name=f"{self.type}Settings")(unknown=EXCLUDE)
+
+    def load(self, name: str, variables: Mapping[str, str]) -> dict[str, Any]:
+        """``variables`` (by suffix) parsed; a ValidationError keyed by full variable names."""
+        defaults = {declared.env.lower(): declared.default for declared in self.settings}
+        try:
+            return defaults | self._schema.load(dict(variables))
+        except ValidationError as exc:
+            named = {f"FORWARD_{name}_{suffix}": why for suffix, why in exc.messages.items()}
+            raise ValidationError(named) from None
+
+
+# What every destination has, whatever its type.
+FORWARD_DESTINATION = DestinationSettings(
+    "any",
+    (),
+    (
+        per_destination(
+            "URL",
+            f.String(required=True, validate=_destination_url),
+            None,
+            "where to send the events (several `<NAME>`s at once); its scheme picks the "
+            "destination type. It may hold credentials: it is never logged or printed, only "
+            "its host",
+            credentials=True,
+        ),
+        per_destination(
+            "EVENTS",
+            CommaList(validate=_event_patterns),
+            ("*",),
+            "comma-separated filter: conversation event types "
+            "(`application.transcription_ready`), kinds (`conversation`, `guardrail`, "
+            "`objective`, `replica`, `video`, `document`), prefix patterns (`application.*`) "
+            "or `*`",
+        ),
+    ),
+)
+_COMMON_SUFFIXES = {d.env for d in FORWARD_DESTINATION.settings}
+
+
+def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination, ...]:
+    """Every destination the environment names, with what every type has checked here; its
+    type reads the rest (``DestinationSettings.read``). Errors name the variable only."""
+    names = sorted(m.group(1) for m in map(_FORWARD_URL.match, environ) if m)
+    found = []
+    for name in names:
+        variables = _variables_of(name, names, environ)
+        own = {k: v for k, v in variables.items() if k not in _COMMON_SUFFIXES}
+        common = FORWARD_DESTINATION.load(name, variables)
+        events = common["events"] or ("*",)  # "," says no filter too
+        found.append(ForwardDestination(name.lower(), common["url"], events, own))
+    return tuple(found)
+
+
+def _variables_of(name: str, names: list[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """``FORWARD_<name>_*`` by suffix, leaving out those of a longer name (APP_EU for APP)."""
+    prefix = f"FORWARD_{name}_"
+    longer = tuple(f"FORWARD_{other}_" for other in names if other.startswith(f"{name}_"))
+    return {
+        key.removeprefix(prefix): value
+        for key, value in environ.items()
+        if key.startswith(prefix) and not key.startswith(longer)
+    }
 
 
 # Metrics: prometheus_client's multiprocess mode (README "Metrics"). It reads

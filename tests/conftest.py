@@ -3,7 +3,6 @@ runs), the receiver app, and a real Celery worker for integration tests."""
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,27 +15,20 @@ from sqlalchemy.engine import make_url
 
 from receiver import create_app
 from schemas.settings import Settings
-from tests.services import RedisServer, Worker, base_env
+from tests.helpers import TOKEN, worker_env
+from tests.services import RedisServer, Worker
 from workers.store.db import Store
 
-pytest_plugins = ["tests.storage_fixtures"]  # moto, GCS emulator, Azurite (session-wide)
+pytest_plugins = [
+    "tests.shared_fixtures",  # the fixtures more than one test module uses
+    "tests.storage_fixtures",  # moto, GCS emulator, Azurite (session-wide)
+]
 
-TOKEN = "test-token-0123456789abcdef"
-FIXTURES = Path(__file__).with_name("fixtures")  # the Tavus docs examples, placeholders kept
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 # CI sets REQUIRE_POSTGRES=1: a PostgreSQL test that cannot connect fails instead of skipping.
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
-
-
-def fixture(name: str) -> bytes:
-    """A documented payload from shared/fixtures, placeholders and all."""
-    return (FIXTURES / f"{name}.json").read_bytes()
-
-
-def fixture_json(name: str) -> dict:
-    return json.loads(fixture(name))
 
 
 @pytest.fixture(scope="session")
@@ -117,15 +109,6 @@ def app(settings: Settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return base_env(
-        REDIS_URL=settings.redis_url,
-        DATABASE_URL=settings.database_url,
-        CALLBACK_TOKENS=",".join(settings.callback_tokens),
-        **extra,
-    )
 
 
 @pytest.fixture

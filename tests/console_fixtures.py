@@ -1,5 +1,6 @@
 """What the console's tests share: settings with an API token and a password, events written
-straight into the store, and a signed-in test client."""
+straight into the store, a signed-in test client, and a web process's environment. Helpers
+only: the fixtures are in ``tests/shared_fixtures.py``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import pytest
+import requests
 
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture_json
+from tests.helpers import TOKEN, fixture_json
+from tests.services import Web, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
 
@@ -90,10 +92,26 @@ def sign_in(client, password: str = PASSWORD):
     return client.post("/console/login", data={"password": password, "csrf_token": token})
 
 
-@pytest.fixture(name="sqlite_store")
-def sqlite_store_fixture(sqlite_url: str):
-    """A migrated SQLite store (import ``sqlite_store_fixture`` to use ``sqlite_store``)."""
-    store = Store(sqlite_url)
-    store.upgrade()
-    yield store
-    store.dispose()
+def env_for(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
+    return base_env(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        CALLBACK_TOKENS=TOKEN,
+        API_TOKENS=API_TOKEN,
+        CONSOLE_PASSWORD=PASSWORD,
+        SECRET_KEY="gunicorn-test-secret",
+        **extra,
+    )
+
+
+def answering(web: Web, path: str = "/healthz") -> Web:
+    """Each gunicorn worker builds its apps after it boots: wait until the service answers."""
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{web.url}{path}", timeout=5).status_code < 500
+        except requests.RequestException:
+            return False
+
+    wait_until(up, timeout=90, interval=0.5)
+    return web

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
@@ -47,6 +48,7 @@ class HttpSink:
         self.delay = delay
         self.always = always
         self.headers: dict[str, str] = {}  # extra reply headers
+        self.on_post: Callable[[], None] | None = None  # called before each answer (a fault)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -81,6 +83,8 @@ class HttpSink:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     headers["x-sink-status"] = str(status)
                     sink.received.append(Received(self.path, headers, body))
+                if sink.on_post is not None:
+                    sink.on_post()
                 reply = b"ok" if status < 300 else b"no_service"
                 try:
                     self.send_response(status)

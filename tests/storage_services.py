@@ -5,8 +5,8 @@
 - ``GcsEmulator``: gcp-storage-emulator, in memory, behind a ``GcsForbiddingProxy``: the
   emulator has no IAM, so the proxy answers GCS's own 403 for the buckets it is told to, and
   forwards everything else untouched (it also records the paths asked, for "no SDK call");
-- ``Azurite``: azurite-blob from node_modules (``npm ci``), in memory, with a second account
-  whose key the worker does not have;
+- ``Azurite``: azurite-blob from tests/node_modules (``npm ci --prefix tests``), in memory, with
+  a second account whose key the worker does not have;
 - ``SilentEndpoint``: accepts connections and never answers (a hung endpoint).
 
 Every server's access log is kept, so a test can check that a refused location was never asked.
@@ -33,7 +33,7 @@ from botocore.config import Config
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from tests.services import ROOT, free_port, listening, wait_until
+from tests.services import free_port, listening, wait_until
 
 REGION = "us-east-1"
 # Azurite's well-known development account and key (public, in Microsoft's docs).
@@ -230,11 +230,13 @@ def _gcs_forbidden() -> bytes:
 class Azurite(Server):
     """azurite-blob, in memory, with the development account and a locked second account."""
 
-    BINARY = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    # tests/package.json pins it; scripts/test installs it beside that file (npm ci --prefix tests).
+    BINARY = Path(__file__).with_name("node_modules") / ".bin" / "azurite-blob"
 
     def start(self, workdir: Path) -> Azurite:
         if not self.BINARY.exists():
-            raise RuntimeError(f"{self.BINARY} is missing: run `npm ci` (scripts/test does)")
+            missing = f"{self.BINARY} is missing: run `npm ci --prefix tests` (scripts/test does)"
+            raise RuntimeError(missing)
         env = {
             **os.environ,
             "AZURITE_ACCOUNTS": f"{DEV_ACCOUNT}:{DEV_KEY};{LOCKED_ACCOUNT}:{LOCKED_KEY}",

@@ -12,6 +12,7 @@ import pytest
 from schemas.messages import AlertMessage
 from schemas.settings import Settings
 from tests.sinks import HttpSink
+from workers import queries
 from workers.alerts import delivery, ledger
 from workers.store.db import Store
 
@@ -54,7 +55,7 @@ def settings_for(store: Store, slack: HttpSink, webhook: HttpSink, **changes) ->
 
 def history(store: Store, cause_key: str) -> dict[str, dict]:
     with store.session() as session:
-        [row] = [a for a in ledger.recent_alerts(session) if a["cause_key"] == cause_key]
+        [row] = [a for a in queries.recent_alerts(session) if a["cause_key"] == cause_key]
     return {d["channel"]: d for d in row["deliveries"]}
 
 
@@ -72,7 +73,7 @@ def test_an_alert_is_stored_once_per_cause_and_routed_by_severity(store: Store, 
     quiet = settings.with_overrides(alert_routes=(("critical", ("webhook",)),))
     assert delivery.raise_alert(store, message("c2"), quiet)[1] == ["log", "webhook"]
     with store.session() as session:
-        alerts = {a["cause_key"]: a for a in ledger.recent_alerts(session)}
+        alerts = {a["cause_key"]: a for a in queries.recent_alerts(session)}
     assert set(alerts) == {"recording_copy_failed:c1", "w", "i", "c2"}
     assert alerts["recording_copy_failed:c1"]["title"] == message()["title"]  # the first wins
 
@@ -150,9 +151,23 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store: Store
         second = ledger.claim(session, cause, "log", lease, now + timedelta(seconds=61))
     assert isinstance(second, ledger.Claim) and second.attempt == 2
     with store.session() as session:
-        ledger.finish(session, second, "delivered", None, now + timedelta(seconds=62))
+        ledger.finish(
+            session,
+            second.delivery_id,
+            second.attempt,
+            "delivered",
+            None,
+            now + timedelta(seconds=62),
+        )
     with store.session() as session:
-        ledger.finish(session, first, "delivered", None, now + timedelta(seconds=90))  # late
+        ledger.finish(
+            session,
+            first.delivery_id,
+            first.attempt,
+            "delivered",
+            None,
+            now + timedelta(seconds=90),
+        )  # late
         assert ledger.claim(session, cause, "log", lease, now) == ledger.Busy("delivered")
     done = history(store, cause)["log"]
     assert [a["outcome"] for a in done["history"]] == ["delivered", "delivered"]
@@ -164,7 +179,7 @@ def test_any_alert_message_is_kept_unless_it_names_no_cause(store: Store) -> Non
     odd = message("recording_missing:c9", severity="high", title="two\nlines", facts=None)
     delivery.raise_alert(store, odd, settings)
     with store.session() as session:
-        [row] = ledger.recent_alerts(session, conversation_id="c1")
+        [row] = queries.recent_alerts(session, conversation_id="c1")
     assert (row["severity"], row["title"]) == ("error", "two lines")
     assert row["facts"] == {"given_severity": "high"}
     for bad in (message(cause_key=" "), ["not", "a", "message"]):

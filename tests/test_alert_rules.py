@@ -9,7 +9,7 @@ import pytest
 from cli.simulate import conversation_lifecycle
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.classify import guess_kind
-from tests.conftest import fixture_json
+from tests.helpers import fixture_json
 from workers.alerts.rules import COPY_FAILURE_CAUSES, AlertPolicy, alert_for
 from workers.store.models import Event
 

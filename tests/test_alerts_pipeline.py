@@ -31,10 +31,10 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, fixture_json, worker_env
+from tests.helpers import TOKEN, fixture, fixture_json, worker_env
 from tests.services import Worker, base_env, wait_until
 from tests.sinks import HttpSink, SmtpSink, TLSFiles
-from workers.alerts import ledger
+from workers import queries
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -109,7 +109,7 @@ class Alerting:
 
     def alerts(self) -> dict[str, dict]:
         with self.store.session() as session:
-            return {row["cause_key"]: row for row in ledger.recent_alerts(session)}
+            return {row["cause_key"]: row for row in queries.recent_alerts(session)}
 
     def cli(self, *args: str) -> str:
         env = base_env(DATABASE_URL=self.store.url)

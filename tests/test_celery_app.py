@@ -7,6 +7,7 @@ import importlib
 import shlex
 import signal
 import ssl
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,15 +27,14 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, worker_env
+from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from workers import broker
 
 
 @pytest.fixture
-def celery_app_module(monkeypatch: pytest.MonkeyPatch):
-    # The module builds the worker's app from the environment on import; nothing connects yet.
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+def celery_app_module():
+    # Importing it reads no environment: the worker's app is built when `celery -A` asks.
     return importlib.import_module("workers.celery_app")
 
 
@@ -197,7 +197,8 @@ class ProcfileWorker(Worker):
 def test_the_procfile_worker_takes_its_pool_size_from_celery_worker_concurrency(
     settings: Settings, tmp_path: Path
 ) -> None:
-    # README "Sizing": CELERY_WORKER_CONCURRENCY sets the worker dyno's pool, Procfile unchanged.
+    # "Sizing" in docs/operations.md: CELERY_WORKER_CONCURRENCY sets the worker dyno's pool,
+    # the Procfile unchanged.
     env = worker_env(settings, CELERY_WORKER_CONCURRENCY="3")
     worker = ProcfileWorker(env, tmp_path / "worker.log").start()
     try:
@@ -206,3 +207,35 @@ def test_the_procfile_worker_takes_its_pool_size_from_celery_worker_concurrency(
         assert len(pool) == 3, worker.output()[-2000:]
     finally:
         worker.stop()
+
+
+def test_every_task_is_a_stage_task_bounded_by_the_setting_named_for_its_stage() -> None:
+    """One task base; each stage's attempts come from the setting named for what it bounds."""
+    probe = (
+        "import json\n"
+        "from workers.celery_app import celery\n"
+        "from workers.tasks.base import StageTask\n"
+        "import workers.tasks.alerts, workers.tasks.events, workers.tasks.forward\n"
+        "import workers.tasks.reconcile, workers.tasks.storage\n"
+        "print(json.dumps({n: [isinstance(t, StageTask), t.stage, t.max_attempts()]\n"
+        "    for n, t in celery.tasks.items() if n.startswith('tavus.')}))\n"
+    )
+    env = base_env(
+        REDIS_URL="redis://127.0.0.1:1/0",
+        MAX_EVENT_ATTEMPTS="5",
+        ALERT_DELIVERY_ATTEMPTS="4",
+        HOOK_MAX_ATTEMPTS="3",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout) == {
+        "tavus.events.process": [True, "events", 5],
+        "tavus.events.reconcile": [True, "reconcile", 5],
+        "tavus.storage.verify_recording": [True, "storage", 5],
+        "tavus.forward.deliver": [True, "forward", 5],
+        "tavus.alerts.raise": [True, "alerts", 4],
+        "tavus.alerts.deliver": [True, "alerts", 4],
+        "tavus.hooks.run": [True, "hooks", 3],
+    }

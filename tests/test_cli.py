@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from cli.services import port_taken
-from tests.services import base_env, free_port, wait_until
+from tests.services import base_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,31 +28,6 @@ RECORD_KEYS = {
 def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "cli.main", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def dev_server(tmp_path: Path):
-    """`tavus-callbacks dev` with nothing configured: embedded Redis, SQLite, generated token."""
-    env = {
-        k: v
-        for k, v in base_env().items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "CALLBACK_TOKENS")
-    }
-    env["PORT"] = str(free_port())
-    log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "dev"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        url = wait_until(lambda: re.search(r"Callback URL: (\S+)", log.read_text()), timeout=30)[1]
-        wait_until(lambda: "ready." in log.read_text(), timeout=30)
-        yield {"url": url, "cwd": tmp_path, "env": env, "log": log, "process": process}
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
-            os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=30)
 
 
 def test_dev_serves_and_simulate_produces_complete_records(dev_server) -> None:

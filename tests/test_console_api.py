@@ -14,7 +14,6 @@ from openapi_spec_validator import validate
 
 from cli.simulate import conversation_lifecycle, replica_training
 from console import create_app
-from tests.conftest import TOKEN
 from tests.console_fixtures import (
     API_TOKEN,
     BEARER,
@@ -22,8 +21,8 @@ from tests.console_fixtures import (
     add_event,
     console_settings,
     failed_shutdown,
-    sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
+from tests.helpers import TOKEN
 from tests.services import ROOT, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
@@ -215,10 +214,12 @@ def test_conversation_is_the_cli_record_and_replay_processes_a_failed_event(
 
     wait_until(all_processed, timeout=30)
 
-    def settled() -> dict | None:  # the storage task records its verdict on its own time
+    def settled() -> dict | None:  # storage and alert tasks finish on their own time
         record = get(client, "/api/v1/conversations/c-api").json
         verification = (record["recording"] or {}).get("verification") or {}
-        return record if verification.get("status") not in (None, "pending") else None
+        deliveries = [d for alert in record["alerts"] for d in alert["deliveries"]]
+        verified = verification.get("status") not in (None, "pending")
+        return record if verified and all(d["delivered_at"] for d in deliveries) else None
 
     record = wait_until(settled, timeout=30)
     env = base_env(DATABASE_URL=store.url, REDIS_URL=settings.redis_url)
@@ -297,3 +298,18 @@ def test_deliveries_list_and_redeliver(api, sqlite_store, redis_client) -> None:
         assert (row.status, row.attempts) == ("pending", 0)
     assert redis_client.llen("forward") == 1  # the task, waiting for a worker
     assert api.post("/api/v1/deliveries/999/redeliver", headers=BEARER).status_code == 404
+
+
+def test_the_console_reads_without_loading_destinations_or_notifiers() -> None:
+    """The console imports the store and the queries; what sends (destinations, notifiers, the
+    ledgers' write side) stays out of a process that only reads."""
+    probe = (
+        "import sys, console; "
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'workers.forwarding', 'workers.alerts', 'workers.destinations'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=base_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

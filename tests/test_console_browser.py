@@ -20,10 +20,9 @@ import pytest
 import requests
 
 from cli.simulate import conversation_lifecycle
-from tests.conftest import TOKEN, fixture_json
-from tests.console_fixtures import PASSWORD, failed_shutdown
+from tests.console_fixtures import PASSWORD, answering, env_for, failed_shutdown
+from tests.helpers import TOKEN, fixture_json
 from tests.services import ROOT, RedisServer, Web, Worker, wait_until
-from tests.test_console_gunicorn import answering, env_for
 from workers.store.db import Store
 from workers.store.models import Alert, AlertDelivery, DeliveryStatus, ForwardDelivery
 

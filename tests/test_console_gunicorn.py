@@ -12,25 +12,12 @@ import pytest
 import requests
 
 from cli.simulate import conversation_lifecycle
-from tests.conftest import TOKEN
-from tests.console_fixtures import API_TOKEN, BEARER, PASSWORD, failed_shutdown
-from tests.services import Web, Worker, base_env, wait_until
-from tests.test_cli import dev_server  # noqa: F401  (the fixture)
+from tests.console_fixtures import BEARER, answering, env_for, failed_shutdown
+from tests.helpers import TOKEN
+from tests.services import Web, Worker, wait_until
 from workers.store.db import Store
 
 pytestmark = pytest.mark.integration
-
-
-def env_for(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
-    return base_env(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database_url,
-        CALLBACK_TOKENS=TOKEN,
-        API_TOKENS=API_TOKEN,
-        CONSOLE_PASSWORD=PASSWORD,
-        SECRET_KEY="gunicorn-test-secret",
-        **extra,
-    )
 
 
 @pytest.fixture
@@ -43,19 +30,6 @@ def web_stack(redis_url: str, store: Store, tmp_path: Path) -> Iterator[dict]:
     finally:
         web.stop()
         worker.stop()
-
-
-def answering(web: Web, path: str = "/healthz") -> Web:
-    """Each gunicorn worker builds its apps after it boots: wait until the service answers."""
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{web.url}{path}", timeout=5).status_code < 500
-        except requests.RequestException:
-            return False
-
-    wait_until(up, timeout=90, interval=0.5)
-    return web
 
 
 def post_conversation(base: str, conversation_id: str) -> int:
@@ -150,7 +124,7 @@ def test_console_process_alone(redis_url, sqlite_url, tmp_path) -> None:
         web.stop()
 
 
-def test_dev_prints_the_console_url_and_a_password_that_signs_in(dev_server) -> None:  # noqa: F811
+def test_dev_prints_the_console_url_and_a_password_that_signs_in(dev_server) -> None:
     log = dev_server["log"].read_text()
     found = re.search(r"Console: +(\S+)  password: (\S+)", log)
     assert found, log

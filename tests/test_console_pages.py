@@ -19,7 +19,6 @@ from tests.console_fixtures import (
     csrf_of,
     failed_shutdown,
     sign_in,
-    sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
 from workers.store.db import Store
 from workers.store.models import Conversation, Event, EventStatus

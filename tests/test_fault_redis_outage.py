@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from receiver.spool import Spool
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, fixture
 from tests.services import RedisServer, Web, Worker, base_env, wait_until
 from workers.store.db import Store
 from workers.store.models import Event

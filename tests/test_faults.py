@@ -5,7 +5,8 @@ Each case runs the receiver under real gunicorn (deploy/gunicorn.conf.py), a rea
 started as the Procfile starts it (REMAP_SIGTERM=SIGQUIT), a private redis-server with AOF, and
 the store (PostgreSQL where it runs, else SQLite). It breaks something mid-load and ends by
 comparing the store with what was sent: every event stored once, byte for byte, its handler run
-once. The figures of each case are printed at the end and quoted in the README's fault table.
+once. The figures of each case are printed at the end and quoted in the fault table of
+docs/operations.md.
 Visibility timeout and soft shutdown are short here so that redelivery happens in seconds.
 """
 
@@ -19,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +28,15 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import requests
 from sqlalchemy import func, make_url, select, text
 
 from cli.simulate import conversation_event, conversation_lifecycle
 from receiver import create_app
 from schemas.callbacks.conversation import RECORDING_READY, SHUTDOWN
+from schemas.messages import ALERTS_QUEUE, RAISE_ALERT, AlertMessage, celery_envelope
 from schemas.settings import Settings
 from tests.bugs.planning import MARKER
-from tests.conftest import TOKEN, worker_env
+from tests.helpers import TOKEN, Load, load, worker_env
 from tests.services import (
     ROOT,
     CuttableProxy,
@@ -48,6 +48,7 @@ from tests.services import (
 )
 from tests.sinks import HttpSink
 from tests.storage_fixtures import BUCKET
+from workers import queries
 from workers.storage.state import FINAL as FINAL_VERIFICATION
 from workers.store.db import Store
 from workers.store.models import (
@@ -69,20 +70,6 @@ SOFT_SHUTDOWN = 4  # seconds running tasks get on SIGTERM; production: 15
 MAX_ATTEMPTS = 3
 HEROKU_KILL_AFTER = 30  # seconds between SIGTERM and SIGKILL on Heroku
 POISONED = "c-poisoned"
-
-
-def load(count: int, tag: str) -> list[bytes]:
-    """``count`` distinct callbacks from whole conversations: joined (both names), shutdown,
-    transcript, perception, recording, objective. Guardrails are left out: identical guardrail
-    bodies 10 s apart are two triggers by design, which would blur the count of a resend."""
-    bodies: list[bytes] = []
-    number = 0
-    while len(bodies) < count:
-        for body in conversation_lifecycle(f"c-{tag}-{number:03d}"):
-            if "event_type" in body:
-                bodies.append(orjson.dumps(body))
-        number += 1
-    return bodies[:count]
 
 
 def poisoned_transcript() -> bytes:
@@ -117,15 +104,6 @@ class Rig:
         return subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
         )
-
-
-@pytest.fixture
-def fault_db(request: pytest.FixtureRequest) -> str:
-    """PostgreSQL, the production store, where it runs; SQLite elsewhere."""
-    try:
-        return request.getfixturevalue("postgres_url")
-    except pytest.skip.Exception:
-        return request.getfixturevalue("sqlite_url")
 
 
 @pytest.fixture
@@ -172,80 +150,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
                 f"  {row['case']} | {row['sent']} | {row['stored']} | {row['duplicates']} | "
                 f"{row['redelivered']} | {row.get('notes', '')}"
             )
-
-
-class Load:
-    """Posts bodies from a few threads in the background, like Tavus, and keeps every answer.
-
-    With ``resend``, a body that got no answer or a 5xx is posted again until it gets a 2xx, as
-    a sender that retries would; without, the outcome is kept as it came ("refused", "http 503").
-    """
-
-    def __init__(
-        self,
-        url: str,
-        bodies: list[bytes],
-        threads: int = 4,
-        resend: bool = False,
-        pace: float = 0.0,
-    ) -> None:
-        self.url = url
-        self.bodies = bodies
-        self.threads = threads
-        self.resend = resend
-        self.pace = pace  # seconds each thread waits between posts, to spread the load
-        self.outcomes: dict[int, str] = {}
-        self.failed_attempts: Counter[str] = Counter()
-        self._local = threading.local()
-        self._runner = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Load:
-        self._runner.start()
-        return self
-
-    def join(self, timeout: float = 120) -> Load:
-        self._runner.join(timeout)
-        assert not self._runner.is_alive(), "the load did not finish"
-        return self
-
-    def answered(self) -> int:
-        return len(self.outcomes)
-
-    def count(self) -> Counter[str]:
-        return Counter(self.outcomes.values())
-
-    def _run(self) -> None:
-        with ThreadPoolExecutor(self.threads) as pool:
-            list(pool.map(self._send, range(len(self.bodies))))
-
-    def _send(self, index: int) -> None:
-        session = getattr(self._local, "session", None) or requests.Session()
-        self._local.session = session
-        deadline = time.monotonic() + 90
-        while True:
-            outcome = post(session, self.url, self.bodies[index])
-            if not self.resend or outcome in ("accepted", "duplicate", "spooled"):
-                break
-            self.failed_attempts[outcome] += 1
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.outcomes[index] = outcome
-        time.sleep(self.pace)
-
-
-def post(session: requests.Session, url: str, body: bytes) -> str:
-    """One delivery: the status the receiver answered, "refused" without an answer."""
-    try:
-        response = session.post(
-            url, data=body, headers={"Content-Type": "application/json"}, timeout=15
-        )
-    except requests.ConnectionError:
-        return "refused"
-    if response.status_code >= 500:
-        return f"http {response.status_code}"
-    assert response.status_code in (200, 202), response.text
-    return response.json()["status"]
 
 
 def stored_rows(store: Store) -> list[Any]:
@@ -810,3 +714,64 @@ def test_a_body_the_store_refuses_outside_its_handler_is_dead_lettered_at_stage_
         "redelivered": "-",
         "notes": f"retried {retries}x by Celery, then failed at stage store with one alert",
     })  # fmt: skip
+
+
+def test_an_alert_sent_while_the_store_dies_is_recorded_not_sent_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Issue 22: Slack answers, then the store goes away before the worker records it. Slack
+    takes no idempotency key, so the one defence is not to send again: the retry records the
+    attempt it was handed instead of waiting out the lease and sending a second message."""
+    direct = make_url(postgres_url)
+    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1").start()
+    through_proxy = direct.set(host="127.0.0.1", port=proxy.port)
+    store = Store(postgres_url)
+    store.upgrade()
+    server = RedisServer(tmp_path / "redis").start()
+    slack = HttpSink().start()
+
+    def store_dies() -> None:  # between Slack's answer and the worker's record of it
+        if len(slack.received) == 1:
+            proxy.cut()
+            threading.Timer(4, proxy.start).start()
+
+    slack.on_post = store_dies
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=server.url,
+        database_url=through_proxy.render_as_string(hide_password=False),
+    )
+    env = worker_env(
+        settings,
+        SLACK_WEBHOOK_URL=f"{slack.url}/services/T0001/B0001/storeDies",
+        ALERT_TIMEOUT_SECONDS="1",  # a lease of 40 s: a second send would come well within 90
+    )
+    worker = Worker(env, tmp_path / "worker.log").start()
+    broker = redis.Redis.from_url(server.url)
+    alert = AlertMessage(
+        cause_key="store_dies:c1", severity="critical", title="Store dies", text="",
+        conversation_id="c1", event_id=None, facts={},
+    )  # fmt: skip
+    try:
+        broker.lpush(ALERTS_QUEUE, celery_envelope(RAISE_ALERT, "raise-1", [alert], ALERTS_QUEUE))
+
+        def slack_delivery() -> dict | None:
+            with store.session() as session:
+                rows = queries.recent_alerts(session)
+            slack_rows = [d for row in rows for d in row["deliveries"] if d["channel"] == "slack"]
+            done = [d for d in slack_rows if d["status"] in ("delivered", "failed")]
+            return done[0] if done else None
+
+        found = wait_until(slack_delivery, timeout=90, interval=0.5)
+        time.sleep(50)  # past the lease: a lost attempt would be sent again by now
+        assert found["status"] == "delivered"
+        assert [a["outcome"] for a in found["history"]] == ["delivered"]
+        assert len(slack.received) == 1
+        assert "infrastructure fault" in worker.output()  # the store did fail in between
+    finally:
+        worker.stop()
+        slack.stop()
+        server.stop()
+        proxy.stop()
+        broker.close()
+        store.dispose()

@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, Load, load
 from tests.services import RedisServer, Web, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink, verified
-from tests.test_faults import Load, load
-from tests.test_faults import fault_db as fault_db  # a fixture: PostgreSQL, else SQLite
-from workers import forwarding
+from workers import queries
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -47,7 +45,7 @@ class Rig:
 
     def delivered(self) -> int:
         with self.store.session() as session:
-            rows = forwarding.list_deliveries(session, limit=100_000)
+            rows = queries.list_deliveries(session, limit=100_000)
         return sum(row["status"] == "delivered" for row in rows)
 
 
@@ -110,7 +108,7 @@ def test_a_destination_down_30s_under_load_receives_everything_once_back(rig: Ri
     finally:
         sink.stop()
     with rig.store.session() as session:
-        rows = forwarding.list_deliveries(session, limit=1000)
+        rows = queries.list_deliveries(session, limit=1000)
     assert max(row["attempts"] for row in rows) > 1  # they were retried while it was down
     print(f"destination down 30 s, 100 events: all delivered {caught_up:.1f}s after it was back")
 

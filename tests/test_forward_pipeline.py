@@ -23,12 +23,10 @@ from cli import simulate
 from receiver import create_app
 from receiver.publisher import Publisher
 from schemas.settings import Settings
-from tests.conftest import TOKEN, worker_env
+from tests.helpers import API_KEY, TOKEN, FakeTavus, ended, worker_env
 from tests.services import ROOT, Service, Worker, free_port, wait_until
 from tests.sinks import HttpSink, verified
-from tests.test_reconcile import API_KEY, FakeTavus, ended
-from tests.test_reconcile import tavus as tavus  # a fixture
-from workers import forwarding, reconciliation
+from workers import queries, reconciliation
 from workers.store.db import Store
 from workers.tavus_api import TavusAPI
 
@@ -66,7 +64,7 @@ def post_every_scenario(client, repeat: int = 2) -> list[bytes]:
 
 def deliveries(store: Store, **filters) -> list[dict]:
     with store.session() as session:
-        return forwarding.list_deliveries(session, limit=10_000, **filters)
+        return queries.list_deliveries(session, limit=10_000, **filters)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -263,6 +261,61 @@ def test_hooks_run_once_retry_fail_and_time_out_each_on_its_own(
         wait_until(lambda: len(lines("always_fails")) == 12, timeout=60)
         wait_until(lambda: len(deliveries(store, failed=True)) == 3, timeout=60)
         assert len(lines("flaky")) == 3 and len(lines("every_event")) == len(bodies)
+    finally:
+        worker.stop()
+        store.dispose()
+
+
+STUBBORN_HOOK = """
+import pathlib
+import time
+
+from workers.hooks import on
+
+STATE = pathlib.Path(__file__).with_name("state")
+
+
+@on("application.transcription_ready")
+def stubborn(event):
+    with (STATE / "stubborn").open("a") as seen:
+        seen.write(f"{event.id}\\n")
+    if len((STATE / "stubborn").read_text().splitlines()) == 1:
+        while True:  # deaf to HOOK_TIMEOUT_SECONDS: only the task's hard time limit stops it
+            try:
+                time.sleep(3600)
+            except BaseException:
+                pass
+"""
+
+
+def test_a_hook_stopped_by_the_hard_time_limit_is_retried_after_its_lease(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The pool process is killed mid-hook and no answer is recorded: the delivery must not stay
+    ``sending`` until someone runs ``redeliver``, but run again once its lease is over."""
+    package = tmp_path / "stubborn_pkg"
+    (package / "state").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tavus_hooks.py").write_text(textwrap.dedent(STUBBORN_HOOK))
+    store = Store(sqlite_url)
+    store.upgrade()
+    settings = settings_for(redis_url, sqlite_url)
+    env = {"TAVUS_HOOKS": "stubborn_pkg.tavus_hooks", "HOOK_TIMEOUT_SECONDS": "1",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}  # fmt: skip
+    worker = start_worker(settings, tmp_path / "worker.log", **env)
+    try:
+        client = create_app(settings).test_client()
+        for body in simulate.conversation_lifecycle("c-stubborn"):
+            assert client.post(f"/callbacks/{TOKEN}", json=body).status_code == 202
+        hook = "hook:stubborn_pkg.tavus_hooks.stubborn"
+        wait_until(
+            lambda: [d["status"] for d in deliveries(store, destination=hook)] == ["delivered"],
+            timeout=150,
+        )
+        [delivered] = deliveries(store, destination=hook)
+        assert [a["outcome"] for a in delivered["history"]] == ["lost", "delivered"]
+        assert len((package / "state" / "stubborn").read_text().splitlines()) == 2
+        assert "Hard time limit" in worker.output()
     finally:
         worker.stop()
         store.dispose()

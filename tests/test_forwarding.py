@@ -19,7 +19,7 @@ from schemas.classify import classify
 from schemas.messages import FORWARD_EVENT, event_message
 from schemas.settings import ForwardDestination, Settings, SettingsError
 from tests.sinks import HttpSink, verified
-from workers import forwarding, processing
+from workers import destinations, forwarding, processing, queries
 from workers.store.db import Store
 from workers.store.models import ForwardDelivery
 
@@ -28,7 +28,7 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 def settings_for(store: Store, *urls: str, events: tuple[str, ...] = ("*",), **changes) -> Settings:
     destinations = tuple(
-        ForwardDestination(f"app{i}" if i else "app", url, SECRET, events)
+        ForwardDestination(f"app{i}" if i else "app", url, events, {"SECRET": SECRET})
         for i, url in enumerate(urls)
     )
     values = {"database_url": store.url, "forward_destinations": destinations,
@@ -60,7 +60,7 @@ def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) 
 
 def row(store: Store, event_id: str) -> dict:
     with store.session() as session:
-        [found] = forwarding.list_deliveries(session, event_id=event_id)
+        [found] = queries.list_deliveries(session, event_id=event_id)
     return found
 
 
@@ -175,7 +175,7 @@ def test_a_destination_down_or_slow_is_retried(store) -> None:
         outcomes = deliver_all(store, settings_for(store, down, slow.url), event_id, message)
         assert [o.status for o in outcomes] == ["retrying", "retrying"]
         with store.session() as session:
-            rows = forwarding.list_deliveries(session, event_id=event_id)
+            rows = queries.list_deliveries(session, event_id=event_id)
         errors = {r["destination"]: r["last_error"] for r in rows}
         assert errors == {"app": "could not connect to 127.0.0.1",
                           "app1": "no answer from 127.0.0.1 within 2s"}  # fmt: skip
@@ -229,7 +229,7 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     settings = settings_for(store, sink.url)
     with store.session() as session:  # a worker claimed it, then was killed mid-attempt
         claim = forwarding._claim(session, event_id, "app", "callback", timedelta(seconds=30),
-                                  forwarding._now())  # fmt: skip
+                                  forwarding._never, forwarding._now())  # fmt: skip
     [busy] = deliver_all(store, settings, event_id, message)
     assert busy.status == "sending" and 25 < busy.retry_in <= 31
     assert sink.received == []
@@ -239,6 +239,23 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     [outcome] = deliver_all(store, settings, event_id, message)
     assert outcome.status == "delivered"
     assert [a["outcome"] for a in row(store, event_id)["history"]] == ["lost", "delivered"]
+
+
+def test_a_lost_last_attempt_fails_the_delivery_instead_of_running_again(store, sink) -> None:
+    event_id, _ = stored_event(store, transcript_body())
+    lease = timedelta(seconds=30)
+    with store.session() as session:  # the last attempt allowed, and its worker was killed
+        forwarding._claim(session, event_id, "app", "callback", lease, forwarding._never,
+                          forwarding._now())  # fmt: skip
+    later = forwarding._now() + 2 * lease
+    with store.session() as session:
+        busy = forwarding._claim(session, event_id, "app", "callback", lease,
+                                 lambda *_: True, later)  # fmt: skip
+    assert busy.status == "failed"
+    found = row(store, event_id)
+    assert found["status"] == "failed" and "attempt 1, the last one" in found["last_error"]
+    assert [a["outcome"] for a in found["history"]] == ["lost"]
+    assert sink.received == []
 
 
 def test_redeliver_sends_again_even_what_was_delivered(store, sink) -> None:
@@ -271,15 +288,18 @@ def test_destination_settings_are_checked_and_kept_secret() -> None:
     assert {SECRET, "p@ss-word-1", "p%40ss-word-1"} <= set(settings.secrets())
     assert SECRET not in repr(settings) and "p%40ss" not in repr(settings)
     assert app.host == "myapp.example.com"
+    destinations.check(settings)  # what the webhook type reads is right too
     for broken, variable in [
         ({"FORWARD_APP_SECRET": ""}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_SECRET": "whsec_not*base64"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_SECRET": "plain-secret-0123456789"}, "FORWARD_APP_SECRET"),
         ({"FORWARD_APP_URL": "ftp://myapp.example.com/"}, "FORWARD_APP_URL"),
+        ({"FORWARD_APP_URL": "https://forwarder:p%40ss@my app.example.com/"}, "FORWARD_APP_URL"),
         ({"FORWARD_APP_EVENTS": "application.*, bad pattern!"}, "FORWARD_APP_EVENTS"),
     ]:
+        # What every destination has fails in from_env, what its type reads at the worker's start.
         with pytest.raises(SettingsError) as caught:
-            Settings.from_env({**env, **broken})
+            destinations.check(Settings.from_env({**env, **broken}))
         assert variable in str(caught.value)
         assert SECRET not in str(caught.value) and "p%40ss" not in str(caught.value)
 

@@ -25,7 +25,7 @@ from openapi_spec_validator import validate as validate_openapi
 from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.callbacks.conversation import PROPERTIES_BY_EVENT_TYPE, TranscriptEntry
 from schemas.callbacks.standalone import GuardrailProperties
-from tests.conftest import FIXTURES, TOKEN, fixture, fixture_json
+from tests.helpers import FIXTURES, TOKEN, fixture, fixture_json
 
 URL = f"/callbacks/{TOKEN}"
 NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))

@@ -5,80 +5,21 @@ served meanwhile."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pytest
 import requests
 
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, Answer, exchange, fixture, request_head
 from tests.services import Web, base_env
 
 pytestmark = pytest.mark.integration
 
 BODY_TIMEOUT = 2  # seconds: BODY_TIMEOUT_SECONDS for this server
 MIB = 1024 * 1024
-
-
-@dataclass
-class Answer:
-    status: int | None  # None: the server closed the connection without answering
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-
-    def json(self) -> dict:
-        assert self.headers.get("content-type") == "application/json", self
-        return orjson.loads(self.body)
-
-
-def exchange(
-    port: int, head: bytes, chunks: Iterable[bytes] = (), pause: float = 0.0, timeout: float = 60
-) -> Answer:
-    """Send ``head`` then ``chunks`` (``pause`` apart) while reading the answer, as a raw client."""
-    started = time.monotonic()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.settimeout(timeout)
-
-    def send() -> None:
-        try:
-            sock.sendall(head)
-            for chunk in chunks:
-                time.sleep(pause)
-                sock.sendall(chunk)
-        except OSError:  # the server answered and closed: stop sending, as a client would
-            pass
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    received = b""
-    try:
-        while data := sock.recv(65536):
-            received += data
-    except ConnectionResetError:
-        pass
-    finally:
-        sock.close()
-    seconds = time.monotonic() - started
-    if not received:
-        return Answer(None, {}, b"", seconds)
-    head_text, _, body = received.partition(b"\r\n\r\n")
-    status_line, *header_lines = head_text.decode("latin-1").split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip()
-        for name, _, value in (line.partition(":") for line in header_lines)
-    }
-    return Answer(int(status_line.split()[1]), headers, body, seconds)
-
-
-def request_head(length: int | None = None, path: str = f"/callbacks/{TOKEN}") -> bytes:
-    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-    return f"POST {path} HTTP/1.1\r\nHost: test\r\n{framing}\r\n\r\n".encode()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from schemas.settings import (
     SettingsError,
     prepare_multiprocess_dir,
 )
-from tests.conftest import TOKEN, fixture_json, worker_env
+from tests.helpers import TOKEN, fixture_json, worker_env
 from tests.services import Flower, Prometheus, Web, Worker, free_port, wait_until
 from workers.store.db import Store
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from cli.simulate import conversation_lifecycle, document, replica_training, video
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, fixture
 from tests.services import wait_until
 from workers import queries
 from workers.store.models import Event

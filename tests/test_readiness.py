@@ -9,7 +9,7 @@ import redis
 
 from receiver import create_app
 from schemas.settings import Settings
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 from tests.services import RedisServer
 
 

@@ -6,21 +6,14 @@ import json
 
 import orjson
 import pytest
-import redis
 
 from receiver import create_app
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings, SettingsError
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, fixture, queued
 from tests.services import free_port, wait_until
 
 URL = f"/callbacks/{TOKEN}"
-
-
-def queued(redis_client: redis.Redis) -> list[dict]:
-    """The event messages waiting in the events queue, oldest first."""
-    envelopes = [orjson.loads(item) for item in reversed(redis_client.lrange(EVENTS_QUEUE, 0, -1))]
-    return [orjson.loads(e["body"])[0][0] for e in envelopes]
 
 
 def test_accepted_event_is_queued_with_its_raw_body(client, redis_client) -> None:

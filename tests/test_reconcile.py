@@ -4,16 +4,10 @@ store, Redis, the receiver, a Celery worker and `celery beat`."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -22,92 +16,14 @@ from sqlalchemy import select
 from cli.simulate import conversation_lifecycle
 from schemas.classify import classify
 from schemas.settings import Settings
-from tests.conftest import TOKEN, worker_env
-from tests.services import Beat, Worker, free_port, wait_until
+from tests.helpers import API_KEY, TOKEN, FakeTavus, ended, worker_env
+from tests.services import Beat, Worker, wait_until
 from workers import queries, reconciliation
 from workers.store.db import Store
-from workers.store.models import Conversation, Event, Recording
+from workers.store.models import Event, Recording
 from workers.tavus_api import TavusAPI, retry_after
 
-API_KEY = "tavus-api-key-never-logged-0123456789"
 TRANSCRIPT = "application.transcription_ready"
-
-
-@dataclass
-class FakeTavus:
-    """Serves conversations as Tavus's API would, and keeps every request it got."""
-
-    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Answers to give before the normal ones: (status, headers), first in first out.
-    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def serve(self) -> ThreadingHTTPServer:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                fake.requests.append(
-                    {
-                        "path": parts.path,
-                        "query": parse_qs(parts.query),
-                        "api_key": self.headers.get("x-api-key"),
-                    }
-                )
-                if fake.failures:
-                    status, headers = fake.failures.pop(0)
-                    self._answer(status, {"message": "slow down"}, headers)
-                elif self.headers.get("x-api-key") != API_KEY:
-                    self._answer(401, {"message": "Invalid access token"})
-                else:
-                    conversation_id = parts.path.rsplit("/", 1)[-1]
-                    found = fake.conversations.get(conversation_id)
-                    self._answer(200 if found else 404, found or {"message": "not found"})
-
-            def _answer(self, status: int, body: Any, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-
-    def holds(self, conversation_id: str, callbacks: list[dict[str, Any]]) -> None:
-        """The conversation as Tavus returns it: its events, as the callbacks carried them."""
-        events = [
-            {k: v for k, v in body.items() if k not in ("conversation_id", "webhook_url")}
-            for body in callbacks
-            if "event_type" in body and body["event_type"].startswith(("system.", "application."))
-        ]
-        self.conversations[conversation_id] = {
-            "conversation_id": conversation_id,
-            "status": "ended",
-            "events": events,
-        }
-
-
-@pytest.fixture
-def tavus() -> Iterator[FakeTavus]:
-    fake = FakeTavus()
-    server = fake.serve()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
 
 
 def settings_for(store: Store, tavus: FakeTavus, **changes: Any) -> Settings:
@@ -120,22 +36,6 @@ def settings_for(store: Store, tavus: FakeTavus, **changes: Any) -> Settings:
         "reconcile_batch_size": 20,
     }
     return Settings(**{**values, **changes})
-
-
-def ended(store: Store, conversation_id: str, at: datetime, transcript: bool = False) -> None:
-    """A conversation whose shutdown callback was stored (and, with ``transcript``, its text)."""
-    with store.session() as session:
-        session.add(
-            Conversation(
-                conversation_id=conversation_id,
-                ended_at=at,
-                first_seen_at=at,
-                updated_at=at,
-                transcript=[{"role": "user", "content": "hi"}] if transcript else None,
-                transcript_at=at if transcript else None,
-                perception_analysis="kept" if transcript else None,
-            )
-        )
 
 
 def run(store: Store, tavus: FakeTavus, now: datetime, **changes: Any) -> tuple:

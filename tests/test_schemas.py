@@ -11,7 +11,7 @@ from schemas.callbacks import SCHEMAS_BY_KIND
 from schemas.callbacks.base import parse_tavus_datetime
 from schemas.callbacks.conversation import shutdown_is_failure
 from schemas.classify import UnknownKind, classify
-from tests.conftest import FIXTURES, fixture, fixture_json
+from tests.helpers import FIXTURES, fixture, fixture_json
 
 EXPECTED = {
     "replica_joined": ("conversation", "system.replica_joined"),

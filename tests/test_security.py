@@ -15,9 +15,8 @@ from receiver import create_app
 from receiver.redaction import RedactingFilter, redact
 from receiver.sources import client_address
 from schemas.settings import Settings, SettingsError
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, exchange, fixture, request_head
 from tests.services import RedisServer, Web, base_env
-from tests.test_hostile_http import exchange, request_head
 
 URL = f"/callbacks/{TOKEN}"
 

@@ -1,8 +1,26 @@
-"""Settings come from the environment, once, with clear errors."""
+"""Settings come from the environment, once, with clear errors; each is declared once."""
+
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from marshmallow import fields as marshmallow_fields
+from marshmallow import validate
 
-from schemas.settings import Settings, SettingsError
+from cli.config import reference_text
+from cli.main import main
+from schemas.settings import (
+    DECLARED,
+    DECLARED_FIELDS,
+    DestinationSettings,
+    Settings,
+    SettingsError,
+    per_destination,
+)
+from tests.services import ROOT, base_env
 
 
 def test_defaults_work_locally() -> None:
@@ -138,3 +156,101 @@ def test_reconciliation_is_off_without_a_key() -> None:
     assert settings.tavus_api_url == "https://tavusapi.com"
     with pytest.raises(SettingsError, match="TAVUS_API_URL"):
         Settings.from_env({"TAVUS_API_URL": "not a url"})
+
+
+def test_each_setting_is_declared_once_with_a_variable_of_its_own() -> None:
+    declared = [fl.metadata[DECLARED] for fl in DECLARED_FIELDS]
+    variables = [d.env for d in declared]
+    assert len(variables) == len(set(variables)) >= 54
+    # Every field but the gathered destinations is one declared variable, documented.
+    assert {fl.name for fl in fields(Settings)} - {fl.name for fl in DECLARED_FIELDS} == {
+        "forward_destinations"
+    }
+    assert all(d.doc and d.section for d in declared)
+    assert Settings.from_env({}) == Settings()  # the declared defaults are the dataclass's
+
+
+def test_the_configuration_reference_is_what_the_declarations_say() -> None:
+    """docs/configuration.md is generated (`tavus-callbacks config docs`); edits go to the
+    declarations, and this fails until the page is generated again."""
+    committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == reference_text(), "run: tavus-callbacks config docs"
+    for variable in ("CALLBACK_TOKENS", "FORWARD_<NAME>_SECRET", "CELERY_WORKER_CONCURRENCY"):
+        assert f"| `{variable}` |" in committed
+
+
+def test_the_reference_command_checks_the_committed_page(tmp_path: Path) -> None:
+    runner = CliRunner()
+    stale = tmp_path / "configuration.md"
+    stale.write_text("# Configuration\n", encoding="utf-8")
+    # It runs whatever the environment holds: a bad value is no reason to refuse the docs.
+    env = {"MAX_BODY_BYTES": "lots"}
+    checked = runner.invoke(main, ["config", "docs", "--check", "--output", str(stale)], env=env)
+    assert checked.exit_code == 1 and "out of date" in checked.output
+    written = runner.invoke(main, ["config", "docs", "--output", str(stale)], env=env)
+    assert written.exit_code == 0 and stale.read_text(encoding="utf-8") == reference_text()
+
+
+def test_config_check_names_what_is_wrong_and_never_the_value() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    env = {"FORWARD_APP_URL": "https://app.example.com/tavus", "FORWARD_APP_SECRET": secret}
+    runner = CliRunner()
+    good = runner.invoke(main, ["config", "check"], env=env)
+    assert good.exit_code == 0 and "forward destinations: app" in good.output
+    for broken, variable in [
+        ({"FORWARD_APP_SECRET": "whsec_c2hvcnQ="}, "FORWARD_APP_SECRET"),  # the webhook type's
+        ({"FORWARD_APP_URL": "ftp://app.example.com/"}, "FORWARD_APP_URL"),  # no type takes it
+        ({"MAX_BODY_BYTES": "lots"}, "MAX_BODY_BYTES"),
+    ]:
+        bad = runner.invoke(main, ["config", "check"], env={**env, **broken})
+        assert bad.exit_code == 1 and variable in bad.output
+        assert "c2hvcnQ" not in bad.output and secret not in bad.output
+
+
+def test_importing_the_entry_modules_reads_no_environment() -> None:
+    """Settings are read by an entry point's one call: the Celery app is built when `celery -A`
+    asks for it, not when its module is imported."""
+    env = base_env(MAX_BODY_BYTES="lots")  # any read of the environment would fail on it
+    imports = "import workers.celery_app, bench.noop, deploy.wsgi, receiver.redaction, cli.main"
+    done = subprocess.run([sys.executable, "-c", imports], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    asked = "from workers.celery_app import celery"
+    done = subprocess.run([sys.executable, "-c", asked], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "MAX_BODY_BYTES" in done.stderr
+
+
+# A destination type of a test module: its own FORWARD_<NAME>_* settings, declared here.
+TOY = DestinationSettings(
+    "toy",
+    ("toy",),
+    (
+        per_destination("QUEUE", marshmallow_fields.String(required=True), None, "its queue"),
+        per_destination(
+            "BATCH",
+            marshmallow_fields.Integer(validate=validate.Range(min=1)),
+            10,
+            "events per message",
+        ),
+    ),
+)
+
+
+def test_a_destination_type_reads_its_own_settings() -> None:
+    env = {
+        "FORWARD_JOBS_URL": "toy://user:t0ken-secret@queue.example.com/",
+        "FORWARD_JOBS_QUEUE": "tavus-events",
+        "FORWARD_JOBS_EU_URL": "toy://eu.example.com/",  # another destination, not JOBS's
+        "FORWARD_JOBS_EU_QUEUE": "eu-events",
+        "FORWARD_JOBS_EU_BATCH": "5",
+    }
+    jobs, jobs_eu = Settings.from_env(env).forward_destinations
+    assert (jobs.name, jobs.scheme, jobs.events, jobs_eu.name) == ("jobs", "toy", ("*",), "jobs_eu")
+    assert TOY.read(jobs) == {"queue": "tavus-events", "batch": 10}  # the declared default
+    assert TOY.read(jobs_eu) == {"queue": "eu-events", "batch": 5}
+    assert {"t0ken-secret", "tavus-events"} <= set(Settings.from_env(env).secrets())
+    with pytest.raises(SettingsError, match="FORWARD_JOBS_QUEUE"):
+        TOY.read(Settings.from_env({**env, "FORWARD_JOBS_QUEUE": ""}).forward_destinations[0])
+    with pytest.raises(SettingsError, match="FORWARD_JOBS_EU_BATCH"):
+        TOY.read(Settings.from_env({**env, "FORWARD_JOBS_EU_BATCH": "0"}).forward_destinations[1])
+    with pytest.raises(SettingsError, match="FORWARD_JOBS_URL"):
+        Settings.from_env({**env, "FORWARD_JOBS_URL": "no scheme here"})

@@ -20,9 +20,8 @@ from receiver.publisher import Publisher
 from receiver.spool import Spool
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture
+from tests.helpers import TOKEN, fixture, queued
 from tests.services import RedisServer, base_env, wait_until
-from tests.test_receiver import queued
 
 URL = f"/callbacks/{TOKEN}"
 

@@ -29,7 +29,7 @@ from cli.simulate import conversation_event
 from receiver import create_app
 from schemas.messages import RAISE_ALERT, STORAGE_QUEUE, VERIFY_RECORDING
 from schemas.settings import Settings
-from tests.conftest import TOKEN, worker_env
+from tests.helpers import TOKEN, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.storage_fixtures import BUCKET, PROVIDERS, UNLISTED_BUCKET
 from tests.storage_services import LOCKED_ACCOUNT, LOCKED_BUCKET, Emulators

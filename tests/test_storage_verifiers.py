@@ -1,5 +1,6 @@
 """Each verifier against its real stand-in (moto, gcp-storage-emulator, Azurite): what it reports
-for an object, and how every failure maps onto Missing / Transient / Permanent / AccessDenied.
+for an object, and how every failure maps onto Missing / StorageUnavailable / StorageRefused /
+AccessDenied.
 A dead or hung endpoint must cost seconds, not the SDKs' default minute and more."""
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from tests.storage_services import (
     SilentEndpoint,
 )
 from workers.storage.azure_blob import emulator_endpoint
-from workers.storage.base import AccessDenied, Missing, Permanent, StorageVerifier, Transient
+from workers.storage.base import (
+    AccessDenied,
+    Missing,
+    StorageRefused,
+    StorageUnavailable,
+    StorageVerifier,
+)
 from workers.storage.locations import ObjectLocation, locate
 from workers.storage.verifiers import VERIFIERS
 
@@ -90,7 +97,7 @@ def test_absent_object_is_missing(provider, emulators, monkeypatch) -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_absent_bucket_is_permanent_not_missing(provider, emulators, monkeypatch) -> None:
     where = target(provider, emulators, monkeypatch)
-    with pytest.raises(Permanent, match=r"does not exist|no such container") as failed:
+    with pytest.raises(StorageRefused, match=r"does not exist|no such container") as failed:
         where.verifier.stat(where.at("no-such-bucket", new_key()))
     assert not isinstance(failed.value, AccessDenied)
 
@@ -113,7 +120,7 @@ def test_refused_connection_fails_fast_as_transient(provider, emulators, monkeyp
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     where = target(provider, emulators, monkeypatch, endpoint=dead)
     started = time.monotonic()
-    with pytest.raises(Transient, match="unreachable"):
+    with pytest.raises(StorageUnavailable, match="unreachable"):
         where.verifier.stat(where.at(BUCKET, new_key()))
     assert time.monotonic() - started < 3  # the SDKs' defaults retry for 85-100 s
 
@@ -124,7 +131,7 @@ def test_hung_endpoint_times_out_as_transient(provider, emulators, monkeypatch) 
     try:
         where = target(provider, emulators, monkeypatch, endpoint=silent.url, timeout=1.0)
         started = time.monotonic()
-        with pytest.raises(Transient):
+        with pytest.raises(StorageUnavailable):
             where.verifier.stat(where.at(BUCKET, new_key()))
         assert time.monotonic() - started < 5  # one read timeout, no SDK retries
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from receiver import create_app
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, worker_env
+from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import Worker, free_port, listening, wait_until
 from workers import queries
 from workers.store.db import Store

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import FIXTURES, TOKEN
+from tests.helpers import FIXTURES, TOKEN
 from tests.services import ROOT, wait_until
 from workers import queries
 from workers.store.models import Event

@@ -21,12 +21,12 @@ import requests
 from console import create_app as create_console
 from receiver import create_app
 from schemas.settings import Settings
-from tests.conftest import TOKEN, fixture, worker_env
 from tests.console_fixtures import BEARER, console_settings, sign_in
+from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, Web, Worker, wait_until
 from tests.sinks import HttpSink, verified
 from tests.test_console_gunicorn import answering
-from workers import forwarding
+from workers import queries
 from workers.store.db import Store
 from workers.store.models import Event
 
@@ -182,7 +182,7 @@ def test_signed_delivery_end_to_end_stored_shown_forwarded_and_hooked(
 
         def delivered() -> dict[str, str] | None:
             with store.session() as session:
-                rows = forwarding.list_deliveries(session)
+                rows = queries.list_deliveries(session)
             shown = {d["destination"]: d["status"] for d in rows}
             return shown if set(shown.values()) == {"delivered"} and len(shown) == 2 else None
 

@@ -1,12 +1,15 @@
 """The Celery app: broker, queues, routing and the delivery guarantees every task relies on.
 
-``celery -A workers.celery_app worker`` imports this module; settings are read here, once.
+``celery -A workers.celery_app worker`` (or ``beat``) asks this module for ``celery``: the app
+is built then, from the environment, once (``app_from_env``). Importing the module reads
+nothing; Celery's ``-A`` takes an app instance, not a factory, hence the lazy attribute.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +18,7 @@ from kombu import Exchange, Queue
 
 from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
+from workers import destinations
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ TASK_MODULES = (
 def create_celery(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
+    destinations.check(settings)  # a FORWARD_<NAME>_* no type takes stops the worker at start
     app = Celery("tavus_callbacks", broker=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
         # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py).
@@ -46,6 +51,9 @@ def create_celery(settings: Settings) -> Celery:
         # At-least-once: ack after the task ran, and hand back a task whose process died.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task stopped by its hard time limit goes back to its queue too (Celery would ack it
+        # and lose it): its delivery, still claimed, is then attempted again after its lease.
+        task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(settings),
@@ -151,4 +159,21 @@ class _EtaCap:
             headers["eta"] = latest.isoformat()
 
 
-celery = create_celery(Settings.from_env())
+def app_from_env(build: Callable[[Settings], Celery], namespace: dict[str, Any]) -> Any:
+    """A module ``__getattr__`` giving ``celery -A <module>`` its app, built on first use.
+
+    That first use is the worker's (or beat's) entry point: its one read of the environment.
+    The app is then kept in ``namespace``, so the task modules' ``from ... import celery`` and
+    Celery itself get the same one.
+    """
+
+    def __getattr__(name: str) -> Celery:
+        if name != "celery":
+            raise AttributeError(name)
+        namespace["celery"] = build(Settings.from_env())
+        return namespace["celery"]
+
+    return __getattr__
+
+
+__getattr__ = app_from_env(create_celery, globals())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,10 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
+from workers import ledger
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
-from workers.destinations.base import Answer, answer_of
+from workers.destinations.base import answer_of
+from workers.errors import Permanent, Transient, is_transient
 from workers.handlers.records import locked_record
-from workers.retry import Permanent, Transient, cap_seconds, delay
+from workers.ledger import Busy
+from workers.retry import DELIVERY_RETRY_BASE_SECONDS, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,
@@ -40,7 +44,8 @@ log = logging.getLogger(__name__)
 # Quarantined bodies are not Tavus's: they are never forwarded. Every other settled event is,
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
-RETRY_BASE_SECONDS = 2.0
+# A destination's ``gives_up(attempts, first_attempt_at, now)``.
+GivesUp = Callable[[int, datetime, datetime], bool]
 
 
 def tasks_for(
@@ -73,18 +78,26 @@ class Claim:
     event: ForwardedEvent
 
 
-@dataclass(frozen=True)
-class Busy:
-    status: str
-    retry_in: float | None = None
+def deliver(
+    store: Store,
+    event_id: str,
+    name: str,
+    source: str,
+    settings: Settings,
+    carried: dict[str, Any] | None = None,
+) -> Outcome:
+    """Attempt the delivery of ``event_id`` to destination ``name`` unless done or in hand.
 
-
-def deliver(store: Store, event_id: str, name: str, source: str, settings: Settings) -> Outcome:
-    """Attempt the delivery of ``event_id`` to destination ``name`` unless done or in hand."""
+    ``carried``: an attempt made while the store was away (see ``_record``), recorded first, so
+    that it is not made again once its lease runs out.
+    """
     destination = configured(settings).get(name)
     lease = timedelta(seconds=destination.lease_seconds() if destination else 60)
+    gives_up = destination.gives_up if destination else _never
     with store.session() as session:
-        claim = _claim(session, event_id, name, source, lease, _now())
+        if carried is not None:
+            _finish(session, carried["attempt"], _now())
+        claim = _claim(session, event_id, name, source, lease, gives_up, _now())
     if isinstance(claim, Busy):
         cap = cap_seconds(settings.visibility_timeout_seconds)
         return Outcome(claim.status, None if claim.retry_in is None else min(claim.retry_in, cap))
@@ -109,9 +122,17 @@ def deliver(store: Store, event_id: str, name: str, source: str, settings: Setti
             status, error = "failed", f"{error} (gave up after {claim.attempt} attempts)"
         else:
             cap = cap_seconds(settings.visibility_timeout_seconds)
-            retry_in = delay(claim.attempt, cap, RETRY_BASE_SECONDS, retry_after)
-    with store.session() as session:
-        _finish(session, claim, status, answer, error, latency_ms, now)
+            retry_in = delay(claim.attempt, cap, DELIVERY_RETRY_BASE_SECONDS, retry_after)
+    attempt = {
+        "delivery_id": claim.delivery_id,
+        "attempt_id": claim.attempt_id,
+        "outcome": status,
+        "status_code": answer.status_code if answer else None,
+        "answer": answer.excerpt if answer else None,
+        "error": error,
+        "latency_ms": round(latency_ms, 1),
+    }
+    _record(store, attempt, now, retry_in)
     log.log(
         logging.WARNING if error else logging.INFO,
         "forward %s to %s: attempt %d %s%s",
@@ -136,13 +157,19 @@ def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Out
         )
         if delivery is None or delivery.status in DeliveryStatus.FINAL:
             return Outcome(delivery.status if delivery else "unknown")
-        DeliveryStatus.settle(delivery, DeliveryStatus.FAILED, reason, _now())
+        ledger.give_up(delivery, reason, _now())
     log.error("forward %s to %s dead-lettered: %s", event_id, name, reason)
     return Outcome(DeliveryStatus.FAILED)
 
 
 def _claim(
-    session: Session, event_id: str, name: str, source: str, lease: timedelta, now: datetime
+    session: Session,
+    event_id: str,
+    name: str,
+    source: str,
+    lease: timedelta,
+    gives_up: GivesUp,
+    now: datetime,
 ) -> Claim | Busy:
     event = session.get(Event, event_id)
     if event is None:
@@ -151,21 +178,21 @@ def _claim(
     delivery = locked_record(
         session, ForwardDelivery, defaults, event_id=event_id, destination=name
     )
-    if delivery.status in DeliveryStatus.FINAL:
-        return Busy(delivery.status)
-    if delivery.status == DeliveryStatus.SENDING:
-        if delivery.claimed_until and delivery.claimed_until > now:
-            return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
+    if busy := ledger.held(delivery, now):
+        return busy
+    if ledger.was_lost(delivery):
         lost = session.get(ForwardAttempt, delivery.current_attempt_id)
-        if lost is not None:  # its worker died mid-attempt
+        if lost is not None:  # its worker died mid-attempt, or a hard time limit stopped it
             lost.outcome, lost.error = "lost", "the worker stopped before recording an answer"
+        if gives_up(delivery.attempts, delivery.first_attempt_at or now, now):
+            error = f"the worker stopped during attempt {delivery.attempts}, the last one"
+            DeliveryStatus.settle(delivery, DeliveryStatus.FAILED, error, now)
+            return Busy(DeliveryStatus.FAILED)
     attempt = ForwardAttempt(delivery_id=delivery.id, started_at=now, outcome="sending")
     session.add(attempt)
     session.flush()
-    delivery.attempts += 1
+    ledger.begin(delivery, lease, now)
     delivery.first_attempt_at = delivery.first_attempt_at or now
-    delivery.status = DeliveryStatus.SENDING
-    delivery.claimed_until = now + lease
     delivery.current_attempt_id = attempt.id
     forwarded = ForwardedEvent(
         id=event.id,
@@ -179,26 +206,41 @@ def _claim(
     return Claim(delivery.id, attempt.id, delivery.attempts, delivery.first_attempt_at, forwarded)
 
 
-def _finish(
-    session: Session,
-    claim: Claim,
-    outcome: str,
-    answer: Answer | None,
-    error: str | None,
-    latency_ms: float,
-    now: datetime,
-) -> None:
-    attempt = session.get(ForwardAttempt, claim.attempt_id)
+def _never(_attempts: int, _first_attempt_at: datetime, _now: datetime) -> bool:
+    return False
+
+
+def _record(store: Store, attempt: dict[str, Any], now: datetime, retry_in: float | None) -> None:
+    """Record an attempt that was made. The store failing now must not turn it into a lost
+    attempt (made again after its lease: a hook run twice): the retry carries it, to record it."""
+    try:
+        with store.session() as session:
+            _finish(session, attempt, now)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise Transient(
+            f"the store could not record an attempt: {type(exc).__name__}",
+            retry_after=retry_in,
+            carry={"attempt": attempt},
+        ) from exc
+
+
+def _finish(session: Session, made: dict[str, Any], now: datetime) -> None:
+    """Record attempt ``made`` (``_record``'s keys), once: a carried record may find it done."""
+    attempt = session.get(ForwardAttempt, made["attempt_id"])
+    if attempt is None or attempt.finished_at is not None:
+        return
     attempt.finished_at = now
-    attempt.outcome = outcome
-    attempt.latency_ms = round(latency_ms, 1)
-    attempt.status_code = answer.status_code if answer else None
-    attempt.answer = answer.excerpt if answer else None
-    attempt.error = error
-    delivery = session.get(ForwardDelivery, claim.delivery_id, with_for_update=True)
-    if delivery.current_attempt_id != claim.attempt_id:
+    attempt.outcome = made["outcome"]
+    attempt.latency_ms = made["latency_ms"]
+    attempt.status_code = made["status_code"]
+    attempt.answer = made["answer"]
+    attempt.error = made["error"]
+    delivery = session.get(ForwardDelivery, made["delivery_id"], with_for_update=True)
+    if delivery.current_attempt_id != made["attempt_id"]:
         return  # our lease ran out and another worker took over: its result stands
-    DeliveryStatus.settle(delivery, outcome, error, now)
+    DeliveryStatus.settle(delivery, made["outcome"], made["error"], now)
 
 
 def _now() -> datetime:
@@ -206,70 +248,6 @@ def _now() -> datetime:
 
 
 # --- what `tavus-callbacks deliveries` and `redeliver` do ----------------------------------
-
-
-def list_deliveries(
-    session: Session,
-    destination: str | None = None,
-    failed: bool = False,
-    event_id: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Deliveries newest first, each with its event's type and every attempt."""
-    query = (
-        select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id)
-        .join(Event, Event.id == ForwardDelivery.event_id)
-        .order_by(ForwardDelivery.id.desc())
-        .limit(limit)
-    )
-    if destination is not None:
-        query = query.where(ForwardDelivery.destination == destination.lower())
-    if failed:
-        query = query.where(ForwardDelivery.status == DeliveryStatus.FAILED)
-    if event_id is not None:
-        query = query.where(ForwardDelivery.event_id == event_id)
-    rows = session.execute(query).all()
-    history = _attempts(session, [row[0].id for row in rows])
-    return [
-        {
-            "event_id": d.event_id,
-            "destination": d.destination,
-            "kind": kind,
-            "event_type": event_type,
-            "conversation_id": conversation_id,
-            "source": d.source,
-            "status": d.status,
-            "attempts": len(history.get(d.id, [])),
-            "delivered_at": _iso(d.delivered_at),
-            "last_error": d.last_error,
-            "history": history.get(d.id, []),
-        }
-        for d, kind, event_type, conversation_id in rows
-    ]
-
-
-def _attempts(session: Session, delivery_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    found: dict[int, list[dict[str, Any]]] = {}
-    if not delivery_ids:
-        return found
-    query = (
-        select(ForwardAttempt)
-        .where(ForwardAttempt.delivery_id.in_(delivery_ids))
-        .order_by(ForwardAttempt.id)
-    )
-    for attempt in session.scalars(query):
-        found.setdefault(attempt.delivery_id, []).append(
-            {
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
-                "outcome": attempt.outcome,
-                "status_code": attempt.status_code,
-                "latency_ms": attempt.latency_ms,
-                "answer": attempt.answer,
-                "error": attempt.error,
-            }
-        )
-    return found
 
 
 def redeliver(
@@ -327,7 +305,3 @@ def _new_deliveries(
             locked_record(session, ForwardDelivery, defaults, event_id=event_id, destination=name)
         )
     return added
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from schemas import tolerant
 from schemas.callbacks import KIND_TABLE
 from schemas.messages import RAISE_ALERT, EventMessage
-from workers import retry
+from workers import errors, retry
 from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
@@ -97,7 +97,7 @@ def _planned(message: EventMessage) -> Plan:
     try:
         return plan(message["body"], message["kind"], message["event_type"], message["errors"])
     except Exception as exc:  # a boundary: the body is stored first, the attempt recorded
-        if retry.is_transient(exc):
+        if errors.is_transient(exc):
             raise
         raise HandlerFailed(exc, stage="plan") from exc
 
@@ -241,7 +241,7 @@ def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy) -
             event.pending_tasks = context.follow_ups
         records.save()
     except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
-        if retry.is_transient(exc):
+        if errors.is_transient(exc):
             raise  # the store or the network, not the event: the task's policy retries it
         raise HandlerFailed(exc) from exc
 
@@ -251,7 +251,7 @@ def _retry(records: Records, event: Row, alerts: AlertPolicy) -> None:
     try:
         again = plan(event.body, event.kind, event.event_type, event.errors)
     except Exception as exc:  # a boundary, as in _planned
-        if retry.is_transient(exc):
+        if errors.is_transient(exc):
             raise
         raise HandlerFailed(exc, stage="plan") from exc
     event.occurred_at = again.occurred_at

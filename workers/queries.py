@@ -9,11 +9,18 @@ import orjson
 from sqlalchemy import ScalarResult, func, select
 from sqlalchemy.orm import Session
 
+from schemas.messages import ALERT_CHANNELS
 from workers.storage import state
 from workers.store.models import (
+    Alert,
+    AlertAttempt,
+    AlertDelivery,
     Conversation,
+    DeliveryStatus,
     Document,
     Event,
+    ForwardAttempt,
+    ForwardDelivery,
     GuardrailTrigger,
     Objective,
     PostCallAction,
@@ -37,11 +44,9 @@ def conversation_status(convo: Conversation) -> str:
 def conversation_view(session: Session, conversation_id: str) -> dict[str, Any] | None:
     """What `conversation --json` and the API's conversations/<id> answer: the record and its
     alerts (None when no event names the conversation)."""
-    from workers.alerts import ledger  # the alerts package imports the notifiers: only here
-
     record = conversation_record(session, conversation_id)
     if record is not None:
-        record["alerts"] = ledger.recent_alerts(session, conversation_id=conversation_id)
+        record["alerts"] = recent_alerts(session, conversation_id=conversation_id)
     return record
 
 
@@ -240,3 +245,143 @@ def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, 
         return None
     values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
     return {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+# --- alerts and deliveries: what `tavus-callbacks alerts` / `deliveries` print ---------------
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """A stored alert as JSON: the same keys as the alert a channel sends."""
+    return {
+        "alert_id": alert.id,
+        "cause_key": alert.cause_key,
+        "severity": alert.severity,
+        "title": alert.title,
+        "text": alert.text,
+        "conversation_id": alert.conversation_id,
+        "event_id": alert.event_id,
+        "facts": alert.facts or {},
+        "raised_at": _iso(alert.raised_at),
+    }
+
+
+def recent_alerts(
+    session: Session,
+    limit: int = 50,
+    conversation_id: str | None = None,
+    severity: str | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts newest first, each with its deliveries and their attempts."""
+    query = select(Alert).order_by(Alert.raised_at.desc()).limit(limit)
+    if conversation_id is not None:
+        query = query.where(Alert.conversation_id == conversation_id)
+    if severity is not None:
+        query = query.where(Alert.severity == severity)
+    return alerts_json(session, list(session.scalars(query)))
+
+
+def alerts_json(session: Session, alerts: list[Alert]) -> list[dict[str, Any]]:
+    """Alerts as JSON, each with its deliveries and their attempts (the CLI's and the console's
+    view)."""
+    deliveries = _deliveries(session, [alert.id for alert in alerts])
+    return [{**alert_json(alert), "deliveries": deliveries.get(alert.id, [])} for alert in alerts]
+
+
+def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    if not alert_ids:
+        return {}
+    rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
+    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
+    attempts: dict[int, list[dict[str, Any]]] = {}
+    query = (
+        select(AlertAttempt)
+        .where(AlertAttempt.delivery_id.in_([d.id for d in deliveries]))
+        .order_by(AlertAttempt.number)
+    )
+    for attempt in session.scalars(query):
+        attempts.setdefault(attempt.delivery_id, []).append(
+            {
+                "number": attempt.number,
+                "started_at": _iso(attempt.started_at),
+                "finished_at": _iso(attempt.finished_at),
+                "outcome": attempt.outcome,
+                "error": attempt.error,
+            }
+        )
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_alert.setdefault(d.alert_id, []).append(
+            {
+                "channel": d.channel,
+                "status": d.status,
+                "attempts": d.attempts,
+                "delivered_at": _iso(d.delivered_at),
+                "last_error": d.last_error,
+                "history": attempts.get(d.id, []),
+            }
+        )
+    return by_alert
+
+
+def list_deliveries(
+    session: Session,
+    destination: str | None = None,
+    failed: bool = False,
+    event_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Deliveries newest first, each with its event's type and every attempt."""
+    query = (
+        select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id)
+        .join(Event, Event.id == ForwardDelivery.event_id)
+        .order_by(ForwardDelivery.id.desc())
+        .limit(limit)
+    )
+    if destination is not None:
+        query = query.where(ForwardDelivery.destination == destination.lower())
+    if failed:
+        query = query.where(ForwardDelivery.status == DeliveryStatus.FAILED)
+    if event_id is not None:
+        query = query.where(ForwardDelivery.event_id == event_id)
+    rows = session.execute(query).all()
+    history = _attempts(session, [row[0].id for row in rows])
+    return [
+        {
+            "event_id": d.event_id,
+            "destination": d.destination,
+            "kind": kind,
+            "event_type": event_type,
+            "conversation_id": conversation_id,
+            "source": d.source,
+            "status": d.status,
+            "attempts": len(history.get(d.id, [])),
+            "delivered_at": _iso(d.delivered_at),
+            "last_error": d.last_error,
+            "history": history.get(d.id, []),
+        }
+        for d, kind, event_type, conversation_id in rows
+    ]
+
+
+def _attempts(session: Session, delivery_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not delivery_ids:
+        return found
+    query = (
+        select(ForwardAttempt)
+        .where(ForwardAttempt.delivery_id.in_(delivery_ids))
+        .order_by(ForwardAttempt.id)
+    )
+    for attempt in session.scalars(query):
+        found.setdefault(attempt.delivery_id, []).append(
+            {
+                "started_at": _iso(attempt.started_at),
+                "finished_at": _iso(attempt.finished_at),
+                "outcome": attempt.outcome,
+                "status_code": attempt.status_code,
+                "latency_ms": attempt.latency_ms,
+                "answer": attempt.answer,
+                "error": attempt.error,
+            }
+        )
+    return found

@@ -1,29 +1,22 @@
-"""The one retry policy of every task, and the two words every part maps its errors onto.
+"""The one retry policy of every task, over the error vocabulary of ``workers.errors``.
 
-- **Transient**: the infrastructure (the store, Redis, the network, a timeout, a 5xx or a 429 from
-  someone else's server). Nothing is wrong with the work itself; it is retried with exponential
-  backoff and jitter for as long as it takes.
-- **Permanent**: the work itself (a payload the code cannot take, a bug, a 4xx). Retrying cannot
-  fix it soon; it is tried a bounded number of times, then dead-lettered where a person sees it.
-
-Parts raise ``Transient`` / ``Permanent`` (``raise Transient(...) from exc``) where they know
-which it is; ``is_transient`` classifies what escaped without such a word.
+``Transient`` and ``Permanent`` are imported here too, so that a hook's documented
+``from workers.retry import Permanent`` keeps working.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import kombu.exceptions
-import redis.exceptions
-import requests
-import sqlalchemy.exc
 from celery.exceptions import Reject, Retry
+
+from workers.errors import Permanent, Transient, is_transient
+
+__all__ = ["Permanent", "Transient", "cap_seconds", "delay", "is_transient", "later", "run"]
 
 if TYPE_CHECKING:
     from celery import Task
@@ -36,52 +29,6 @@ T = TypeVar("T")
 # The longest wait between two attempts, whatever the attempt count; the visibility timeout may
 # lower it (``cap_seconds``) but never raise it.
 MAX_BACKOFF_SECONDS = 300.0
-
-
-class Transient(Exception):
-    """An infrastructure fault: try again later; ``retry_after`` where the other side said when."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Permanent(Exception):
-    """The work cannot be done as it is: a bounded number of tries, then a dead letter."""
-
-
-# What the libraries we talk to raise when the other side is away or slow, never because of
-# the work itself. SQLAlchemy's OperationalError covers a lost or refused database connection;
-# its other DBAPI errors (IntegrityError, DataError, ...) are about the data, hence permanent.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    Transient,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.DisconnectionError,
-    sqlalchemy.exc.TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-    requests.ConnectionError,
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-    socket.timeout,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) is the infrastructure's, not the work's."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, Permanent):
-            return False
-        if isinstance(current, TRANSIENT_ERRORS):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def cap_seconds(visibility_timeout_seconds: float) -> float:
@@ -100,6 +47,10 @@ def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+# The first wait of a delivery outside (a forward destination, an alert channel); it doubles.
+DELIVERY_RETRY_BASE_SECONDS = 2.0
+
+
 def delay(attempt: int, cap: float, base: float = 1.0, retry_after: float | None = None) -> float:
     """``backoff``, or the other side's ``Retry-After`` when it asked for longer; never past cap."""
     wait = backoff(attempt, cap, base)
@@ -116,6 +67,8 @@ def delay(attempt: int, cap: float, base: float = 1.0, retry_after: float | None
 # them up), then handed to the stage's dead letter, which records it where a person sees it.
 
 FAILURES_HEADER = "tavus_failures"
+# What a ``Transient`` asked the next try to know (its ``carry``).
+CARRY_HEADER = "tavus_carry"
 
 # How often each stage met each fault, since this process started (the metrics read it).
 COUNTS: Counter[tuple[str, str]] = Counter()
@@ -131,11 +84,12 @@ def run(
     work: Work[T],
     dead_letter: DeadLetter,
     settings: Settings,
+    max_attempts: int,
 ) -> T | Any:
     """Run ``work`` for ``subject`` (an event id, a conversation id...) under the one policy.
 
-    ``dead_letter(exc, failures)`` records the failure once the bounded attempts are used up; a
-    transient fault while recording it is retried like any other.
+    ``dead_letter(exc, failures)`` records the failure once ``max_attempts`` (the stage's bound)
+    are used up; a transient fault while recording it is retried like any other.
     """
     try:
         return work()
@@ -146,14 +100,14 @@ def run(
             _retry_transient(task, stage, subject, exc, settings)
         failures = failures_so_far(task) + 1
         COUNTS[stage, "permanent"] += 1
-        if failures < settings.max_event_attempts:
+        if failures < max_attempts:
             wait = delay(failures, cap_seconds(settings.visibility_timeout_seconds))
             log.error(
                 "%s %s: attempt %d of %d failed, retry in %.1f s: %r",
                 stage,
                 subject,
                 failures,
-                settings.max_event_attempts,
+                max_attempts,
                 wait,
                 exc,
             )
@@ -180,7 +134,8 @@ def _retry_transient(
     cap = cap_seconds(settings.visibility_timeout_seconds)
     wait = delay(task.request.retries + 1, cap, retry_after=_retry_after(exc))
     log.warning("%s %s: infrastructure fault, retry in %.1f s: %r", stage, subject, wait, exc)
-    later(task, wait, settings)
+    carry = getattr(exc, "carry", None)
+    later(task, wait, settings, headers=None if carry is None else {CARRY_HEADER: carry})
 
 
 def later(
@@ -199,6 +154,13 @@ def later(
         raise task.retry(**options)
     except Reject as rejected:
         raise Reject(rejected.reason, requeue=True) from rejected
+
+
+def carried(task: Task) -> dict[str, Any] | None:
+    """What the try before this one asked it to know (``Transient(carry=...)``), if anything."""
+    headers = task.request.headers or {}
+    value = headers.get(CARRY_HEADER, getattr(task.request, CARRY_HEADER, None))
+    return value if isinstance(value, dict) else None
 
 
 def failures_so_far(task: Task) -> int:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-from workers import retry
+from workers import errors
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ class TavusAPIError(Exception):
     """The API refused the request for good (a bad key, a bad request): do not retry soon."""
 
 
-class ConversationNotFound(TavusAPIError, retry.Permanent):
+class ConversationNotFound(TavusAPIError, errors.Permanent):
     """Tavus does not know this conversation (deleted, or another account's)."""
 
 
-class TavusUnavailable(TavusAPIError, retry.Transient):
+class TavusUnavailable(TavusAPIError, errors.Transient):
     """Throttled (429), failing (5xx) or unreachable: try again later, after ``retry_after``."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:

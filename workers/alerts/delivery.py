@@ -16,6 +16,7 @@ from typing import Any
 
 from schemas.settings import Settings
 from workers import retry
+from workers.errors import Transient
 from workers.store.db import Store
 
 from . import ledger
@@ -27,8 +28,6 @@ from .notifiers import (
 )
 
 log = logging.getLogger(__name__)
-
-RETRY_BASE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,22 @@ def raise_alert(store: Store, message: Any, settings: Settings) -> tuple[str, li
     return alert["cause_key"], pending
 
 
-def deliver(store: Store, cause_key: str, channel: str, settings: Settings) -> Outcome:
-    """Send the alert of ``cause_key`` to ``channel`` unless it was sent or is being sent."""
+def deliver(
+    store: Store,
+    cause_key: str,
+    channel: str,
+    settings: Settings,
+    carried: dict[str, Any] | None = None,
+) -> Outcome:
+    """Send the alert of ``cause_key`` to ``channel`` unless it was sent or is being sent.
+
+    ``carried``: an attempt that was sent while the store was away (``Unrecorded``), recorded
+    first, so that it is not sent again once its lease runs out.
+    """
     with store.session() as session:
+        if carried is not None:
+            recorded = carried["sent"]
+            ledger.finish(session, *recorded, datetime.now(UTC))
         claim = ledger.claim(session, cause_key, channel, lease(settings), datetime.now(UTC))
     if isinstance(claim, ledger.Busy):
         retry_in = None if claim.retry_in is None else min(claim.retry_in, _cap(settings))
@@ -65,16 +77,17 @@ def deliver(store: Store, cause_key: str, channel: str, settings: Settings) -> O
         status, error = "failed", str(exc)
     except TransientDeliveryError as exc:
         status, error = "retrying", str(exc)
-        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS, exc.retry_after)
+        retry_in = retry.delay(
+            claim.attempt, _cap(settings), retry.DELIVERY_RETRY_BASE_SECONDS, exc.retry_after
+        )
     except Exception as exc:  # a boundary: a notifier's own bug is recorded, and retried
         # Only the type: a library's message may quote a URL that is itself a secret.
         status, error = "retrying", f"unexpected {type(exc).__name__}"
-        retry_in = retry.delay(claim.attempt, _cap(settings), RETRY_BASE_SECONDS)
+        retry_in = retry.delay(claim.attempt, _cap(settings), retry.DELIVERY_RETRY_BASE_SECONDS)
     if status == "retrying" and claim.attempt >= settings.alert_delivery_attempts:
         status, retry_in = "failed", None
         error = f"{error} (gave up after {claim.attempt} attempts)"
-    with store.session() as session:
-        ledger.finish(session, claim, status, error, datetime.now(UTC))
+    _record(store, [claim.delivery_id, claim.attempt, status, error], retry_in)
     log.log(
         logging.WARNING if error else logging.INFO,
         "alert %s via %s: attempt %d %s%s",
@@ -85,6 +98,22 @@ def deliver(store: Store, cause_key: str, channel: str, settings: Settings) -> O
         f" ({error})" if error else "",
     )
     return Outcome(status, retry_in)
+
+
+def _record(store: Store, sent: list[Any], retry_in: float | None) -> None:
+    """Record an attempt that was made. The store failing now must not make it a lost attempt
+    (sent again after its lease, a second Slack message): the retry carries it, to record it."""
+    try:
+        with store.session() as session:
+            ledger.finish(session, *sent, datetime.now(UTC))
+    except Exception as exc:
+        if not retry.is_transient(exc):
+            raise
+        raise Transient(
+            f"the store could not record attempt {sent[1]}: {type(exc).__name__}",
+            retry_after=retry_in,
+            carry={"sent": sent},
+        ) from exc
 
 
 def lease(settings: Settings) -> timedelta:

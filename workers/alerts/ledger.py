@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schemas.messages import ALERT_CHANNELS, SEVERITIES, AlertMessage
+from schemas.messages import SEVERITIES, AlertMessage
+from workers import ledger
 from workers.handlers.records import locked_record
+from workers.ledger import Busy
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
 
 from . import notifiers
@@ -97,14 +99,6 @@ class Claim:
     alert: notifiers.Alert
 
 
-@dataclass(frozen=True)
-class Busy:
-    """Not now: ``status`` says why; ``retry_in`` when another worker holds it."""
-
-    status: str
-    retry_in: float | None = None
-
-
 def claim(
     session: Session, cause_key: str, channel: str, lease: timedelta, now: datetime
 ) -> Claim | Busy:
@@ -118,15 +112,11 @@ def claim(
     if row is None:
         return Busy("unknown")
     delivery, alert = row
-    if delivery.status in DeliveryStatus.FINAL:
-        return Busy(delivery.status)
-    if delivery.status == DeliveryStatus.SENDING:
-        if delivery.claimed_until and delivery.claimed_until > now:
-            return Busy(DeliveryStatus.SENDING, (delivery.claimed_until - now).total_seconds() + 1)
-        _attempt(session, delivery.id, delivery.attempts).outcome = "lost"  # its worker died
-    delivery.attempts += 1
-    delivery.status = DeliveryStatus.SENDING
-    delivery.claimed_until = now + lease
+    if busy := ledger.held(delivery, now):
+        return busy
+    if ledger.was_lost(delivery):
+        _attempt(session, delivery.id, delivery.attempts).outcome = "lost"
+    ledger.begin(delivery, lease, now)
     session.add(
         AlertAttempt(
             delivery_id=delivery.id, number=delivery.attempts, started_at=now, outcome="sending"
@@ -136,15 +126,18 @@ def claim(
 
 
 def finish(
-    session: Session, claimed: Claim, outcome: str, error: str | None, now: datetime
+    session: Session, delivery_id: int, number: int, outcome: str, error: str | None, now: datetime
 ) -> None:
-    """Record how the attempt ended: ``delivered``, ``retrying`` or ``failed``."""
-    attempt = _attempt(session, claimed.delivery_id, claimed.attempt)
+    """Record how attempt ``number`` ended: ``delivered``, ``retrying`` or ``failed``; once (a
+    record retried after the store failed may find it done)."""
+    attempt = _attempt(session, delivery_id, number)
+    if attempt.finished_at is not None:
+        return
     attempt.finished_at = now
     attempt.outcome = outcome
     attempt.error = error
-    delivery = session.get(AlertDelivery, claimed.delivery_id, with_for_update=True)
-    if delivery.attempts != claimed.attempt:
+    delivery = session.get(AlertDelivery, delivery_id, with_for_update=True)
+    if delivery.attempts != number:
         return  # our lease ran out and another worker took over: its result stands
     DeliveryStatus.settle(delivery, outcome, error, now)
 
@@ -158,13 +151,7 @@ def give_up(session: Session, cause_key: str, channel: str, error: str, now: dat
         .with_for_update(of=AlertDelivery)
     )
     delivery = session.execute(query).scalar_one_or_none()
-    if delivery is None:
-        return "unknown"
-    if delivery.status not in DeliveryStatus.FINAL:
-        delivery.status = DeliveryStatus.FAILED
-        delivery.claimed_until = None
-        delivery.last_error = error
-    return delivery.status
+    return "unknown" if delivery is None else ledger.give_up(delivery, error, now)
 
 
 def _attempt(session: Session, delivery_id: int, number: int) -> AlertAttempt:
@@ -186,71 +173,3 @@ def _as_notifier_alert(alert: Alert) -> notifiers.Alert:
         facts=alert.facts or {},
         raised_at=alert.raised_at,
     )
-
-
-# --- read side: what `tavus-callbacks alerts` prints ------------------------------------------
-
-
-def recent_alerts(
-    session: Session,
-    limit: int = 50,
-    conversation_id: str | None = None,
-    severity: str | None = None,
-) -> list[dict[str, Any]]:
-    """Alerts newest first, each with its deliveries and their attempts."""
-    query = select(Alert).order_by(Alert.raised_at.desc()).limit(limit)
-    if conversation_id is not None:
-        query = query.where(Alert.conversation_id == conversation_id)
-    if severity is not None:
-        query = query.where(Alert.severity == severity)
-    return alerts_json(session, list(session.scalars(query)))
-
-
-def alerts_json(session: Session, alerts: list[Alert]) -> list[dict[str, Any]]:
-    """Alerts as JSON, each with its deliveries and their attempts (the CLI's and the console's
-    view)."""
-    deliveries = _deliveries(session, [alert.id for alert in alerts])
-    return [
-        {**_as_notifier_alert(alert).as_json(), "deliveries": deliveries.get(alert.id, [])}
-        for alert in alerts
-    ]
-
-
-def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    if not alert_ids:
-        return {}
-    rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
-    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
-    attempts: dict[int, list[dict[str, Any]]] = {}
-    query = (
-        select(AlertAttempt)
-        .where(AlertAttempt.delivery_id.in_([d.id for d in deliveries]))
-        .order_by(AlertAttempt.number)
-    )
-    for attempt in session.scalars(query):
-        attempts.setdefault(attempt.delivery_id, []).append(
-            {
-                "number": attempt.number,
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
-                "outcome": attempt.outcome,
-                "error": attempt.error,
-            }
-        )
-    by_alert: dict[str, list[dict[str, Any]]] = {}
-    for d in deliveries:
-        by_alert.setdefault(d.alert_id, []).append(
-            {
-                "channel": d.channel,
-                "status": d.status,
-                "attempts": d.attempts,
-                "delivered_at": _iso(d.delivered_at),
-                "last_error": d.last_error,
-                "history": attempts.get(d.id, []),
-            }
-        )
-    return by_alert
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

@@ -15,9 +15,20 @@ from typing import Any
 from schemas.messages import RUN_HOOK
 from schemas.settings import Settings
 from workers import hooks
-from workers.retry import Permanent, Transient
+from workers.errors import Permanent, Transient
 
 from .base import Answer, ForwardedEvent, matches
+
+# Beyond HOOK_TIMEOUT_SECONDS, how long a hook deaf to its timer (stuck in C code, swallowing the
+# exception) may run before the task's hard time limit kills its process.
+HARD_LIMIT_MARGIN_SECONDS = 15.0
+# After the hard time limit, the room to record the attempt before the lease runs out.
+RECORD_SECONDS = 15.0
+
+
+def hard_time_limit(timeout: float) -> float:
+    """The ``run_hook`` task's hard time limit for hooks given ``timeout`` seconds each."""
+    return timeout + HARD_LIMIT_MARGIN_SECONDS
 
 
 class HookTimeout(Exception):
@@ -50,7 +61,9 @@ class HookDestination:
         return matches(self._hook.patterns, kind, event_type)
 
     def lease_seconds(self) -> float:
-        return self._timeout + 30  # the hard time limit, and room to record
+        # Past the hard time limit, so that no second run starts while the first may still be
+        # running; a run killed by that limit is attempted again once this is over.
+        return hard_time_limit(self._timeout) + RECORD_SECONDS
 
     def gives_up(self, attempts: int, first_attempt_at: datetime, now: datetime) -> bool:
         return attempts >= self._max_attempts

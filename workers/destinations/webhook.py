@@ -17,28 +17,57 @@ import time
 from datetime import datetime, timedelta
 
 import requests
+from marshmallow import fields, validate
 
 from schemas.messages import FORWARD_EVENT
-from schemas.settings import ForwardDestination, Settings, webhook_secret_key
+from schemas.settings import (
+    DestinationSettings,
+    ForwardDestination,
+    Settings,
+    per_destination,
+    webhook_secret,
+    webhook_secret_key,
+)
 from workers.alerts.notifiers.http import RETRYABLE_STATUSES
 from workers.alerts.notifiers.webhook import sign
-from workers.retry import Permanent, Transient
+from workers.errors import Permanent, Transient
 from workers.tavus_api import retry_after
 
 from .base import Answer, ForwardedEvent, matches, with_answer
 
 EXCERPT_BYTES = 500  # of each reply, kept with the attempt
 
+SETTINGS = DestinationSettings(
+    "webhook",
+    ("http", "https"),
+    (
+        per_destination(
+            "SECRET",
+            fields.String(
+                required=True,
+                validate=webhook_secret,
+                error_messages={"required": "required to sign the destination's requests"},
+            ),
+            None,
+            "Standard Webhooks secret of an `http(s)://` destination, `whsec_` + base64 of 24 "
+            "to 64 random bytes",
+            secret=True,
+        ),
+    ),
+    url=validate.URL(schemes={"http", "https"}, require_tld=False),
+)
+
 
 class WebhookDestination:
     type = "webhook"
     task = FORWARD_EVENT
+    settings = SETTINGS
 
     def __init__(self, config: ForwardDestination, timeout: float, retry_hours: float) -> None:
         self.name = config.name
         self.host = config.host
         self._url = config.url
-        self._key = webhook_secret_key(config.secret)
+        self._key = webhook_secret_key(SETTINGS.read(config)["secret"])
         self._events = config.events
         self._timeout = timeout
         self._retry_for = timedelta(hours=retry_hours)
@@ -48,6 +77,7 @@ class WebhookDestination:
         return [
             cls(config, settings.forward_timeout_seconds, settings.forward_retry_hours)
             for config in settings.forward_destinations
+            if config.scheme in SETTINGS.schemes
         ]
 
     @staticmethod

@@ -30,9 +30,9 @@ from .base import (
     AccessDenied,
     Missing,
     ObjectFacts,
-    Permanent,
     StorageError,
-    Transient,
+    StorageRefused,
+    StorageUnavailable,
     checksum,
     unquote_etag,
 )
@@ -118,20 +118,20 @@ class AzureBlobVerifier:
 
 def _failure(exc: AzureError) -> StorageError:
     if isinstance(exc, CredentialUnavailableError):
-        return Permanent(f"no Azure credentials: {exc.message}")
+        return StorageRefused(f"no Azure credentials: {exc.message}")
     if isinstance(exc, HttpResponseError):
         code = getattr(exc, "error_code", None) or ""
         code = getattr(code, "value", code)  # a StorageErrorCode enum or a plain string
         said = f"Azure answered {exc.status_code} {code}".strip()
         if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
             if code in ("ContainerNotFound", "ResourceNotFound"):
-                return Permanent(f"{said}: no such container")
+                return StorageRefused(f"{said}: no such container")
             return Missing(said)
         if isinstance(exc, ClientAuthenticationError) or exc.status_code in (401, 403):
             return AccessDenied(said)
         if exc.status_code in _TRANSIENT_STATUSES:
-            return Transient(said)
-        return Permanent(said)
+            return StorageUnavailable(said)
+        return StorageRefused(said)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return Transient(f"Azure Blob unreachable: {exc.message}")
-    return Permanent(f"Azure request failed: {exc.message}")
+        return StorageUnavailable(f"Azure Blob unreachable: {exc.message}")
+    return StorageRefused(f"Azure request failed: {exc.message}")

@@ -5,10 +5,11 @@ A verifier asks one provider, through its SDK only, for the metadata of one obje
 provider module (``raise ... from exc``), so the retry logic reads the type and never an SDK:
 
 - ``Missing``: the object is not there (yet): retried with backoff within the wait window;
-- ``Transient``: timeout, connection refused, 5xx, throttling: retried with backoff and jitter;
-- ``Permanent`` (``AccessDenied`` among them): no retry, recorded and alerted.
+- ``StorageUnavailable``: timeout, connection refused, 5xx, throttling: retried with backoff and
+  jitter;
+- ``StorageRefused`` (``AccessDenied`` among them): no retry, recorded and alerted.
 
-``Transient`` and ``Permanent`` are ``workers.retry``'s two words, so a storage error that
+They belong to ``workers.errors``' two families (transient, permanent), so a storage error that
 escapes a task is classified like any other.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from workers import retry
+from workers import errors
 
 from .locations import ObjectLocation
 
@@ -40,7 +41,8 @@ class ObjectFacts:
 
 
 class StorageVerifier(Protocol):
-    """One per provider: ``stat`` a location, or raise Missing / Transient / Permanent."""
+    """One per provider: ``stat`` a location, or raise Missing, StorageUnavailable or
+    StorageRefused."""
 
     provider: ClassVar[str]
 
@@ -59,17 +61,17 @@ class Missing(StorageError):
     """No such object (yet): Tavus may still be writing or copying it."""
 
 
-class Transient(StorageError, retry.Transient):
+class StorageUnavailable(StorageError, errors.Transient):
     """The provider could not answer now: a timeout, a refused connection, 5xx, throttling."""
 
 
-class Permanent(StorageError, retry.Permanent):
+class StorageRefused(StorageError, errors.Permanent):
     """Asking again will not help: no such bucket or container, no credentials, bad request."""
 
     status: ClassVar[str] = "error"
 
 
-class AccessDenied(Permanent):
+class AccessDenied(StorageRefused):
     """The provider answered, and our credentials may not read this object."""
 
     status: ClassVar[str] = "access_denied"

@@ -23,9 +23,9 @@ from .base import (
     AccessDenied,
     Missing,
     ObjectFacts,
-    Permanent,
     StorageError,
-    Transient,
+    StorageRefused,
+    StorageUnavailable,
     checksum,
     unquote_etag,
 )
@@ -80,7 +80,7 @@ class GcsVerifier:
         except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
-                raise Permanent(f"GCS bucket {bucket.name!r} does not exist") from exc
+                raise StorageRefused(f"GCS bucket {bucket.name!r} does not exist") from exc
             # Readers often lack storage.buckets.get: then the object is what is missing.
             log.debug("bucket %s: %s", bucket.name, failure.reason)
 
@@ -94,16 +94,16 @@ def _failure(exc: Exception) -> StorageError:
         if isinstance(exc, api.Unauthorized | api.Forbidden):
             return AccessDenied(said)
         if isinstance(exc, api.TooManyRequests | api.ServerError) or exc.code == 408:
-            return Transient(said)
-        return Permanent(said)
+            return StorageUnavailable(said)
+        return StorageRefused(said)
     if isinstance(exc, auth.DefaultCredentialsError):
-        return Permanent(f"no Google credentials: {exc}")
+        return StorageRefused(f"no Google credentials: {exc}")
     if isinstance(exc, auth.RefreshError):
         if getattr(exc, "retryable", False):
-            return Transient(f"Google token refresh failed: {exc}")
+            return StorageUnavailable(f"Google token refresh failed: {exc}")
         return AccessDenied(f"Google credentials were refused: {exc}")
     if isinstance(exc, requests.exceptions.SSLError):
-        return Permanent(f"TLS failure talking to GCS: {exc}")
+        return StorageRefused(f"TLS failure talking to GCS: {exc}")
     if isinstance(exc, requests.RequestException | auth.TransportError | auth.TimeoutError):
-        return Transient(f"GCS unreachable: {exc}")
-    return Permanent(f"GCS request failed: {exc}")
+        return StorageUnavailable(f"GCS unreachable: {exc}")
+    return StorageRefused(f"GCS request failed: {exc}")

@@ -29,9 +29,9 @@ from .base import (
     AccessDenied,
     Missing,
     ObjectFacts,
-    Permanent,
     StorageError,
-    Transient,
+    StorageRefused,
+    StorageUnavailable,
     checksum,
     unquote_etag,
 )
@@ -97,7 +97,7 @@ class S3Verifier:
         except _SDK_ERRORS as exc:
             failure = _failure(exc)
             if isinstance(failure, Missing):
-                raise Permanent(f"S3 bucket {bucket!r} does not exist") from exc
+                raise StorageRefused(f"S3 bucket {bucket!r} does not exist") from exc
             # Denied or unreachable: we cannot tell, so the object is what is missing.
             log.debug("head_bucket %s: %s", bucket, failure.reason)
 
@@ -113,14 +113,16 @@ def _failure(exc: Exception) -> StorageError:
             # Without s3:ListBucket, S3 also answers 403 for a key that does not exist.
             return AccessDenied(f"{said}: access denied")
         if status >= 500 or code in _THROTTLED:
-            return Transient(f"{said}: try again")
+            return StorageUnavailable(f"{said}: try again")
         if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
-            return Permanent(f"{said}: the bucket is in another region than configured")
-        return Permanent(f"{said}: {exc.response.get('Error', {}).get('Message', '')}".rstrip())
+            return StorageRefused(f"{said}: the bucket is in another region than configured")
+        return StorageRefused(
+            f"{said}: {exc.response.get('Error', {}).get('Message', '')}".rstrip()
+        )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        return Permanent(f"no usable AWS credentials: {exc}")
+        return StorageRefused(f"no usable AWS credentials: {exc}")
     if isinstance(exc, SSLError):
-        return Permanent(f"TLS failure talking to S3: {exc}")
+        return StorageRefused(f"TLS failure talking to S3: {exc}")
     if isinstance(exc, ConnectionError | HTTPClientError):
-        return Transient(f"S3 unreachable: {exc}")
-    return Permanent(f"S3 request failed: {exc}")
+        return StorageUnavailable(f"S3 unreachable: {exc}")
+    return StorageRefused(f"S3 request failed: {exc}")

@@ -35,7 +35,7 @@ from workers.store.db import Store
 from workers.store.models import Recording
 
 from . import azure_blob, state, unverified
-from .base import Missing, ObjectFacts, Permanent, StorageVerifier, Transient
+from .base import Missing, ObjectFacts, StorageRefused, StorageUnavailable, StorageVerifier
 from .locations import Allowlist, LocationRefused, ObjectLocation, locate, redact
 from .verifiers import verifier_for
 
@@ -116,9 +116,9 @@ def inspect(claim: Claim, settings: Settings, verifiers: VerifierLookup = verifi
         facts = verifiers(where.provider, settings).stat(where)
     except Missing as exc:
         return Finding(state.MISSING, exc.reason, where=where, call_seconds=_since(started))
-    except Transient as exc:
+    except StorageUnavailable as exc:
         return Finding(TRANSIENT, exc.reason, where=where, call_seconds=_since(started))
-    except Permanent as exc:
+    except StorageRefused as exc:
         return Finding(exc.status, exc.reason, where=where, call_seconds=_since(started))
     except Exception as exc:  # a boundary: an SDK surprise is recorded and alerted, not lost
         log.exception("verifying %s failed unexpectedly", where.uri)

@@ -6,22 +6,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
-
 from schemas.messages import DELIVER_ALERT, RAISE_ALERT
 from workers import metrics, retry
 from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
 from workers.celery_app import celery
-from workers.store.db import store_for
+from workers.tasks.base import StageTask, stage_task
 
 log = logging.getLogger(__name__)
 
 
-@celery.task(name=RAISE_ALERT, bind=True, acks_late=True, max_retries=None)
-def raise_alert(self: Task, message: Any) -> str:
-    settings = celery.conf.tavus_settings
-    store = store_for(settings.database_url)
+@stage_task(RAISE_ALERT, "alerts", "alert_delivery_attempts")
+def raise_alert(self: StageTask, message: Any) -> str:
+    settings, store = self.settings, self.store
 
     def work() -> str:
         try:
@@ -43,27 +40,23 @@ def raise_alert(self: Task, message: Any) -> str:
         log.critical("alert %r could not be raised after %d attempts: %r", message, failures, exc)
         return "failed"
 
-    return retry.run(self, "alerts", _cause(message), work, dead_letter, settings)
+    return self.guarded(_cause(message), work, dead_letter)
 
 
-@celery.task(name=DELIVER_ALERT, bind=True, acks_late=True, max_retries=None)
-def deliver_alert(self: Task, cause_key: str, channel: str) -> str:
-    settings = celery.conf.tavus_settings
-    store = store_for(settings.database_url)
-    outcome = retry.run(
-        self,
-        "alerts",
+@stage_task(DELIVER_ALERT, "alerts", "alert_delivery_attempts")
+def deliver_alert(self: StageTask, cause_key: str, channel: str) -> str:
+    settings, store = self.settings, self.store
+    outcome = self.guarded(
         f"{cause_key} via {channel}",
-        lambda: delivery.deliver(store, cause_key, channel, settings),
+        lambda: delivery.deliver(store, cause_key, channel, settings, self.carried()),
         lambda exc, failures: delivery.give_up(store, cause_key, channel, exc, failures),
-        settings,
     )
     metrics.alert_delivery(channel, outcome.status)
     if outcome.status == "failed":
-        metrics.dead_letter(DELIVER_ALERT)
+        self.dead_lettered()
     if outcome.retry_in is not None:
         # The attempt count lives in the store, so Celery's own retry limit is not needed.
-        retry.later(self, outcome.retry_in, settings)
+        self.again_in(outcome.retry_in)
     return outcome.status
 
 

@@ -6,16 +6,15 @@ import logging
 import time
 from typing import Any
 
-from celery import Task
 from celery.exceptions import Reject, Retry
 
 from schemas.messages import PROCESS_EVENT, EventMessage
-from workers import forwarding, metrics, processing, retry
+from workers import forwarding, metrics, processing
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
 from workers.publishing import publisher_for
-from workers.store.db import store_for
 from workers.store.models import EventStatus
+from workers.tasks.base import StageTask, stage_task
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +29,21 @@ def publish_event(message: EventMessage) -> None:
     celery.send_task(PROCESS_EVENT, args=[message], task_id=message["event_id"])
 
 
-@celery.task(name=PROCESS_EVENT, bind=True, max_retries=None, acks_late=True)
-def process_event(self: Task, message: EventMessage) -> str:
+@stage_task(PROCESS_EVENT, "events")
+def process_event(self: StageTask, message: EventMessage) -> str:
     """Handler failures are counted on the event (``MAX_EVENT_ATTEMPTS``); whatever escapes
     ``process`` (the store, the broker, a bug before the event is stored) goes through the one
     retry policy, and in the end to ``processing.dead_letter``: this message may be the event's
     only copy, so it is never acked before its outcome is in the store."""
-    settings = celery.conf.tavus_settings
-    store = store_for(settings.database_url)
+    settings, store = self.settings, self.store
     started = time.perf_counter()
     try:
-        outcome = retry.run(
-            self,
-            "events",
+        outcome = self.guarded(
             message.get("event_id", "?") if isinstance(message, dict) else "?",
             lambda: processing.process(
-                store,
-                message,
-                send_task,
-                settings.max_event_attempts,
-                AlertPolicy.from_settings(settings),
+                store, message, send_task, self.max_attempts(), AlertPolicy.from_settings(settings)
             ),
             lambda exc, failures: processing.dead_letter(store, message, exc, failures, send_task),
-            settings,
         )
     except (Retry, Reject):
         metrics.event_processed(message, "retrying", started)
@@ -64,9 +55,8 @@ def process_event(self: Task, message: EventMessage) -> str:
         send_task(task["name"], task["args"])  # after the commit, like the event's outbox
     if outcome.retry_in is not None:
         metrics.event_processed(message, "retrying", started)
-        # The attempt count lives in the store, so Celery's own retry limit is not needed.
-        retry.later(self, outcome.retry_in, settings)
+        self.again_in(outcome.retry_in)
     metrics.event_processed(message, outcome.status, started)
     if outcome.status == EventStatus.FAILED:
-        metrics.dead_letter(PROCESS_EVENT)
+        self.dead_lettered()
     return outcome.status

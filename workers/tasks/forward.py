@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task, signals
+from celery import signals
 
 from schemas.messages import FORWARD_EVENT, RUN_HOOK
-from workers import forwarding, hooks, metrics, retry
+from workers import forwarding, hooks, metrics
 from workers.celery_app import celery
 from workers.destinations import configured
-from workers.store.db import store_for
+from workers.destinations.hooks import hard_time_limit
+from workers.tasks.base import StageTask, stage_task
 
 log = logging.getLogger(__name__)
 
@@ -30,44 +31,42 @@ def load_hooks(**_: object) -> None:
         log.info("hooks loaded: %s", ", ".join(names))
 
 
-def _deliver(task: Task, event_id: str, destination: str, source: str) -> str:
+def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> str:
     """A destination's own failures are decided by ``forwarding`` (attempts in the store);
     whatever escapes it (the store, a bug) goes through the one retry policy."""
-    settings = celery.conf.tavus_settings
-    store = store_for(settings.database_url)
-    outcome = retry.run(
-        task,
-        "forward",
+    settings, store = task.settings, task.store
+    outcome = task.guarded(
         f"{event_id} to {destination}",
-        lambda: forwarding.deliver(store, event_id, destination, source, settings),
+        lambda: forwarding.deliver(store, event_id, destination, source, settings, task.carried()),
         lambda exc, _failures: forwarding.give_up(store, event_id, destination, exc),
-        settings,
     )
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         return "unrecorded"
     if outcome.status in ("delivered", "failed", "retrying"):
         metrics.delivery(destination, outcome.status, configured(settings))
     if outcome.status == "failed":
-        metrics.dead_letter(task.name)
+        task.dead_lettered()
     if outcome.retry_in is not None:
         # The attempts live in the store, so Celery's own retry limit is not needed.
-        retry.later(task, outcome.retry_in, settings)
+        task.again_in(outcome.retry_in)
     return outcome.status
 
 
-@celery.task(name=FORWARD_EVENT, bind=True, acks_late=True, max_retries=None)
-def forward_event(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
+@stage_task(FORWARD_EVENT, "forward")
+def forward_event(
+    self: StageTask, event_id: str, destination: str, source: str = "callback"
+) -> str:
     return _deliver(self, event_id, destination, source)
 
 
 # A hook's own time limit (HOOK_TIMEOUT_SECONDS) is a timer around the call; this hard limit is
-# the backstop for a hook stuck where no signal reaches it.
-@celery.task(
-    name=RUN_HOOK,
-    bind=True,
-    acks_late=True,
-    max_retries=None,
-    time_limit=celery.conf.tavus_settings.hook_timeout_seconds + 60,
+# the backstop for a hook stuck where no signal reaches it. The message then goes back to its
+# queue (task_acks_on_timeout=False) and the delivery is attempted again after its lease.
+@stage_task(
+    RUN_HOOK,
+    "hooks",
+    "hook_max_attempts",
+    time_limit=hard_time_limit(celery.conf.tavus_settings.hook_timeout_seconds),
 )
-def run_hook(self: Task, event_id: str, destination: str, source: str = "callback") -> str:
+def run_hook(self: StageTask, event_id: str, destination: str, source: str = "callback") -> str:
     return _deliver(self, event_id, destination, source)

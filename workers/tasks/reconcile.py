@@ -6,22 +6,19 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from celery import Task
-
 from schemas.messages import RAISE_ALERT, RECONCILE
-from workers import reconciliation, retry
+from workers import reconciliation
 from workers.alerts.pipeline import pipeline_failure
-from workers.celery_app import celery
-from workers.store.db import store_for
+from workers.tasks.base import StageTask, stage_task
 from workers.tasks.events import publish_event, send_task
 from workers.tavus_api import TavusAPI
 
 log = logging.getLogger(__name__)
 
 
-@celery.task(name=RECONCILE, bind=True, acks_late=True, max_retries=None)
-def reconcile(self: Task) -> dict[str, Any]:
-    settings = celery.conf.tavus_settings
+@stage_task(RECONCILE, "reconcile")
+def reconcile(self: StageTask) -> dict[str, Any]:
+    settings = self.settings
     if not settings.tavus_api_key:
         log.info("reconciliation skipped: TAVUS_API_KEY is not set")
         return {}
@@ -29,9 +26,7 @@ def reconcile(self: Task) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         api = TavusAPI(settings.tavus_api_url, settings.tavus_api_key)
         try:
-            report = reconciliation.run(
-                store_for(settings.database_url), api, publish_event, settings
-            )
+            report = reconciliation.run(self.store, api, publish_event, settings)
         finally:
             api.close()
         log.info(
@@ -48,4 +43,4 @@ def reconcile(self: Task) -> dict[str, Any]:
         )
         return {"failed": error}
 
-    return retry.run(self, "reconcile", self.request.id or "run", work, dead_letter, settings)
+    return self.guarded(self.request.id or "run", work, dead_letter)

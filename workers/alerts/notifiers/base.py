@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from schemas.settings import Settings
-from workers import retry
+from workers import errors
 
 SEVERITY_LABELS = {"critical": "CRITICAL", "error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -63,14 +63,14 @@ class DeliveryError(Exception):
     """A delivery did not happen. The message is stored: no secret may be in it."""
 
 
-class TransientDeliveryError(DeliveryError, retry.Transient):
+class TransientDeliveryError(DeliveryError, errors.Transient):
     """Retry with backoff: the channel may take it later (``retry_after``: when it said to)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after)
 
 
-class PermanentDeliveryError(DeliveryError, retry.Permanent):
+class PermanentDeliveryError(DeliveryError, errors.Permanent):
     """Record and stop: the same request would be refused again."""
 
 
