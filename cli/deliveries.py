@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import click
-from kombu.exceptions import OperationalError
+import redis
 
-from schemas.settings import Settings, SettingsError
+from cli import failures
+from schemas.broker import TaskQueue, redis_client
+from schemas.settings import Settings
 from workers import forwarding, queries
 from workers.store.db import Store
 
@@ -68,13 +70,14 @@ def redeliver(
     """Send again: EVENT_ID's deliveries (even delivered ones), or every --failed one."""
     if (event_id is None) == (not failed):
         raise click.UsageError("give one EVENT_ID or --failed")
-    send = _sender()
+    failures.check_redis_url(settings.redis_url)
+    send = TaskQueue(redis_client(settings)).send
     try:
         with Store(settings.database_url).session() as session:
             tasks = forwarding.redeliver(session, settings, event_id, destination, failed)
             for task in tasks:
                 send(task["name"], task["args"])
-    except OperationalError as exc:
+    except redis.RedisError as exc:
         raise click.ClickException(f"Redis unreachable, nothing redelivered: {exc}") from exc
     if not tasks:
         click.echo("nothing to redeliver")
@@ -82,15 +85,6 @@ def redeliver(
     click.echo(f"redelivering {len(tasks)} deliver{'y' if len(tasks) == 1 else 'ies'}:")
     for task in tasks:
         click.echo(f"  {task['args'][0]}  {task['args'][1]}")
-
-
-def _sender() -> Any:
-    """The Celery app is built on import from REDIS_URL; only commands that publish need it."""
-    try:
-        from workers.tasks.events import send_task
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return send_task
 
 
 def register(main: click.Group) -> None:

@@ -80,7 +80,6 @@ def explain(exc: Exception, database_url: str, redis_url: str | None) -> str | N
     """The one line for ``exc``, or None if it is none of the failures this module knows."""
     import redis.exceptions
     import sqlalchemy.exc
-    from kombu.exceptions import OperationalError as BrokerError
 
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.ProgrammingError):
         reason = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
@@ -92,7 +91,7 @@ def explain(exc: Exception, database_url: str, redis_url: str | None) -> str | N
         return f"cannot use the store at {shown(database_url)}: {reason}; check DATABASE_URL"
     if isinstance(exc, sqlalchemy.exc.ArgumentError):
         return f"DATABASE_URL is not a database URL SQLAlchemy can open: {_first_line(exc)}"
-    if isinstance(exc, BrokerError | redis.exceptions.ConnectionError | ConnectionError):
+    if isinstance(exc, redis.exceptions.ConnectionError | ConnectionError):
         where = shown(redis_url) if redis_url else "REDIS_URL"
         return f"Redis at {where} is unreachable ({_first_line(exc)}): {START_DEV} REDIS_URL"
     return None

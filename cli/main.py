@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from cli import config, deliveries, devstate, failures, simulate
 from cli.render import count, echo_table, fields, print_record, safe, table, when
+from schemas.broker import TaskQueue, redis_client
 from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
@@ -317,8 +318,6 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
-        from workers.celery_app import celery  # built from REDIS_URL on import
-
         with Store(settings.database_url).session() as session:
             row = session.get(Recording, conversation_id, with_for_update=True)
             if row is None or not (row.uri or row.object_key):
@@ -326,7 +325,8 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
                     f"no recording location for conversation {safe(conversation_id)}"
                 )
             round_ = state.start_round(row, row.ready_event_id)
-        celery.send_task(VERIFY_RECORDING, args=[conversation_id, round_])  # after the commit
+        # After the commit, so that the worker sees the new round.
+        TaskQueue(redis_client(settings)).send(VERIFY_RECORDING, [conversation_id, round_])
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
@@ -342,8 +342,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
-        from workers.tasks.events import publish_event  # the Celery app, built from REDIS_URL
-
+        tasks = TaskQueue(redis_client(settings))
         with Store(settings.database_url).session() as session:
             if failed:
                 rows = replay.failed_events(session, limit)
@@ -352,7 +351,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
                 if row is None:
                     raise click.ClickException(f"no event {safe(event_id)}")
                 rows = [row]
-            done = replay.replay(rows, publish_event)
+            done = replay.replay(rows, tasks.publish_event)
     if not done:
         click.echo("no failed events to replay")
         return
@@ -418,7 +417,6 @@ def _render_spool(record: dict[str, Any]) -> str:
 @click.pass_obj
 def spool_drain(settings: Settings, wait: float) -> None:
     """Publish spooled events to the queue, oldest first; resends are published once."""
-    from receiver.app import redis_client
     from receiver.publisher import Publisher
     from receiver.spool import Spool
 

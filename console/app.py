@@ -7,15 +7,15 @@ from dataclasses import dataclass
 
 import redis
 from flask import Flask, Response, jsonify, render_template, request
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as StoreError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from schemas.broker import TaskQueue, redis_client
 from schemas.settings import Settings, SettingsError
 from workers.store.db import Store, store_for
 
-from . import api, broker, pages, security
+from . import api, pages, security
 from .params import BadArgs
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Console:
     store: Store
     redis: redis.Redis
     tokens: security.ApiTokens
-    tasks: broker.TaskSender
+    tasks: TaskQueue
     throttle: security.SigninThrottle
 
 
@@ -48,13 +48,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.trusted_proxies:  # X-Forwarded-For / -Proto from that many proxies in front
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]
-    client = broker.redis_client(settings)
+    client = redis_client(settings)
     app.extensions["console"] = Console(
         settings=settings,
         store=store_for(settings.database_url),
         redis=client,
         tokens=security.ApiTokens(settings.api_tokens),
-        tasks=broker.TaskSender(settings),
+        tasks=TaskQueue(client),
         throttle=security.SigninThrottle(client),
     )
     security.configure_sessions(app, settings)
@@ -110,7 +110,6 @@ def _register_error_handlers(app: Flask) -> None:
         return error_response(503, "store_unavailable", "the event store did not answer; retry")
 
     @app.errorhandler(redis.RedisError)
-    @app.errorhandler(BrokerError)
     def redis_down(exc: Exception) -> Response:
         log.error("Redis unavailable in %s: %s", request.endpoint, type(exc).__name__)
         return error_response(503, "redis_unavailable", "Redis did not answer; retry")

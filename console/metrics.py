@@ -16,8 +16,6 @@ With ``METRICS_TOKEN`` set, a scrape must present it as a bearer token (Promethe
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -34,9 +32,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from schemas.broker import UNACKED_KEY, queue_depths, redis_client
 from schemas.messages import EVENTS_QUEUE, QUEUES
 from schemas.settings import Settings
 from schemas.spool_files import spooled_files, written_at
+from schemas.tokens import any_matches
 from workers.store.db import Store, store_for
 from workers.store.models import (
     AlertDelivery,
@@ -47,13 +47,6 @@ from workers.store.models import (
 )
 
 log = logging.getLogger(__name__)
-
-# The worker's queues (DESIGN.md), whether or not this build routes to all of them yet.
-QUEUE_NAMES = tuple(dict.fromkeys((*QUEUES, "events", "storage", "alerts", "forward", "hooks")))
-# kombu's Redis transport: a list per queue, one more per priority step ("<queue>\x06\x16<n>"),
-# and one hash of the messages workers took and have not acked yet.
-PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-UNACKED_KEY = "unacked"
 
 # Failed deliveries, by ledger: one query each. The forward destinations' ledger adds one line.
 FAILED_DELIVERIES: dict[str, Select[Any]] = {
@@ -106,7 +99,7 @@ def _presents(expected: str) -> bool:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+    return any_matches(presented.strip(), [expected.encode()])
 
 
 class _ThisProcess(Collector):
@@ -155,35 +148,26 @@ class PipelineCollector(Collector):
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
-            url = self._settings.redis_url or ""
-            if url.startswith("rediss://") and not self._settings.redis_tls_verify:
-                options["ssl_cert_reqs"] = "none"  # Heroku Redis presents a self-signed cert
-            self._redis = redis.Redis.from_url(url, **options)
+            self._redis = redis_client(self._settings)
         return self._redis
 
     def _broker(self, oldest: list[float]) -> Iterator[Metric]:
-        with self._client().pipeline(transaction=False) as pipe:
-            for name in QUEUE_NAMES:
-                for suffix in PRIORITY_KEYS:
-                    pipe.llen(name + suffix)
-            pipe.hlen(UNACKED_KEY)
-            pipe.lindex(EVENTS_QUEUE, -1)  # kombu pushes left, takes right: the oldest
-            *lengths, unacked, tail = pipe.execute()
+        client = self._client()
+        depths = queue_depths(client)
+        tail = client.lindex(EVENTS_QUEUE, -1)  # kombu pushes left, takes right: the oldest
         queued = GaugeMetricFamily(
             "tavus_callbacks_queue_messages",
             "Messages waiting in each Celery queue in Redis.",
             labels=["queue"],
         )
-        step = len(PRIORITY_KEYS)
-        for i, name in enumerate(QUEUE_NAMES):
-            queued.add_metric([name], sum(lengths[i * step : (i + 1) * step]))
+        for name in QUEUES:
+            queued.add_metric([name], depths[name])
         yield queued
         yield GaugeMetricFamily(
             "tavus_callbacks_queue_unacked_messages",
             "Messages workers took and have not acked yet (all queues; includes retries "
             "waiting for their countdown).",
-            value=unacked,
+            value=depths[UNACKED_KEY],
         )
         received_at = _received_at(tail)
         if received_at is not None:
@@ -228,15 +212,14 @@ class PipelineCollector(Collector):
 
 
 def _received_at(envelope: bytes | None) -> float | None:
-    """When the event in a queued PROCESS_EVENT message reached us; None for anything else."""
+    """When the event in a queued PROCESS_EVENT message reached us; None for anything else.
+
+    Every event is queued as ``schemas.broker`` publishes it, its body as is. A retry Celery
+    itself sends (base64) gives None: it waits out its countdown in a worker, unacked, and is
+    in the queue only for the instant before a worker takes it."""
     if envelope is None:
         return None
     try:
-        message = orjson.loads(envelope)
-        body = message["body"]
-        # The receiver's lean message carries the body as is; Celery's own, base64.
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        return float(orjson.loads(body)[0][0]["received_at"])
+        return float(orjson.loads(orjson.loads(envelope)["body"])[0][0]["received_at"])
     except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError):
         return None

@@ -24,9 +24,10 @@ from flask import (
     url_for,
 )
 
+from schemas.broker import queue_depths
 from workers import queries
 
-from . import actions, broker, reads, security
+from . import actions, charts, reads, security
 from .api import replay_one
 from .cursor import BadCursor
 from .params import (
@@ -152,10 +153,27 @@ def logout() -> Response:
 def overview() -> str:
     with console().store.session() as s:
         stats = reads.overview(s)
-    depths = broker.queue_depths(console().redis)
+    depths = queue_depths(console().redis)
     spool = spool_size(console().settings.spool_dir)
     return render_template(
         "overview.html", stats=stats, depths=depths, spool=spool, statuses=EVENT_STATUSES
+    )
+
+
+@bp.get("/charts")
+def charts_page() -> str:
+    now = datetime.now(UTC)
+    with console().store.session() as s:
+        per_minute = charts.events_per_minute(s, now)
+        latency = charts.processing_latency(s, now)
+        destinations = charts.deliveries_by_destination(s)
+    return render_template(
+        "charts.html",
+        per_minute=per_minute,
+        latency=latency,
+        destinations=destinations,
+        depths=queue_depths(console().redis),
+        hours=charts.HOURS + 1,  # the hours the latency chart has room for
     )
 
 
@@ -181,7 +199,13 @@ def events() -> Response | str:
             return redirect(_place_of(*found))
     args, errors, page = _page(reads.events_page, EVENT_ARGS)
     return render_template(
-        "events.html", page=page, args=args, errors=errors, statuses=EVENT_STATUSES, kinds=KINDS
+        "events.html",
+        page=page,
+        args=args,
+        errors=errors,
+        statuses=EVENT_STATUSES,
+        kinds=KINDS,
+        resource_kinds=reads.RESOURCE_KINDS,
     )
 
 

@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from schemas.times import iso
 from workers import queries
 from workers.store.models import (
     Alert,
@@ -28,10 +29,6 @@ from workers.store.models import (
 from . import cursor
 
 RESOURCE_KINDS = tuple(queries.RESOURCE_MODELS)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def event_record(session: Session, event_id: str) -> dict[str, Any] | None:
         {
             "event_key": event.event_key,
             "body": event.body,
-            "processed_at": _iso(event.processed_at),
+            "processed_at": iso(event.processed_at),
             "warnings": getattr(event, "warnings", None),  # the tolerant reader's, once stored
             "alerts": queries.alerts_json(session, _alerts_of_event(session, event_id)),
             "deliveries": forward_deliveries_of_event(session, event_id),
@@ -222,11 +219,11 @@ def conversation_summary(convo: Conversation) -> dict[str, Any]:
         "conversation_id": convo.conversation_id,
         "replica_id": convo.replica_id,
         "status": queries.conversation_status(convo),
-        "joined_at": _iso(convo.joined_at),
-        "ended_at": _iso(convo.ended_at),
+        "joined_at": iso(convo.joined_at),
+        "ended_at": iso(convo.ended_at),
         "shutdown_reason": convo.shutdown_reason,
-        "first_seen_at": _iso(convo.first_seen_at),
-        "updated_at": _iso(convo.updated_at),
+        "first_seen_at": iso(convo.first_seen_at),
+        "updated_at": iso(convo.updated_at),
     }
 
 
@@ -307,8 +304,8 @@ def delivery_summary(
         "source": delivery.source,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "first_attempt_at": _iso(delivery.first_attempt_at),
-        "delivered_at": _iso(delivery.delivered_at),
+        "first_attempt_at": iso(delivery.first_attempt_at),
+        "delivered_at": iso(delivery.delivered_at),
         "last_error": delivery.last_error,
         "redeliverable": True,  # any delivery can be sent again (redeliver, as the CLI)
     }
@@ -321,14 +318,14 @@ def alert_delivery_summary(delivery: AlertDelivery, alert: Alert) -> dict[str, A
         "destination": delivery.channel,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "delivered_at": _iso(delivery.delivered_at),
+        "delivered_at": iso(delivery.delivered_at),
         "last_error": delivery.last_error,
         "alert_id": alert.id,
         "alert_title": alert.title,
         "severity": alert.severity,
         "event_id": alert.event_id,
         "conversation_id": alert.conversation_id,
-        "raised_at": _iso(alert.raised_at),
+        "raised_at": iso(alert.raised_at),
         "redeliverable": delivery.status == DeliveryStatus.FAILED,
     }
 
@@ -337,7 +334,7 @@ def alert_delivery_summary(delivery: AlertDelivery, alert: Alert) -> dict[str, A
 
 
 def overview(session: Session, now: datetime | None = None) -> dict[str, Any]:
-    """The store's side of the overview (the broker's is in ``console.broker``)."""
+    """The store's side of the overview (the broker's is ``schemas.broker.queue_depths``)."""
     now = now or datetime.now(UTC)
     oldest = session.scalar(
         select(func.min(Event.received_at)).where(Event.status == EventStatus.RECEIVED)
@@ -360,7 +357,7 @@ def overview(session: Session, now: datetime | None = None) -> dict[str, Any]:
         ),
         "alerts_last_day": _count(session, Alert, Alert.raised_at >= now - timedelta(days=1)),
         "oldest_pending_age_seconds": (now - oldest).total_seconds() if oldest else None,
-        "last_reconciled_event_at": _iso(last_reconciled),
+        "last_reconciled_event_at": iso(last_reconciled),
         "conversations_reconciled": _count(
             session, Conversation, Conversation.reconcile_checks > 0
         ),

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable
 
@@ -19,21 +18,13 @@ from flask import Flask, Request, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from schemas.settings import Settings
+from schemas.tokens import any_matches
 
 SESSION_SALT = b"tavus-callbacks console session"
 CSRF_FIELD = "csrf_token"
 SIGNIN_LIMIT = 10  # failed sign-ins per address ...
 SIGNIN_WINDOW_SECONDS = 15 * 60  # ... within this long, then 429 until the window ends
 THROTTLE_PREFIX = "tavus:console:signin:"
-
-
-def any_matches(presented: str, allowed: Iterable[bytes]) -> bool:
-    """Compare against every allowed value, in constant time: timing tells nothing."""
-    candidate = presented.encode("utf-8", "surrogateescape")
-    matched = False
-    for value in allowed:
-        matched |= hmac.compare_digest(candidate, value)
-    return matched
 
 
 class ApiTokens:

@@ -35,7 +35,6 @@ bind = f"0.0.0.0:{_settings.port}"
 # answered 0.79-0.82 of a bare Flask endpoint, p99 ~5 ms at 1,000 req/s). "Sizing" in
 # docs/operations.md has the worker side (CELERY_WORKER_CONCURRENCY, worker dynos).
 workers = _settings.web_concurrency or multiprocessing.cpu_count()
-worker_class = "sync"  # replaced below by DeadlineSyncWorker, a sync worker with a deadline
 # Heroku sends SIGTERM and SIGKILLs 30 s later: finish in-flight requests well before that.
 graceful_timeout = 20
 timeout = 30
@@ -49,21 +48,24 @@ loglevel = _settings.log_level
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger with the token scrubber on its handlers.
+    """gunicorn's logger with the token scrubber on its handlers, in LOG_FORMAT.
 
     gunicorn's own error lines quote request paths ("Error handling request /callbacks/..."),
-    invalid request lines and tracebacks; every one passes receiver.redaction first. A logger
+    invalid request lines and tracebacks; every one passes schemas.redaction first. A logger
     class rather than ``logconfig_dict``, which would switch gunicorn's access log back on.
     """
 
     def setup(self, cfg):
         super().setup(cfg)
-        from receiver.redaction import RedactingFilter
+        from schemas.logs import JsonFormatter
+        from schemas.redaction import RedactingFilter
 
         redactor = RedactingFilter(_settings.secrets())
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.addFilter(redactor)
+                if _settings.log_format == "json":
+                    handler.setFormatter(JsonFormatter())
 
 
 logger_class = RedactingLogger

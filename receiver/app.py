@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 
 import orjson
-import redis
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from schemas import redaction
+from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
-from . import health, intake, metrics, openapi, redaction
+from . import health, intake, metrics, openapi
 from .auth import SignatureChecker, TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings.check_for_serving()
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
-    redaction.install(settings.secrets())
+    redaction.install(settings.secrets(), log_format=settings.log_format)
     app = Flask("receiver")
     # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -51,14 +52,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.instrument(app)
     _register_error_handlers(app)
     return app
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """One pool per process; short timeouts so a stalled Redis fails a request, not hangs it."""
-    options: dict[str, object] = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
-    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
-        options["ssl_cert_reqs"] = "none"  # Heroku Redis presents a self-signed certificate
-    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def _json_error(status: int, code: str, message: str) -> Response:

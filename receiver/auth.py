@@ -12,6 +12,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from schemas.tokens import any_matches
+
 from .errors import BadSignature, Unauthorized
 
 
@@ -27,11 +29,7 @@ class TokenChecker:
         """
         if not presented:
             raise Unauthorized("missing callback token")
-        candidate = presented.encode("utf-8", "surrogateescape")
-        matched = False
-        for token in self._tokens:
-            matched |= hmac.compare_digest(candidate, token)
-        if not matched:
+        if not any_matches(presented, self._tokens):
             raise Unauthorized("wrong callback token")
 
 
@@ -50,12 +48,8 @@ class SignatureChecker:
     def verify(self, raw: bytes, presented: str) -> None:
         """Raise BadSignature unless ``presented`` is the body's MAC under one of the secrets.
 
-        Every secret is tried, each compared in constant time; the message names no secret.
+        The MAC under every secret is compared, in constant time; the message names no secret.
         """
-        candidate = presented.strip().lower().encode("utf-8", "surrogateescape")
-        matched = False
-        for key in self._keys:
-            expected = hmac.new(key, raw, hashlib.sha256).hexdigest().encode()
-            matched |= hmac.compare_digest(candidate, expected)
-        if not matched:
+        expected = (hmac.new(key, raw, hashlib.sha256).hexdigest().encode() for key in self._keys)
+        if not any_matches(presented.strip().lower(), expected):
             raise BadSignature("X-Tavus-Signature does not verify with any TAVUS_SIGNING_SECRETS")

@@ -84,7 +84,12 @@ class Intake:
             try:
                 first_id = self.publisher.publish(message)
             except redis.RedisError as exc:
-                log.warning("queue unavailable (%s); spooling event %s", exc, message["event_id"])
+                log.warning(
+                    "queue unavailable (%s); spooling event %s",
+                    exc,
+                    message["event_id"],
+                    extra=log_context(message),
+                )
                 metrics.PUBLISH_FAILURES.inc()
                 self.drainer.note_failure()
             else:
@@ -96,7 +101,12 @@ class Intake:
         try:
             self.drainer.spool.put(message)
         except OSError as exc:
-            log.error("cannot spool event %s either, not accepted: %s", message["event_id"], exc)
+            log.error(
+                "cannot spool event %s either, not accepted: %s",
+                message["event_id"],
+                exc,
+                extra=log_context(message),
+            )
             metrics.SPOOL_WRITES.labels("failed").inc()
             raise QueueUnavailable("neither queue nor spool can take events; retry") from exc
         metrics.SPOOL_WRITES.labels("written").inc()
@@ -181,3 +191,8 @@ def receive(token: str | None = None) -> Response:
     reply = intake.accept(raw, presented, request.args.get("kind"), signature)
     metrics.classified(reply.kind)
     return reply.to_response()
+
+
+def log_context(message: EventMessage) -> dict[str, str | None]:
+    """The ids a log line about ``message`` carries (JSON logs: schemas/logs.py)."""
+    return {"event_id": message["event_id"], "conversation_id": message.get("conversation_id")}

@@ -31,6 +31,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from schemas.backoff import backoff
 from schemas.messages import EventMessage
 from schemas.spool_files import SUFFIX, spooled_files, written_at
 
@@ -183,6 +184,9 @@ def _fsync_directory(directory: Path) -> None:
 # After a failed publish, requests go straight to the spool for this long instead of each
 # waiting on a Redis that is not answering; the first successful drain ends it sooner.
 BROKER_BACKOFF_SECONDS = 1.0
+# While Redis refuses drains: 0.25 s doubling to 2 s, so the spool empties about a second after
+# Redis answers again.
+_RETRY_BASE_SECONDS = 0.25
 _RETRY_CAP_SECONDS = 2.0
 
 
@@ -245,6 +249,7 @@ class Drainer:
 
     def _run(self) -> None:
         retry = 0.0
+        failed = 0  # drains in a row that Redis refused
         while True:
             if retry:
                 time.sleep(retry)  # Redis is down: retry on our own schedule, not per request
@@ -260,9 +265,10 @@ class Drainer:
                 log.exception("spool drain failed")
                 retry = self._interval
                 continue
+            failed = 0 if report.complete or report.busy else failed + 1
             if report.complete:
                 retry = 0.0
             elif report.busy:
                 retry = min(self._interval, 1.0)  # another process drains; look again soon
             else:
-                retry = min(_RETRY_CAP_SECONDS, max(0.25, retry * 2))
+                retry = backoff(failed, _RETRY_CAP_SECONDS, base=_RETRY_BASE_SECONDS)

@@ -604,6 +604,13 @@ class Settings:
         "info",
         "gunicorn's log level",
     )
+    log_format: str = SPOOL.setting(
+        "LOG_FORMAT",
+        f.String(validate=validate.OneOf(("text", "json"))),
+        "text",
+        "`text`, or `json` for one JSON object per line from web, workers and beat (time, "
+        "level, logger, message, event and conversation ids, task, trace id), redacted alike",
+    )
 
     metrics_token: str | None = METRICS.setting(
         "METRICS_TOKEN",

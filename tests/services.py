@@ -210,14 +210,23 @@ class Prometheus(Service):
     """Debian's prometheus server, scraping ``targets`` (job name -> scrape config) every second,
     its data in a folder of the test's. Queried through its HTTP API, as a dashboard would."""
 
-    def __init__(self, work_dir: Path, scrape_configs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        scrape_configs: list[dict[str, Any]],
+        rule_files: tuple[Path, ...] = (),
+    ) -> None:
         super().__init__(dict(os.environ), work_dir / "prometheus.log")
         self.port = free_port()
         self.work_dir = work_dir
         self.config = work_dir / "prometheus.yml"
         global_ = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
-        # JSON is YAML: no YAML writer needed.
-        self.config.write_text(json.dumps({"global": global_, "scrape_configs": scrape_configs}))
+        config = {
+            "global": global_,
+            "scrape_configs": scrape_configs,
+            "rule_files": [str(path) for path in rule_files],
+        }
+        self.config.write_text(json.dumps(config))  # JSON is YAML: no YAML writer needed
 
     @property
     def url(self) -> str:

@@ -301,6 +301,34 @@ def test_a_payload_with_script_does_not_run(page, stack) -> None:
     assert not [url for url in requested if str(sink.port) in url]
 
 
+def test_the_charts_and_a_resource_id_on_the_events_page(page, stack) -> None:
+    """A person opens Charts from the menu and sees each chart drawn and named in words; the
+    events page names a replica event's replica and leads to it."""
+    for body in conversation_lifecycle("c-charts"):
+        post(stack, body)
+    post(stack, {"replica_id": "r-charts-browser", "status": "ready"})
+    sign_in(page)
+    page.goto("/console/events?kind=replica")
+    reload_until(page, "#events", "r-charts-browser")
+    page.click("#events a.resource-link:text('r-charts-browser')")
+    assert page.url.endswith("/console/replicas/r-charts-browser")
+
+    page.goto("/console/")
+    page.click("header nav a:text('Charts')")
+    reload_until(page, "#deliveries", "% delivered")
+    for chart in ("#events-per-minute", "#latency", "#deliveries", "#queue-depth"):
+        drawn = page.locator(f"{chart} svg").first
+        box = drawn.bounding_box()
+        assert box and box["width"] > 100 and box["height"] > 10, chart
+        assert drawn.get_attribute("role") == "img" and drawn.get_attribute("aria-label")
+    minutes = page.inner_text("#events-per-minute")
+    assert "processed" in minutes and "events, at most" in minutes  # words, not only colour
+    assert page.locator("#events-per-minute svg.series-processed rect").count() >= 1
+    assert page.locator("#latency svg rect.p50").count() >= 1
+    assert "sink" in page.inner_text("#deliveries")
+    shot(page, "charts")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _artifacts_folder() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

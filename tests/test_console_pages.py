@@ -4,7 +4,8 @@ tests/test_console_browser.py.)"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from tests.console_fixtures import (
     sign_in,
 )
 from workers.store.db import Store
-from workers.store.models import Conversation, Event, EventStatus
+from workers.store.models import Conversation, Event, EventStatus, ForwardDelivery
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'
 
@@ -140,3 +141,55 @@ def test_every_page_renders(client, sqlite_store) -> None:
         assert page.status_code == 200, path
     assert b"Not a valid datetime" in client.get("/console/events?since=garbage").data
     assert client.get("/console/events/nope").status_code == 404
+
+
+def test_the_events_page_shows_each_events_resource(client, sqlite_store) -> None:
+    """A replica's, video's or document's id, as the CLI shows it, linked to its page."""
+    add_event(
+        sqlite_store,
+        T0,
+        kind="replica",
+        event_type=None,
+        conversation_id=None,
+        body={"replica_id": "r-shown-here", "status": "ready"},
+    )
+    add_event(sqlite_store, T0, conversation_id="c-no-resource")
+    sign_in(client)
+    page = client.get("/console/events").get_data(as_text=True)
+    assert '<a class="resource-link" href="/console/replicas/r-shown-here">r-shown-here</a>' in page
+    assert page.count('class="resource-link"') == 1  # a conversation's event names none
+
+
+def test_the_charts_page_draws_events_latency_deliveries_and_queues(client, sqlite_store) -> None:
+    """Inline SVG from the store and Redis, each chart named in words (not by colour alone)."""
+    now = datetime.now(UTC)
+    for minutes_ago, status in (
+        (1, "processed"),
+        (1, "processed"),
+        (3, "failed"),
+        (30 * 60, "processed"),
+    ):
+        received = now - timedelta(minutes=minutes_ago)
+        add_event(
+            sqlite_store, received, status=status, processed_at=received + timedelta(seconds=2)
+        )
+    long_ago = now - timedelta(hours=30)  # their events fall outside the 24 hours drawn
+    with sqlite_store.session() as session:
+        for status in ("delivered", "delivered", "delivered", "failed"):
+            event_id = add_event(sqlite_store, long_ago)
+            session.add(
+                ForwardDelivery(
+                    event_id=event_id, destination="app", source="callback", status=status
+                )
+            )
+    sign_in(client)
+    page = client.get("/console/charts").get_data(as_text=True)
+    strips = re.findall(
+        r'aria-label="(\w+): (\d+) events in 24 hours, at most (\d+) a minute"', page
+    )
+    assert sorted(strips) == [("failed", "1", "1"), ("processed", "2", "2")]  # 30 h ago: out
+    assert "app</b>: 75% delivered (3 of 4, 1 failed)" in page
+    assert 'aria-label="app: 3 delivered, 1 failed, 0 not finished"' in page
+    assert re.search(r"p50 2 s, p95 2 s, \d events", page)
+    assert "<title>events: 0</title>" in page  # queue depth, from Redis
+    assert "<script" not in page.split("</head>", 1)[1]

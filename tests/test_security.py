@@ -12,8 +12,8 @@ import redis
 import requests
 
 from receiver import create_app
-from receiver.redaction import RedactingFilter, redact
 from receiver.sources import client_address
+from schemas.redaction import RedactingFilter, redact
 from schemas.settings import Settings, SettingsError
 from tests.helpers import TOKEN, exchange, fixture, request_head
 from tests.services import RedisServer, Web, base_env

@@ -1,1 +1,1 @@
-"""The worker side: the Celery app, event handlers, the event store, the CLI."""
+"""The worker side: the Celery app, its tasks, the event handlers, the store, the ledgers."""

@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 
 from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
-from workers import destinations
+from workers import destinations, logs
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def create_celery(settings: Settings) -> Celery:
         verify = ssl.CERT_REQUIRED if settings.redis_tls_verify else ssl.CERT_NONE
         app.conf.broker_use_ssl = {"ssl_cert_reqs": verify}
     app.conf.tavus_settings = settings
+    logs.install(app, settings)
     signals.before_task_publish.connect(_EtaCap(settings.max_countdown_seconds), weak=False)
     if settings.worker_metrics_port is not None:
         signals.import_modules.connect(_MetricsDirectory(settings), sender=app, weak=False)

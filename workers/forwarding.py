@@ -27,7 +27,6 @@ from workers import ledger
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import answer_of
 from workers.errors import Permanent, Transient, is_transient
-from workers.handlers.records import locked_record
 from workers.ledger import Busy
 from workers.retry import DELIVERY_RETRY_BASE_SECONDS, cap_seconds, delay
 from workers.store.db import Store
@@ -38,6 +37,7 @@ from workers.store.models import (
     ForwardAttempt,
     ForwardDelivery,
 )
+from workers.store.records import locked_record
 
 log = logging.getLogger(__name__)
 

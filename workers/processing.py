@@ -26,10 +26,10 @@ from workers import errors, retry
 from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
-from workers.handlers.records import Records, Row
 from workers.handlers.registry import Handler
 from workers.store.db import Store
 from workers.store.models import Event, EventStatus
+from workers.store.records import Records, Row
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from sqlalchemy import ScalarResult, func, select
 from sqlalchemy.orm import Session
 
 from schemas.messages import ALERT_CHANNELS
+from schemas.times import iso
 from workers.storage import state
 from workers.store.models import (
     Alert,
@@ -78,8 +79,8 @@ def _conversation_fields(convo: Conversation) -> dict[str, Any]:
     return {
         "replica_id": convo.replica_id,
         "status": conversation_status(convo),
-        "joined_at": _iso(convo.joined_at),
-        "ended_at": _iso(convo.ended_at),
+        "joined_at": iso(convo.joined_at),
+        "ended_at": iso(convo.ended_at),
         "shutdown_reason": convo.shutdown_reason,
         "shutdown_is_failure": convo.shutdown_is_failure,
         "transcript": convo.transcript,
@@ -95,8 +96,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
         "provider": row.provider,
         "uri": row.uri,
         "duration_seconds": row.duration_seconds,
-        "ready_at": _iso(row.ready_at),
-        "copy_failed_at": _iso(row.copy_failed_at),
+        "ready_at": iso(row.ready_at),
+        "copy_failed_at": iso(row.copy_failed_at),
         "copy_error_code": row.copy_error_code,
         "copy_error_message": row.copy_error_message,
         "verification": state.view(row),
@@ -110,7 +111,7 @@ def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
         {
             "objective_name": row.objective_name,
             "output_variables": row.output_variables,
-            "completed_at": _iso(row.completed_at),
+            "completed_at": iso(row.completed_at),
         }
         for row in rows
     ]
@@ -122,7 +123,7 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
-        entry["triggered_at"].append(_iso(row.triggered_at))
+        entry["triggered_at"].append(iso(row.triggered_at))
     return [{**entry, "count": len(entry["triggered_at"])} for entry in by_name.values()]
 
 
@@ -134,7 +135,7 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
             "status": row.status,
             "request": row.request,
             "response": row.response,
-            "executed_at": _iso(row.executed_at),
+            "executed_at": iso(row.executed_at),
         }
         for row in rows
     ]
@@ -147,7 +148,7 @@ def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, A
             "tool_name": row.tool_name,
             "tool_call_id": row.tool_call_id,
             "arguments": row.arguments,
-            "delivered_at": _iso(row.delivered_at),
+            "delivered_at": iso(row.delivered_at),
         }
         for row in rows
     ]
@@ -204,8 +205,8 @@ def event_summary(event: Event) -> dict[str, Any]:
         "resource_id": resource_id(event),
         "status": event.status,
         "source": event.source,
-        "received_at": _iso(event.received_at),
-        "occurred_at": _iso(event.occurred_at),
+        "received_at": iso(event.received_at),
+        "occurred_at": iso(event.occurred_at),
         "attempts": event.attempts,
         "last_error": event.last_error,
         "errors": event.errors,
@@ -231,10 +232,6 @@ def resource_id(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 RESOURCE_MODELS = {"replica": Replica, "video": Video, "document": Document}
 
 
@@ -244,7 +241,7 @@ def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, 
     if row is None:
         return None
     values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
 
 
 # --- alerts and deliveries: what `tavus-callbacks alerts` / `deliveries` print ---------------
@@ -261,7 +258,7 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         "conversation_id": alert.conversation_id,
         "event_id": alert.event_id,
         "facts": alert.facts or {},
-        "raised_at": _iso(alert.raised_at),
+        "raised_at": iso(alert.raised_at),
     }
 
 
@@ -302,8 +299,8 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
         attempts.setdefault(attempt.delivery_id, []).append(
             {
                 "number": attempt.number,
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
+                "started_at": iso(attempt.started_at),
+                "finished_at": iso(attempt.finished_at),
                 "outcome": attempt.outcome,
                 "error": attempt.error,
             }
@@ -315,7 +312,7 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
                 "channel": d.channel,
                 "status": d.status,
                 "attempts": d.attempts,
-                "delivered_at": _iso(d.delivered_at),
+                "delivered_at": iso(d.delivered_at),
                 "last_error": d.last_error,
                 "history": attempts.get(d.id, []),
             }
@@ -355,7 +352,7 @@ def list_deliveries(
             "source": d.source,
             "status": d.status,
             "attempts": len(history.get(d.id, [])),
-            "delivered_at": _iso(d.delivered_at),
+            "delivered_at": iso(d.delivered_at),
             "last_error": d.last_error,
             "history": history.get(d.id, []),
         }
@@ -375,8 +372,8 @@ def _attempts(session: Session, delivery_ids: list[int]) -> dict[int, list[dict[
     for attempt in session.scalars(query):
         found.setdefault(attempt.delivery_id, []).append(
             {
-                "started_at": _iso(attempt.started_at),
-                "finished_at": _iso(attempt.finished_at),
+                "started_at": iso(attempt.started_at),
+                "finished_at": iso(attempt.finished_at),
                 "outcome": attempt.outcome,
                 "status_code": attempt.status_code,
                 "latency_ms": attempt.latency_ms,

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from celery.exceptions import Reject, Retry
 
+from schemas.backoff import backoff
 from workers.errors import Permanent, Transient, is_transient
 
 __all__ = ["Permanent", "Transient", "cap_seconds", "delay", "is_transient", "later", "run"]
@@ -38,13 +38,6 @@ def cap_seconds(visibility_timeout_seconds: float) -> float:
     visibility timeout, Redis would hand the same message to a second worker as well.
     """
     return min(MAX_BACKOFF_SECONDS, visibility_timeout_seconds / 2 * 0.95)
-
-
-def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): ``base`` doubling per
-    attempt up to ``cap``, with jitter over its upper half so that a crowd spreads out."""
-    ceiling = min(cap, base * 2 ** min(max(attempt, 1) - 1, 32))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 # The first wait of a delivery outside (a forward destination, an alert channel); it doubles.

@@ -7,13 +7,12 @@ Used by reconciliation to recover what callbacks never delivered. The API key tr
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+from schemas.times import retry_after
 from workers import errors
 
 log = logging.getLogger(__name__)
@@ -70,19 +69,3 @@ class TavusAPI:
 
     def close(self) -> None:
         self._session.close()
-
-
-def retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: either delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -66,5 +66,3 @@ KIND_TABLE: dict[str, Kind] = {
 }
 SCHEMAS_BY_KIND: dict[str, Schema] = {name: kind.schema for name, kind in KIND_TABLE.items()}
 KINDS = tuple(KIND_TABLE)
-# The receiver's: the same, but a transcript's entries are left to the worker (see TranscriptShape).
-INTAKE_SCHEMAS_BY_KIND: dict[str, Schema] = {name: kind.intake for name, kind in KIND_TABLE.items()}

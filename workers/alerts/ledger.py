@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import SEVERITIES, AlertMessage
 from workers import ledger
-from workers.handlers.records import locked_record
 from workers.ledger import Busy
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
+from workers.store.records import locked_record
 
 from . import notifiers
 

@@ -28,10 +28,10 @@ from schemas.settings import (
     webhook_secret,
     webhook_secret_key,
 )
+from schemas.times import retry_after
 from workers.alerts.notifiers.http import RETRYABLE_STATUSES
 from workers.alerts.notifiers.webhook import sign
 from workers.errors import Permanent, Transient
-from workers.tavus_api import retry_after
 
 from .base import Answer, ForwardedEvent, matches, with_answer
 

@@ -1,8 +1,8 @@
 """A knowledge-base document is being processed: status and progress."""
 
+from workers.store import records
 from workers.store.models import Document
 
-from . import records
 from .registry import HandlerContext, handles
 
 RANKS = {"started": 0, "processing": 1, "ready": 2, "error": 2}

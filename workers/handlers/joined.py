@@ -2,8 +2,8 @@
 same join: both land on the same fields, so the pair counts as one join in any order."""
 
 from schemas.callbacks.conversation import PAL_JOINED, REPLICA_JOINED
+from workers.store import records
 
-from . import records
 from .registry import HandlerContext, handles
 
 

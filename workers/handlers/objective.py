@@ -1,8 +1,8 @@
 """An objective completed, with its output variables (flat and nested forms load alike)."""
 
+from workers.store import records
 from workers.store.models import Objective
 
-from . import records
 from .registry import HandlerContext, handles
 
 

@@ -8,8 +8,8 @@ from schemas.callbacks.conversation import RECORDING_COPY_FAILED, RECORDING_READ
 from schemas.messages import VERIFY_RECORDING
 from workers.storage import state
 from workers.store.models import Recording
+from workers.store.records import Records, Row
 
-from .records import Records, Row
 from .registry import HandlerContext, handles
 
 

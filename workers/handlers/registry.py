@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import Records, Row
+from workers.store.records import Records, Row
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Replica training finished: ready, or error with Tavus's message."""
 
+from workers.store import records
 from workers.store.models import Replica
 
-from . import records
 from .registry import HandlerContext, handles
 
 # Training states move forward only; the two endings outrank anything in progress.

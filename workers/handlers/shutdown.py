@@ -1,8 +1,8 @@
 """The room shut down: when, why, and whether the reason is a failure."""
 
 from schemas.callbacks.conversation import SHUTDOWN, shutdown_is_failure
+from workers.store import records
 
-from . import records
 from .registry import HandlerContext, handles
 
 

@@ -1,8 +1,8 @@
 """Video generation moved on: status, progress, URLs, and the error text when it failed."""
 
+from workers.store import records
 from workers.store.models import Video
 
-from . import records
 from .registry import HandlerContext, handles
 
 RANKS = {"queued": 0, "generating": 1, "ready": 2, "error": 2, "deleted": 3}

@@ -16,9 +16,9 @@ escapes a task is classified like any other.
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from workers import errors
 
@@ -35,9 +35,6 @@ class ObjectFacts:
     content_type: str | None = None
     last_modified: datetime | None = None
     version: str | None = None  # S3 version id, GCS generation, Azure version id
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class StorageVerifier(Protocol):

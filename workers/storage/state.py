@@ -6,9 +6,9 @@ and results, and ``queries`` shows them, all through these functions.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from schemas.times import iso
 from workers.store.models import Recording
 
 from .base import ObjectFacts
@@ -59,9 +59,9 @@ def view(row: Recording) -> dict[str, Any] | None:
         "status": row.verification_status,
         "reason": row.verification_reason,
         "attempts": row.verification_attempts,
-        "started_at": _iso(started),
-        "checked_at": _iso(checked),
-        "next_attempt_at": _iso(row.verification_next_at),
+        "started_at": iso(started),
+        "checked_at": iso(checked),
+        "next_attempt_at": iso(row.verification_next_at),
         "elapsed_seconds": round((checked - started).total_seconds(), 3)
         if started and checked
         else None,
@@ -70,10 +70,6 @@ def view(row: Recording) -> dict[str, Any] | None:
         "etag": row.object_etag,
         "checksum": row.object_checksum,
         "content_type": row.object_content_type,
-        "last_modified": _iso(row.object_last_modified),
+        "last_modified": iso(row.object_last_modified),
         "version": row.object_version,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

@@ -10,8 +10,8 @@ from schemas.messages import DELIVER_ALERT, RAISE_ALERT
 from workers import metrics, retry
 from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
-from workers.celery_app import celery
 from workers.tasks.base import StageTask, stage_task
+from workers.tasks.events import send_task
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def raise_alert(self: StageTask, message: Any) -> str:
         # A repeat (the same cause, or this message redelivered) sends these again: each
         # delivery task finds its channel done, or being done, and sends nothing twice.
         for channel in channels:
-            celery.send_task(DELIVER_ALERT, args=[cause_key, channel])
+            send_task(DELIVER_ALERT, [cause_key, channel])
         return "raised"
 
     def dead_letter(exc: BaseException, failures: int) -> str:

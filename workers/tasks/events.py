@@ -8,11 +8,11 @@ from typing import Any
 
 from celery.exceptions import Reject, Retry
 
+from schemas.broker import task_queue_for
 from schemas.messages import PROCESS_EVENT, EventMessage
 from workers import forwarding, metrics, processing
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
-from workers.publishing import publisher_for
 from workers.store.models import EventStatus
 from workers.tasks.base import StageTask, stage_task
 
@@ -20,13 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def send_task(name: str, args: list[Any]) -> None:
-    """Queue a follow-up task: one LPUSH (``workers.publishing``), not Celery's ``send_task``."""
-    publisher_for(celery.conf.tavus_settings).send(name, args)
+    """Queue a follow-up task: one LPUSH (``schemas.broker``), not Celery's ``send_task``."""
+    task_queue_for(celery.conf.tavus_settings).send(name, args)
 
 
 def publish_event(message: EventMessage) -> None:
     """Queue one event for processing, as the receiver does (reconciliation, replay)."""
-    celery.send_task(PROCESS_EVENT, args=[message], task_id=message["event_id"])
+    task_queue_for(celery.conf.tavus_settings).publish_event(message)
 
 
 @stage_task(PROCESS_EVENT, "events")

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from schemas.times import retry_after
+
 from .base import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,7 @@ def post_json(url: str, body: bytes, timeout: float, headers: dict[str, str] | N
     reply = " ".join(response.text[:MAX_REPLY_EXCERPT].split())
     problem = f"HTTP {response.status_code} from {host}" + (f": {reply}" if reply else "")
     if response.status_code in RETRYABLE_STATUSES or response.status_code >= 500:
-        raise TransientDeliveryError(problem, retry_after=_seconds(response))
+        raise TransientDeliveryError(
+            problem, retry_after=retry_after(response.headers.get("Retry-After"))
+        )
     raise PermanentDeliveryError(problem)
-
-
-def _seconds(response: requests.Response) -> float | None:
-    """``Retry-After`` in seconds, when the server gave it as a number."""
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

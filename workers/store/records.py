@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Insert, Select, Table, Update, and_, bindpara
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from workers.store.models import Base, Conversation
+from .models import Base, Conversation
 
 Record = TypeVar("Record", bound=Base)
 

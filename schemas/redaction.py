@@ -6,8 +6,10 @@ rewrites each record before a handler formats it: configured secrets become ``[r
 ``/callbacks/<anything>`` becomes ``/callbacks/[redacted]`` and ``scheme://user:password@`` loses
 its password. It sits on handlers, not loggers, because a logger's filter never sees the records
 its children propagate. The app factory installs it on the handlers that exist; gunicorn's own
-handlers get it from the logger class in ``deploy/gunicorn.conf.py``. Both pass the secrets of
-the settings their entry point read: nothing here reads the environment.
+handlers get it from the logger class in ``deploy/gunicorn.conf.py``, a Celery worker's and
+beat's from ``workers/logs.py``. All pass the secrets of the settings their entry point read:
+nothing here reads the environment. Whatever the format (``schemas.logs``), the formatter sees
+the record only once this filter has rewritten it.
 
 This module imports nothing beyond the standard library and ``schemas``, so gunicorn's master can
 load it without the app.
@@ -19,8 +21,9 @@ import logging
 import re
 from collections.abc import Iterable
 
+from schemas.logs import formatter_for
+
 REDACTED = "[redacted]"
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 # Shorter "secrets" (a one-letter test password) would blank out ordinary words; URL passwords of
 # any length are still caught by the URL pattern.
 MIN_SECRET_LENGTH = 4
@@ -62,18 +65,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install(secrets: Iterable[str], loggers: Iterable[str] = ("", "gunicorn.error")) -> None:
+def install(
+    secrets: Iterable[str],
+    loggers: Iterable[str] = ("", "gunicorn.error"),
+    log_format: str = "text",
+) -> None:
     """Put a RedactingFilter on every handler of ``loggers`` (root and gunicorn's error log).
 
     Records from our modules propagate to the root logger; when it has no handler (a bare
-    gunicorn), one is added so that they are printed, redacted, instead of falling through to
-    logging's unfiltered last-resort handler.
+    gunicorn), one is added, in ``log_format``, so that they are printed, redacted, instead of
+    falling through to logging's unfiltered last-resort handler.
     """
     redactor = RedactingFilter(secrets)
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(formatter_for(log_format))
         root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)

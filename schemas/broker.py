@@ -1,0 +1,110 @@
+"""Redis as the broker, in one place: the client, publishing a task, the queues' depths.
+
+Every process that talks to Redis builds its client with ``redis_client`` (the receiver, the
+workers, the console, the CLI), so a new way to reach Redis (Sentinel, a cluster) is one change
+here. Every task is published with ``TaskQueue``, as the lean message of
+``schemas.messages.celery_envelope``: Celery's ``send_task`` rebuilds its whole message
+machinery per call and costs more than the rest of a request together, and one format means a
+reader of the queues (``console.metrics``) decodes one format. The receiver may import only
+``schemas``, hence this module's place.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import redis
+
+from .messages import PROCESS_EVENT, QUEUES, EventMessage, celery_envelope, queue_for
+from .settings import Settings
+
+# kombu's Redis transport: a list per queue, one more per priority step ("<queue>\x06\x16<n>"),
+# and one hash of the messages workers took and have not acked yet.
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+UNACKED_KEY = "unacked"
+
+# KEYS[1]: the claim key; KEYS[2]: the queue list.
+# ARGV[1]: the claim's holder (the task id); ARGV[2]: the claim's TTL in seconds; ARGV[3]: the
+# message. Returns the holder of an earlier claim, or nil once the message is queued: either
+# both the claim and the push happen or neither, so a crash between them cannot leave a key
+# claimed for a task that was never queued.
+_CLAIM_AND_PUSH = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('LPUSH', KEYS[2], ARGV[3])
+return false
+"""
+
+
+def redis_client(
+    settings: Settings, timeout: float = 2.0, connect_timeout: float = 1.0
+) -> redis.Redis:
+    """A client (with its own pool) for ``REDIS_URL``; short timeouts, so that a stalled Redis
+    fails a request or a page rather than hanging it. Connects on first use."""
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
+    url = settings.redis_url or ""
+    if url.startswith("rediss://") and not settings.redis_tls_verify:
+        # Heroku Redis presents a self-signed certificate (the Celery app: CERT_NONE too).
+        options["ssl_cert_reqs"] = "none"
+    return redis.Redis.from_url(url, **options)
+
+
+class TaskQueue:
+    """Publishes tasks by name to the queue ``TASK_ROUTES`` routes them to: one LPUSH each.
+
+    A Redis fault raises ``redis.RedisError``; the caller decides what then.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._claim_and_push = client.register_script(_CLAIM_AND_PUSH)
+
+    def send(self, task_name: str, args: list[Any], task_id: str | None = None) -> None:
+        queue = queue_for(task_name)
+        self._client.lpush(
+            queue, celery_envelope(task_name, task_id or str(uuid.uuid4()), args, queue)
+        )
+
+    def publish_event(self, message: EventMessage) -> None:
+        """Queue one event for processing (replay, reconciliation): its id is the task id."""
+        self.send(PROCESS_EVENT, [message], task_id=message["event_id"])
+
+    def send_once(
+        self, task_name: str, args: list[Any], task_id: str, claim_key: str, ttl_seconds: int
+    ) -> str | None:
+        """Claim ``claim_key`` for ``task_id`` for ``ttl_seconds`` and queue the task, in one
+        round trip, unless the key is claimed already: then nothing is queued and the holder's
+        task id is returned."""
+        queue = queue_for(task_name)
+        envelope = celery_envelope(task_name, task_id, args, queue)
+        first = self._claim_and_push(keys=[claim_key, queue], args=[task_id, ttl_seconds, envelope])
+        return None if first is None else first.decode()
+
+
+_QUEUES: dict[tuple[int, str], TaskQueue] = {}
+
+
+def task_queue_for(settings: Settings) -> TaskQueue:
+    """The process's task queue, made on first use (after any fork: a connection must not cross
+    one). Workers wait longer than a web request would, since a retry costs more than a wait."""
+    key = (os.getpid(), settings.redis_url or "")
+    if key not in _QUEUES:
+        _QUEUES[key] = TaskQueue(redis_client(settings, timeout=5.0, connect_timeout=2.0))
+    return _QUEUES[key]
+
+
+def queue_depths(client: redis.Redis) -> dict[str, int]:
+    """Messages waiting per queue, plus ``unacked``: taken by a worker, not yet done."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            for suffix in PRIORITY_SUFFIXES:
+                pipe.llen(name + suffix)
+        pipe.hlen(UNACKED_KEY)
+        *lengths, unacked = pipe.execute()
+    step = len(PRIORITY_SUFFIXES)
+    depths = {name: sum(lengths[i * step : (i + 1) * step]) for i, name in enumerate(QUEUES)}
+    depths[UNACKED_KEY] = unacked
+    return depths
