@@ -166,6 +166,7 @@ SCHEMA_PLACES: list[tuple[str, tuple, Schema]] = [
     ("replica_training_error", (), SCHEMAS_BY_KIND["replica"]),
     ("video_ready", (), SCHEMAS_BY_KIND["video"]),
     ("document_processing", (), SCHEMAS_BY_KIND["document"]),
+    ("tool_delivery_post_call", (), SCHEMAS_BY_KIND["tool"]),
     ("transcription_ready_timed", ("properties", "transcript", 0), TranscriptEntry()),
 ]
 EXAMPLE_OF_EVENT_TYPE = {
