@@ -21,11 +21,10 @@ import requests
 from console import create_app as create_console
 from receiver import create_app
 from schemas.settings import Settings
-from tests.console_fixtures import BEARER, console_settings, sign_in
+from tests.console_fixtures import BEARER, answering, console_settings, sign_in
 from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, Web, Worker, wait_until
 from tests.sinks import HttpSink, verified
-from tests.test_console_gunicorn import answering
 from workers import queries
 from workers.store.db import Store
 from workers.store.models import Event
