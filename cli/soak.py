@@ -84,15 +84,15 @@ class Rig:
 
     def __init__(self, run: Run, folder: Path, database_url: str | None) -> None:
         self.folder = folder
-        self.spool = SpoolDisk(folder / "spool")
-        self.redis_port = free_port()
-        self.redis = redis_process(folder / "redis", self.redis_port)
-        self.redis_lock = threading.Lock()
         self.postgres: PostgresCluster | None = None
         if run.store == "postgres" and not database_url:
             self.postgres = PostgresCluster(folder / "postgres").init()
             database_url = self.postgres.url
         self.database_url = database_url or f"sqlite:///{folder / 'events.db'}"
+        self.spool = SpoolDisk(folder / "spool")
+        self.redis_port = free_port()
+        self.redis = redis_process(folder / "redis", self.redis_port)
+        self.redis_lock = threading.Lock()
         self.sink = Sink().start()
         self.hook_log = folder / "hooks.log"
         self.web_port = free_port()

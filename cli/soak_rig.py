@@ -118,6 +118,7 @@ class PostgresCluster:
     def init(self) -> PostgresCluster:
         self.data_dir.mkdir(parents=True)
         if os.geteuid() == 0:
+            self.data_dir.parent.chmod(0o755)  # mkdtemp's 0700 would keep the postgres user out
             shutil.chown(self.data_dir, "postgres", "postgres")
         self._run(str(self.bin / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U",
                   "postgres")  # fmt: skip
