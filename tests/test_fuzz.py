@@ -337,6 +337,13 @@ def openapi_schema(app):
 
 
 schema = schemathesis.pytest.from_fixture("openapi_schema")
+# What every answer must keep of the document it was generated from.
+CONFORMANCE = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
 
 
 @schema.include(method="POST").parametrize()
@@ -350,12 +357,7 @@ def test_schemathesis_against_openapi(case) -> None:
     assert response.status_code < 500, (response.status_code, case.body)
     case.validate_response(
         response,
-        checks=[
-            schemathesis.checks.not_a_server_error,
-            schemathesis.checks.status_code_conformance,
-            schemathesis.checks.content_type_conformance,
-            schemathesis.checks.response_schema_conformance,
-        ],
+        checks=CONFORMANCE,
     )
 
 

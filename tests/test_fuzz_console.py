@@ -31,6 +31,7 @@ from tests.console_fixtures import (
     sign_in,
     sqlite_store_fixture,  # noqa: F401  (the sqlite_store fixture)
 )
+from tests.test_fuzz import CONFORMANCE
 from workers.store.db import Store
 from workers.store.models import Base, DeliveryStatus, EventStatus, ForwardDelivery
 
@@ -125,12 +126,7 @@ def test_read_api_fuzzed_from_its_openapi_document(
     )
     case.validate_response(
         response,
-        checks=[
-            schemathesis.checks.not_a_server_error,
-            schemathesis.checks.status_code_conformance,
-            schemathesis.checks.content_type_conformance,
-            schemathesis.checks.response_schema_conformance,
-        ],
+        checks=CONFORMANCE,
     )
     if response.status_code >= 400 or case.method == "GET":
         assert watch.unchanged(), (case.method, case.path, response.status_code)
