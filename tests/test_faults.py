@@ -448,19 +448,15 @@ def long_transcript(conversation_id: str, bytes_wanted: int) -> bytes:
     return orjson.dumps(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Celery's cold shutdown waits, inside the SIGTERM handler, for a pool process that "
-    "waits for the rest of its job (docs/reliability.md); not fixed yet",
-)
 def test_sigterm_while_a_job_is_half_written_to_a_pool_process(rig: Rig, figures: list) -> None:
     """The cause of the worker that outlived Heroku's 30 s (docs/reliability.md). The main
     process writes each job to a pool process's pipe from its event loop; with
     REMAP_SIGTERM=SIGQUIT Celery's cold shutdown runs inside the SIGTERM handler and waits there
     for the pool to stop, so a write the signal interrupted is never finished, the pool process
-    waits for the rest of its job, and the main process waits for it. The hunt caught it with a
-    1.6 KB job (the handler ran between the job's header and its body); here a 1 MB job, bigger
-    than the pipe, with the pool processes paused, leaves the write half done every time."""
+    waits for the rest of its job, and the main process waited for it (workers/prefork.py now
+    waits so long only). The hunt caught it with a 1.6 KB job (the handler ran between the
+    job's header and its body); here a 1 MB job, bigger than the pipe, with the pool processes
+    paused, leaves the write half done every time."""
     children = psutil.Process(rig.worker.process.pid).children()
     for child in children:
         child.suspend()
