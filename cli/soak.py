@@ -13,6 +13,7 @@ are read through the CLI (``events --json``, ``deliveries --json``), not the led
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -447,6 +448,9 @@ def soak(run: Run, database_url: str | None, quiet_timeout: float) -> bool:
 def soak_command(minutes: float, rate: float, seed: int, store: str, quiet_timeout: float) -> None:
     """Run web, worker and beat under load for N minutes, break them on a seeded schedule, and
     check that nothing was lost, duplicated, stuck or growing."""
+    if importlib.util.find_spec("psutil") is None:
+        raise click.ClickException("soak samples memory with psutil: pip install "
+                                   "'tavus-callbacks[bench]'")  # fmt: skip
     url = os.environ.get("DATABASE_URL", "")
     database_url = url if store == "postgres" and url.startswith("postgres") else None
     run = Run(minutes, rate, seed, store)

@@ -19,8 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cli.services import free_port, listening, redis_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +70,10 @@ class Process:
             self.popen.wait(10)
         self.popen = None
 
-    def processes(self) -> list[psutil.Process]:
+    def processes(self) -> list[Any]:
+        """The process and its children (psutil.Process)."""
+        import psutil  # the bench extra: only the soak needs it, not the CLI's other commands
+
         if self.popen is None or self.popen.poll() is not None:
             return []
         with contextlib.suppress(psutil.Error):
@@ -82,6 +83,8 @@ class Process:
 
     def usage(self) -> tuple[int, int]:
         """RSS bytes and open files of the process and its children, together."""
+        import psutil
+
         rss = files = 0
         for process in self.processes():
             with contextlib.suppress(psutil.Error):
