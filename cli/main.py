@@ -19,7 +19,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, simulate
+from cli import config, deliveries, devstate, failures, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from schemas.broker import redis_client, task_queue
 from schemas.callbacks import KINDS
@@ -476,6 +476,7 @@ main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 config.register(main)  # config docs, config check: the settings themselves
+soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 
 
 if __name__ == "__main__":

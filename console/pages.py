@@ -40,6 +40,7 @@ from .params import (
     EVENT_STATUSES,
     KINDS,
     MAX_LIMIT,
+    ROW_ID,
     SEVERITIES,
     BadArgs,
     parse,
@@ -320,7 +321,7 @@ def when(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver(s, console().settings, delivery_id, console().tasks.send)
@@ -344,7 +345,7 @@ def redeliver_failed() -> Response:
     return redirect(url_for("pages.deliveries"))
 
 
-@bp.post("/alert-deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/alert-deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver_alert(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver_alert(s, delivery_id, console().tasks.send)

@@ -21,6 +21,9 @@ CONVERSATION_STATUSES = ("pending", "active", "ended", "failed")
 SEVERITIES = ("critical", "error", "warning", "info")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# A row id in a path, as Werkzeug's converter: at most a signed 64-bit integer, the widest any
+# store holds. A larger one is a 404, not an overflow in the database driver (a 500).
+ROW_ID = f"int(max={2**63 - 1})"
 
 
 class PageArgs(Schema):

@@ -13,7 +13,7 @@ from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
 from . import health, intake, metrics, openapi
-from .auth import TokenChecker
+from .auth import SignatureChecker, TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
 from .publisher import Publisher
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         drainer,
         SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
         ReadDeadlines(settings.body_timeout_seconds),
+        SignatureChecker(settings.tavus_signing_secrets),
     )
     app.extensions["readiness"] = health.Readiness(client, spool)
     app.register_blueprint(intake.bp)

@@ -13,6 +13,7 @@ from typing import Any
 from . import tolerant
 from .callbacks import KIND_TABLE, KINDS
 from .callbacks.keys import content_key
+from .callbacks.tool import TOOL, is_tool_delivery
 
 # Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
 # times in a conversation. An identical body within this many seconds of the first is taken as
@@ -39,6 +40,7 @@ def _is_guardrail(body: dict[str, Any]) -> bool:
 # First match wins: the order is part of the contract (an objective also has an event_type).
 KIND_RULES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
     ("objective", _is_objective),
+    (TOOL, is_tool_delivery),
     ("conversation", lambda body: "event_type" in body and "conversation_id" in body),
     ("guardrail", _is_guardrail),
     ("video", lambda body: "video_id" in body),
@@ -96,6 +98,8 @@ def classify(
     reading = tolerant.read(table.schema if deep else table.intake, body, table.identity)
     if reading.data is None:
         return Verdict(kind, event_type, conversation_id, content_key(raw), reading.errors)
+    # A tool delivery may name its conversation under properties only (loaded flat).
+    conversation_id = conversation_id or _text(reading.data.get("conversation_id"))
     key = _bounded(event_key(kind, reading.data, raw))
     window = GUARDRAIL_REPEAT_WINDOW_SECONDS if kind == "guardrail" else None
     return Verdict(

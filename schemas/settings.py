@@ -305,6 +305,15 @@ class Settings:
         "removed; required to serve, at least 16 characters each (`dev` generates one)",
         secret=True,
     )
+    tavus_signing_secrets: tuple[str, ...] = INTAKE.setting(
+        "TAVUS_SIGNING_SECRETS",
+        CommaList(),
+        (),
+        'secrets of Tavus tools with `auth.type: "hmac"` (post-call actions), comma-separated '
+        "for rotation: a request whose `X-Tavus-Signature` verifies needs no token, one whose "
+        "signature fails gets 401 (docs/tool-deliveries.md)",
+        secret=True,
+    )
     max_body_bytes: int = INTAKE.setting(
         "MAX_BODY_BYTES",
         f.Integer(validate=_range(1024)),

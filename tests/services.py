@@ -94,7 +94,8 @@ class Service:
     def ready(self, new_output: bytes) -> bool:
         raise NotImplementedError
 
-    def start(self, ready_timeout: float = 30) -> Service:
+    def start(self, ready_timeout: float = 30, wait: bool = True) -> Service:
+        """Start the process and, unless ``wait`` is false, wait until it is ready."""
         self.log_path.touch()
         offset = self.log_path.stat().st_size  # a restart appends: look at what is new only
         self._log = self.log_path.open("ab")
@@ -102,6 +103,9 @@ class Service:
             self.command(), env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+        if not wait:
+            return self
 
         def up() -> bool:
             return self._died() or self.ready(self.log_path.read_bytes()[offset:])

@@ -143,6 +143,14 @@ def test_secrets_are_the_tokens_and_url_passwords() -> None:
     }  # fmt: skip
 
 
+def test_tavus_signing_secrets_are_a_list_kept_out_of_the_repr_and_logs() -> None:
+    settings = Settings.from_env({"TAVUS_SIGNING_SECRETS": " old-secret-1, new-secret-2,"})
+    assert settings.tavus_signing_secrets == ("old-secret-1", "new-secret-2")
+    assert {"old-secret-1", "new-secret-2"} <= set(settings.secrets())
+    assert "old-secret-1" not in repr(settings)
+    assert Settings.from_env({}).tavus_signing_secrets == ()
+
+
 def test_reconciliation_and_shutdown_settings_are_parsed() -> None:
     settings = Settings.from_env(
         {

@@ -40,6 +40,9 @@ def create_celery(settings: Settings) -> Celery:
         # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py); on the
         # primary the sentinels name when REDIS_SENTINELS is set.
         broker_transport=broker_transport(settings),
+        # Celery's prefork pool, whose cold shutdown cannot hang on a job half written to a pool
+        # process (see workers/prefork.py).
+        worker_pool="workers.prefork:TaskPool",
         # Publishing routes by queue name (Celery sends to the anonymous exchange), so no
         # message depends on kombu's `_kombu.binding.*` keys: after a Redis wipe, routing works.
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],

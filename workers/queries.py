@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import ScalarResult, func, select
 from sqlalchemy.orm import Session
 
 from schemas.messages import ALERT_CHANNELS
@@ -27,6 +27,7 @@ from workers.store.models import (
     PostCallAction,
     Recording,
     Replica,
+    ToolDelivery,
     Video,
 )
 
@@ -63,6 +64,7 @@ def conversation_record(session: Session, conversation_id: str) -> dict[str, Any
     record["objectives"] = _objectives(session, conversation_id)
     record["guardrails"] = _guardrails(session, conversation_id)
     record["post_call_actions"] = _post_call_actions(session, conversation_id)
+    record["tool_deliveries"] = _tool_deliveries(session, conversation_id)
     record["events"] = [event_summary(event) for event in events]
     # What deviated from the documented shapes, event by event: the record above holds the rest.
     record["warnings"] = [
@@ -103,11 +105,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
 
 
 def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(Objective)
-        .where(Objective.conversation_id == conversation_id)
-        .order_by(Objective.completed_at, Objective.objective_name)
-    )
+    order = (Objective.completed_at, Objective.objective_name)
+    rows = _of_conversation(session, Objective, conversation_id, *order)
     return [
         {
             "objective_name": row.objective_name,
@@ -119,11 +118,8 @@ def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(GuardrailTrigger)
-        .where(GuardrailTrigger.conversation_id == conversation_id)
-        .order_by(GuardrailTrigger.triggered_at)
-    )
+    order = GuardrailTrigger.triggered_at
+    rows = _of_conversation(session, GuardrailTrigger, conversation_id, order)
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
@@ -132,11 +128,7 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(PostCallAction)
-        .where(PostCallAction.conversation_id == conversation_id)
-        .order_by(PostCallAction.executed_at)
-    )
+    rows = _of_conversation(session, PostCallAction, conversation_id, PostCallAction.executed_at)
     return [
         {
             "tool_name": row.tool_name,
@@ -147,6 +139,27 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
         }
         for row in rows
     ]
+
+
+def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = _of_conversation(session, ToolDelivery, conversation_id, ToolDelivery.delivered_at)
+    return [
+        {
+            "tool_name": row.tool_name,
+            "tool_call_id": row.tool_call_id,
+            "arguments": row.arguments,
+            "delivered_at": iso(row.delivered_at),
+        }
+        for row in rows
+    ]
+
+
+def _of_conversation(
+    session: Session, model: type[Any], conversation_id: str, *order: Any
+) -> ScalarResult[Any]:
+    """One conversation's rows of a per-conversation table, in ``order``."""
+    query = select(model).where(model.conversation_id == conversation_id).order_by(*order)
+    return session.scalars(query)
 
 
 def _events(session: Session, conversation_id: str) -> list[Event]:

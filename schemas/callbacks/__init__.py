@@ -21,6 +21,7 @@ from .standalone import (
     ReplicaCallback,
     VideoCallback,
 )
+from .tool import TOOL, ToolDelivery
 
 KeyFunction = Callable[[dict[str, Any], bytes], str]
 
@@ -60,6 +61,7 @@ KIND_TABLE: dict[str, Kind] = {
         Kind("replica", ReplicaCallback(), ("replica_id",), keys.replica_key),
         Kind("video", VideoCallback(), ("video_id",), keys.video_key),
         Kind("document", DocumentCallback(), ("document_id",), keys.document_key),
+        Kind(TOOL, ToolDelivery(), ("name",), keys.tool_key),
     )
 }
 SCHEMAS_BY_KIND: dict[str, Schema] = {name: kind.schema for name, kind in KIND_TABLE.items()}

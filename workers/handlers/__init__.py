@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (imported to register their handlers)
     recording,
     replica,
     shutdown,
+    tool,
     transcript,
     video,
 )

@@ -148,29 +148,41 @@ class Objective(Base):
     completed_at: Mapped[datetime | None]
 
 
-class GuardrailTrigger(Base):
-    __tablename__ = "guardrail_triggers"
+class ConversationEventRow:
+    """A row one event adds to its conversation's record (a trigger, an action, a delivery)."""
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.conversation_id"), index=True
     )
+
+
+class GuardrailTrigger(ConversationEventRow, Base):
+    __tablename__ = "guardrail_triggers"
+
     guardrail: Mapped[str] = mapped_column(ID)
     triggered_at: Mapped[datetime]
 
 
-class PostCallAction(Base):
+class PostCallAction(ConversationEventRow, Base):
     __tablename__ = "post_call_actions"
 
-    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.conversation_id"), index=True
-    )
     tool_name: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str | None] = mapped_column(ID)
     request: Mapped[Any | None] = mapped_column(JSON)
     response: Mapped[Any | None] = mapped_column(JSON)
     executed_at: Mapped[datetime | None]
+
+
+class ToolDelivery(ConversationEventRow, Base):
+    """A signed tool delivery (a post-call action's or an API-delivered tool's call)."""
+
+    __tablename__ = "tool_deliveries"
+
+    tool_name: Mapped[str] = mapped_column(ID)
+    tool_call_id: Mapped[str | None] = mapped_column(ID)
+    arguments: Mapped[Any | None] = mapped_column(JSON)
+    delivered_at: Mapped[datetime]
 
 
 class StatusRecordMixin:
