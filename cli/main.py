@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from cli import config, deliveries, devstate, failures, simulate
 from cli.render import count, echo_table, fields, print_record, safe, table, when
+from schemas import extensions
 from schemas.broker import TaskQueue, redis_client
 from schemas.callbacks import KINDS
 from schemas.classify import guess_kind
@@ -50,6 +51,7 @@ def main(ctx: click.Context) -> None:
         devstate.apply(os.environ, Path.cwd())  # before anything reads it (the Celery app)
     try:
         ctx.obj = Settings.from_env()
+        extensions.load(ctx.obj.tavus_extensions)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import ScalarResult, func, select
 from sqlalchemy.orm import Session
 
-from schemas.messages import ALERT_CHANNELS
 from schemas.times import iso
 from workers.storage import state
 from workers.store.models import (
@@ -288,7 +287,7 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
     if not alert_ids:
         return {}
     rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
-    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
+    deliveries = sorted(rows, key=lambda d: d.id)  # made in route order, the log first
     attempts: dict[int, list[dict[str, Any]]] = {}
     query = (
         select(AlertAttempt)

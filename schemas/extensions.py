@@ -1,0 +1,31 @@
+"""TAVUS_EXTENSIONS: the user's own modules that add a callback kind, a storage provider or an
+alert channel (docs/architecture.md, "Recipes"), imported by every process when it starts.
+
+A module registers what it adds when it is imported, with the same one line a built-in one has
+in its package (``schemas.callbacks.register``, ``workers.storage.verifiers.register``,
+``workers.alerts.notifiers.register``). The receiver imports the list too, so a callback kind's
+module must import only ``schemas``: its handler is named by module path in its ``Kind`` and
+imported by the workers alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from .settings import SettingsError
+
+
+class ExtensionError(SettingsError):
+    """A module named in TAVUS_EXTENSIONS cannot be imported: the process must not start."""
+
+
+def load(modules: Iterable[str]) -> None:
+    """Import each module (registering what it adds); importing it again changes nothing."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # whatever the module raised, it is one clear line
+            raise ExtensionError(
+                f"TAVUS_EXTENSIONS: cannot import {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc
