@@ -22,10 +22,18 @@ class ExtensionError(SettingsError):
 
 def load(modules: Iterable[str]) -> None:
     """Import each module (registering what it adds); importing it again changes nothing."""
+    import_modules(modules, "TAVUS_EXTENSIONS")
+
+
+def import_modules(
+    modules: Iterable[str], named_by: str, error: type[Exception] = ExtensionError
+) -> None:
+    """Import the user's modules that ``named_by`` names; the first that fails raises ``error``,
+    one line saying which and why, so the process stops at start rather than on first use."""
     for module in modules:
         try:
             importlib.import_module(module)
         except Exception as exc:  # whatever the module raised, it is one clear line
-            raise ExtensionError(
-                f"TAVUS_EXTENSIONS: cannot import {module!r}: {type(exc).__name__}: {exc}"
+            raise error(
+                f"{named_by}: cannot import {module!r}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -194,14 +194,17 @@ def _mailbox(value: str) -> bool:
     return True
 
 
-RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+# <provider>:<place>; each provider checks its own form when the worker starts (extensions add
+# providers, so which ones exist is the workers' to say).
+RECORDING_LOCATION = re.compile(r"^[a-z0-9_]+:[^\s:]+$")
 
 
 def _recording_locations(entries: tuple[str, ...]) -> None:
     bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
     if bad:
         raise ValidationError(
-            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+            f"{bad}: expected <provider>:<place>, e.g. s3:<bucket>, gcs:<bucket> or "
+            "azure_blob:<account>/<container>"
         )
 
 

@@ -12,6 +12,10 @@ def load(settings: Settings) -> None:
     # The registries import every SDK and channel library: loaded here, at start, not by every
     # importer of the Celery app (the CLI).
     from workers.alerts import notifiers
+    from workers.handlers import import_kind_handlers
+    from workers.storage import verifiers
 
     extensions.load(settings.tavus_extensions)
+    import_kind_handlers()
     notifiers.check(settings)
+    verifiers.check(settings)

@@ -28,7 +28,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from schemas.callbacks import KINDS
+from schemas.callbacks import KIND_TABLE
 from schemas.messages import SEVERITIES
 from schemas.settings import Settings, multiprocess_dir_set
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 UNCLASSIFIED = "unclassified"
 OTHER = "other"
-_KINDS = frozenset(KINDS)
 
 EVENTS_PROCESSED = Counter(
     "tavus_callbacks_events_processed",
@@ -84,7 +83,7 @@ DELIVERIES = Counter(
 
 
 def kind_label(kind: Any) -> str:
-    return kind if kind in _KINDS else UNCLASSIFIED
+    return kind if kind in KIND_TABLE else UNCLASSIFIED  # registered kinds included
 
 
 def event_processed(message: Any, outcome: str, started: float) -> None:
