@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 
 from cli import config, deliveries, devstate, failures, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
+from schemas import extensions
 from schemas.broker import redis_client, task_queue
-from schemas.callbacks import KINDS
+from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
@@ -50,8 +51,16 @@ def main(ctx: click.Context) -> None:
         devstate.apply(os.environ, Path.cwd())  # before anything reads it (the Celery app)
     try:
         ctx.obj = Settings.from_env()
+        extensions.load(ctx.obj.tavus_extensions)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def known_kind(value: str | None) -> str | None:
+    """A kind built in or registered: checked once TAVUS_EXTENSIONS is loaded (by ``main``)."""
+    if value is not None and value not in KIND_TABLE:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(kinds())}")
+    return value
 
 
 @contextmanager
@@ -133,7 +142,12 @@ def _dev_callback_url() -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--kind", type=click.Choice(KINDS), help="Only events of this kind.")
+@click.option(
+    "--kind",
+    callback=lambda _ctx, _param, value: known_kind(value),
+    help="Only events of this kind (conversation, guardrail, objective, replica, video, "
+    "document, tool, or one that TAVUS_EXTENSIONS adds).",
+)
 @click.option("--status", type=click.Choice(EVENT_STATUSES), help="Only events in this status.")
 @click.option("--conversation", "conversation_id", help="Only this conversation's events.")
 @click.option("--type", "event_type", help="Only this event_type.")
@@ -266,7 +280,7 @@ def render_resource(record: dict[str, Any]) -> str:
     )
 
 
-for _kind in queries.RESOURCE_MODELS:
+for _kind in queries.resource_models():
     _resource_command(_kind)
 
 

@@ -116,7 +116,7 @@ def _resource_view(kind: str) -> None:
     bp.add_url_rule(f"/{kind}s/<resource_id>", f"{kind}", show, methods=["GET"])
 
 
-for _kind in queries.RESOURCE_MODELS:  # replicas/<id>, videos/<id>, documents/<id>
+for _kind in queries.resource_models():  # replicas/<id>, videos/<id>, documents/<id>
     _resource_view(_kind)
 
 

@@ -25,6 +25,7 @@ from flask import (
 )
 
 from schemas.broker import queue_depths
+from schemas.callbacks import kinds
 from workers import queries
 
 from . import actions, charts, reads, security
@@ -38,7 +39,6 @@ from .params import (
     DELIVERY_STATUSES,
     EVENT_ARGS,
     EVENT_STATUSES,
-    KINDS,
     MAX_LIMIT,
     ROW_ID,
     SEVERITIES,
@@ -205,8 +205,8 @@ def events() -> Response | str:
         args=args,
         errors=errors,
         statuses=EVENT_STATUSES,
-        kinds=KINDS,
-        resource_kinds=reads.RESOURCE_KINDS,
+        kinds=kinds(),
+        resource_kinds=queries.resource_models(),
     )
 
 
@@ -269,7 +269,8 @@ def conversation(conversation_id: str) -> str:
     )
 
 
-@bp.get("/<any(replica, video, document):kind>s/<resource_id>")
+# /replicas/<id>, /videos/<id>, /documents/<id>: every kind with a record of its own.
+@bp.get(f"/<any({', '.join(queries.resource_models())}):kind>s/<resource_id>")
 def resource(kind: str, resource_id: str) -> str:
     with console().store.session() as s:
         record = queries.resource_record(s, kind, resource_id)

@@ -28,8 +28,6 @@ from workers.store.models import (
 
 from . import cursor
 
-RESOURCE_KINDS = tuple(queries.RESOURCE_MODELS)
-
 
 @dataclass(frozen=True)
 class Page:
@@ -175,7 +173,7 @@ def find_id(session: Session, wanted: str) -> tuple[str, str] | None:
         or session.scalars(select(Event.id).where(Event.conversation_id == wanted).limit(1)).first()
     ):
         return "conversation", wanted
-    for kind in RESOURCE_KINDS:
+    for kind in queries.resource_models():
         if queries.resource_record(session, kind, wanted) is not None:
             return kind, wanted
     return None

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from .messages import ALERT_CHANNELS, SEVERITIES
+from .messages import SEVERITIES
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -137,6 +137,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+_CHANNEL_NAME = re.compile(r"[a-z0-9_]+")
+
+
 class AlertRoutes(f.Field):
     """``"critical:slack+webhook+email, warning:slack"`` -> ``(("critical", ("slack", ...)), ...)``.
 
@@ -153,11 +156,10 @@ class AlertRoutes(f.Field):
                     f"severity among {', '.join(SEVERITIES)}."
                 )
             names = tuple(name.strip() for name in channels.split("+") if name.strip())
-            unknown = [name for name in names if name not in ALERT_CHANNELS]
-            if unknown:
-                raise ValidationError(
-                    f"unknown channel {unknown[0]!r}; known: {', '.join(ALERT_CHANNELS)}."
-                )
+            # Which channels exist is the workers' to say (extensions add some): checked there.
+            bad = [name for name in names if not _CHANNEL_NAME.fullmatch(name)]
+            if bad:
+                raise ValidationError(f"{bad[0]!r} is no channel name ([a-z0-9_]+).")
             routes.append((severity, names))
         return tuple(routes)
 
@@ -192,14 +194,17 @@ def _mailbox(value: str) -> bool:
     return True
 
 
-RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+# <provider>:<place>; each provider checks its own form when the worker starts (extensions add
+# providers, so which ones exist is the workers' to say).
+RECORDING_LOCATION = re.compile(r"^[a-z0-9_]+:[^\s:]+$")
 
 
 def _recording_locations(entries: tuple[str, ...]) -> None:
     bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
     if bad:
         raise ValidationError(
-            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+            f"{bad}: expected <provider>:<place>, e.g. s3:<bucket>, gcs:<bucket> or "
+            "azure_blob:<account>/<container>"
         )
 
 
@@ -417,6 +422,13 @@ class Settings:
         "sqlite:///.tavus-callbacks/events.db",
         "the event store; `postgres://…` (Heroku) works as is",
         credentials=True,
+    )
+    tavus_extensions: tuple[str, ...] = CORE.setting(
+        "TAVUS_EXTENSIONS",
+        CommaList(),
+        (),
+        "comma-separated Python modules that add callback kinds, storage providers or alert "
+        "channels (see Architecture, Recipes); every process imports them when it starts",
     )
     # Redis hands a message taken but never acked to another worker after this long: it is how
     # long the events a SIGKILLed worker held wait before another worker gets them. Every

@@ -102,7 +102,7 @@ def test_alert_settings_and_routes() -> None:
     ("env", "named"),
     [
         ({"ALERT_ROUTES": "urgent:slack"}, "ALERT_ROUTES"),
-        ({"ALERT_ROUTES": "critical:pager"}, "ALERT_ROUTES"),
+        ({"ALERT_ROUTES": "critical:Pager 9000"}, "ALERT_ROUTES"),  # a channel is checked at start
         ({"ALERT_WEBHOOK_URL": "https://example.com/h"}, "ALERT_WEBHOOK_SECRET"),
         ({"ALERT_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "ALERT_WEBHOOK_SECRET"),
         ({"ALERT_WEBHOOK_SECRET": "not-a-whsec-secret"}, "ALERT_WEBHOOK_SECRET"),

@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 
 from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
-from workers import destinations, logs
+from workers import destinations, extensions, logs
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def create_celery(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     destinations.check(settings)  # a FORWARD_<NAME>_* no type takes stops the worker at start
+    extensions.load(settings)  # TAVUS_EXTENSIONS, and the routes and locations checked
     app = Celery("tavus_callbacks", broker=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
         # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py); on the

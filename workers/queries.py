@@ -7,18 +7,18 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ScalarResult, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from schemas.messages import ALERT_CHANNELS
 from schemas.times import iso
 from workers.storage import state
 from workers.store.models import (
     Alert,
     AlertAttempt,
     AlertDelivery,
+    Base,
     Conversation,
     DeliveryStatus,
-    Document,
     Event,
     ForwardAttempt,
     ForwardDelivery,
@@ -26,9 +26,7 @@ from workers.store.models import (
     Objective,
     PostCallAction,
     Recording,
-    Replica,
     ToolDelivery,
-    Video,
 )
 
 
@@ -215,15 +213,27 @@ def event_summary(event: Event) -> dict[str, Any]:
     }
 
 
-# The field naming the resource an event is about, by kind; the rest are about a conversation.
-RESOURCE_ID_FIELDS = {"replica": "replica_id", "video": "video_id", "document": "document_id"}
+def resource_models() -> dict[str, type[Base]]:
+    """The kinds with a record of their own, by kind: every model naming its ``resource_kind``."""
+    found = {
+        mapper.class_.resource_kind: mapper.class_
+        for mapper in Base.registry.mappers
+        if "resource_kind" in vars(mapper.class_)
+    }
+    return dict(sorted(found.items()))
+
+
+def _id_field(model: type[Base]) -> str:
+    """The field of a callback naming its record: the model's primary key (``video_id``)."""
+    return sa_inspect(model).primary_key[0].name
 
 
 def resource_id(event: Event) -> str | None:
     """The conversation, replica, video or document the event belongs to (None: unknown)."""
-    field = RESOURCE_ID_FIELDS.get(event.kind or "")
-    if field is None:
+    model = resource_models().get(event.kind or "")
+    if model is None:  # the rest are about a conversation
         return event.conversation_id
+    field = _id_field(model)
     try:
         body = orjson.loads(event.body)
     except orjson.JSONDecodeError:
@@ -232,12 +242,9 @@ def resource_id(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-RESOURCE_MODELS = {"replica": Replica, "video": Video, "document": Document}
-
-
 def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, Any] | None:
     """A replica, video or document: its columns, dates as ISO strings."""
-    row = session.get(RESOURCE_MODELS[kind], resource_id)
+    row = session.get(resource_models()[kind], resource_id)
     if row is None:
         return None
     values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
@@ -288,7 +295,7 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
     if not alert_ids:
         return {}
     rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
-    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
+    deliveries = sorted(rows, key=lambda d: d.id)  # made in route order, the log first
     attempts: dict[int, list[dict[str, Any]]] = {}
     query = (
         select(AlertAttempt)

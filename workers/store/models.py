@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -186,7 +186,12 @@ class ToolDelivery(ConversationEventRow, Base):
 
 
 class StatusRecordMixin:
-    """A resource whose status moves forward: later or more final updates win, repeats don't."""
+    """A resource whose status moves forward: later or more final updates win, repeats don't.
+
+    A model with a ``resource_kind`` is the record of that callback kind: the queries, the API,
+    the console and the CLI find it by that attribute (``queries.resource_models``), and the
+    id its callbacks name is its primary key's column (``video_id``).
+    """
 
     status: Mapped[str] = mapped_column(String(32))
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
@@ -195,6 +200,7 @@ class StatusRecordMixin:
 
 class Replica(StatusRecordMixin, Base):
     __tablename__ = "replicas"
+    resource_kind: ClassVar[str] = "replica"  # /replicas/<id> in the API, console and CLI
 
     replica_id: Mapped[str] = mapped_column(ID, primary_key=True)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -202,6 +208,7 @@ class Replica(StatusRecordMixin, Base):
 
 class Video(StatusRecordMixin, Base):
     __tablename__ = "videos"
+    resource_kind: ClassVar[str] = "video"  # /videos/<id> in the API, console and CLI
 
     video_id: Mapped[str] = mapped_column(ID, primary_key=True)
     video_name: Mapped[str | None] = mapped_column(Text)
@@ -216,6 +223,7 @@ class Video(StatusRecordMixin, Base):
 
 class Document(StatusRecordMixin, Base):
     __tablename__ = "documents"
+    resource_kind: ClassVar[str] = "document"  # /documents/<id> in the API, console and CLI
 
     document_id: Mapped[str] = mapped_column(ID, primary_key=True)
     progress: Mapped[str | None] = mapped_column(String(64))
