@@ -90,6 +90,7 @@ def test_the_body_is_what_tavus_posted_signed_for_the_reference_library(store, s
     assert request.headers["tavus-event-source"] == "callback"
     with pytest.raises(Exception):  # noqa: B017  the check fails on a single changed byte
         Webhook(SECRET).verify(raw.replace(b"end_call", b"end_cal!"), request.headers)
+    assert row(store, event_id)["type"] == "webhook"  # recorded: redeliver needs no guess
     [attempt] = row(store, event_id)["history"]
     assert (attempt["outcome"], attempt["status_code"], attempt["answer"]) == (
         "delivered",
@@ -228,7 +229,7 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     event_id, message = stored_event(store, transcript_body())
     settings = settings_for(store, sink.url)
     with store.session() as session:  # a worker claimed it, then was killed mid-attempt
-        claim = forwarding._claim(session, event_id, "app", "callback", timedelta(seconds=30),
+        claim = forwarding._claim(session, event_id, "app", "callback", "webhook", timedelta(seconds=30),
                                   forwarding._never, forwarding._now())  # fmt: skip
     [busy] = deliver_all(store, settings, event_id, message)
     assert busy.status == "sending" and 25 < busy.retry_in <= 31
@@ -245,11 +246,11 @@ def test_a_lost_last_attempt_fails_the_delivery_instead_of_running_again(store, 
     event_id, _ = stored_event(store, transcript_body())
     lease = timedelta(seconds=30)
     with store.session() as session:  # the last attempt allowed, and its worker was killed
-        forwarding._claim(session, event_id, "app", "callback", lease, forwarding._never,
+        forwarding._claim(session, event_id, "app", "callback", "webhook", lease, forwarding._never,
                           forwarding._now())  # fmt: skip
     later = forwarding._now() + 2 * lease
     with store.session() as session:
-        busy = forwarding._claim(session, event_id, "app", "callback", lease,
+        busy = forwarding._claim(session, event_id, "app", "callback", "webhook", lease,
                                  lambda *_: True, later)  # fmt: skip
     assert busy.status == "failed"
     found = row(store, event_id)
