@@ -40,12 +40,16 @@ return false
 
 
 def redis_client(
-    settings: Settings, timeout: float = 2.0, connect_timeout: float = 1.0
+    settings: Settings,
+    timeout: float = 2.0,
+    connect_timeout: float = 1.0,
+    url: str | None = None,
 ) -> redis.Redis:
-    """A client (with its own pool) for ``REDIS_URL``; short timeouts, so that a stalled Redis
-    fails a request or a page rather than hanging it. Connects on first use."""
+    """A client (with its own pool) for ``REDIS_URL``, or ``url`` (a forward destination's);
+    short timeouts, so that a stalled Redis fails a request or a page rather than hanging it.
+    Connects on first use."""
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
-    url = settings.redis_url or ""
+    url = url or settings.redis_url or ""
     if url.startswith("rediss://") and not settings.redis_tls_verify:
         # Heroku Redis presents a self-signed certificate (the Celery app: CERT_NONE too).
         options["ssl_cert_reqs"] = "none"

@@ -11,9 +11,10 @@ from schemas.settings import DestinationSettings, Settings, SettingsError
 
 from .base import Answer, Destination, ForwardedEvent, UrlDestination, matches
 from .hooks import HookDestination
+from .redis_stream import RedisStreamDestination
 from .webhook import WebhookDestination
 
-TYPES: tuple[type, ...] = (WebhookDestination, HookDestination)
+TYPES: tuple[type, ...] = (WebhookDestination, HookDestination, RedisStreamDestination)
 
 
 def configured(settings: Settings) -> dict[str, Destination]:

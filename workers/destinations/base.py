@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from schemas.messages import FORWARD_EVENT
-from schemas.settings import DestinationSettings, ForwardDestination, Settings
+from schemas.settings import DestinationSettings, ForwardDestination, Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,23 @@ class UrlDestination:
 
     def prepare(self) -> None:
         return None
+
+    @staticmethod
+    def refuse(config: ForwardDestination, why: str) -> SettingsError:
+        """What stops the worker at start for a bad URL: its variable and ``why`` (ours to
+        write, so that it never quotes the URL or its credentials)."""
+        return SettingsError(f"invalid environment: { {config.variable('URL'): [why]} }")
+
+    @classmethod
+    def query(cls, config: ForwardDestination, known: Iterable[str]) -> dict[str, str]:
+        """The URL's ``?name=value`` options, refusing a repeated or unknown one."""
+        pairs = parse_qsl(urlsplit(config.url).query, keep_blank_values=True)
+        options = dict(pairs)
+        unknown = sorted(set(options) - set(known))
+        if unknown or len(options) != len(pairs):
+            why = f"unknown or repeated option(s) {unknown} in the URL; known: {sorted(known)}"
+            raise cls.refuse(config, why)
+        return options
 
     def wants(self, kind: str | None, event_type: str | None) -> bool:
         return matches(self._events, kind, event_type)

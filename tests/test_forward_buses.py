@@ -1,0 +1,122 @@
+"""Forwarding to message buses, streams and buckets (``FORWARD_<NAME>_URL`` by scheme) against the
+real systems, read back with each system's own client: every event once per destination, with
+our event id as its idempotency key, every attempt in the ledger, a bad URL refused at start by
+its variable and never by its credentials."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from cli.simulate import conversation_lifecycle
+from schemas.settings import ForwardDestination, Settings, SettingsError
+from tests.helpers import deliver_all, stored_event
+from tests.services import RedisServer
+from workers import destinations, forwarding, queries
+from workers.store.db import Store
+
+
+def settings_with(store: Store, name: str, url: str, **variables: str) -> Settings:
+    destination = ForwardDestination(name, url, ("*",), variables)
+    return Settings(
+        database_url=store.url, forward_destinations=(destination,), forward_timeout_seconds=2.0
+    )
+
+
+def lifecycle(store: Store, conversation_id: str) -> list[tuple[str, dict]]:
+    """A whole simulated conversation, processed as the worker does: (event id, message) each."""
+    return [stored_event(store, body) for body in conversation_lifecycle(conversation_id)]
+
+
+def rows(store: Store, destination: str) -> list[dict]:
+    with store.session() as session:
+        return queries.list_deliveries(session, destination=destination, limit=1000)
+
+
+def refusal(settings: Settings) -> str:
+    with pytest.raises(SettingsError) as refused:
+        destinations.check(settings)
+    return str(refused.value)
+
+
+# --- redis://host/db?stream=<name>&maxlen=<n> ------------------------------------------------
+
+
+@pytest.fixture
+def stream_redis(tmp_path):
+    server = RedisServer(tmp_path / "stream-redis").start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_stream_gets_each_event_once_with_its_id_and_exact_body(store, stream_redis):
+    settings = settings_with(store, "bus", f"{stream_redis.url}?stream=tavus&maxlen=1000")
+    events = lifecycle(store, "c-stream")
+    for event_id, message in events:
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+        # A repeat of the event (a Celery redelivery, Tavus's resend) adds nothing.
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+
+    reader = redis.Redis.from_url(stream_redis.url)
+    entries = reader.xrange("tavus")
+    assert [fields[b"id"].decode() for _, fields in entries] == [e for e, _ in events]
+    for (_entry, fields), (_event_id, message) in zip(entries, events, strict=True):
+        assert fields[b"body"].decode() == message["body"]  # byte for byte as Tavus sent it
+        assert fields[b"kind"].decode() == message["kind"]
+        assert fields[b"type"].decode() == (message["event_type"] or "")
+        assert fields[b"source"] == b"callback"
+    listed = rows(store, "bus")
+    assert {(r["type"], r["status"], r["attempts"]) for r in listed} == {
+        ("redis_stream", "delivered", 1)
+    }
+    assert {r["history"][0]["answer"] for r in listed} == {e.decode() for e, _ in entries}
+
+    # redeliver sends again, through the task its recorded type names, with the same id.
+    with store.session() as session:
+        [task] = forwarding.redeliver(session, settings, events[0][0], "bus")
+    assert task["name"] == "tavus.forward.deliver"
+    forwarding.deliver(store, *task["args"], settings)
+    assert reader.xrange("tavus")[-1][1][b"id"].decode() == events[0][0]
+    assert reader.xlen("tavus") == len(events) + 1
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("maxlen=5", "name the stream"),
+        ("stream=tavus&maxlen=lots", "maxlen must be a whole number"),
+        ("stream=tavus&maxln=5", "unknown or repeated option(s) ['maxln']"),
+    ],
+)
+def test_a_bad_redis_stream_url_stops_the_worker_naming_it_not_its_password(store, query, why):
+    url = f"rediss://:pa55-w0rd-never-shown@redis.example.com:6380/0?{query}"
+    refused = refusal(settings_with(store, "bus", url))
+    assert "FORWARD_BUS_URL" in refused and why in refused
+    assert "pa55-w0rd" not in refused and "redis.example.com" not in refused
+
+
+def test_a_redis_stream_that_is_down_is_retried_then_gets_the_event(store, stream_redis):
+    settings = settings_with(store, "bus", f"{stream_redis.url}?stream=tavus")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-down"))))
+    stream_redis.stop()
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "retrying" and outcome.retry_in > 0
+    [row] = rows(store, "bus")
+    assert row["last_error"] == "127.0.0.1 unavailable: ConnectionError"
+    stream_redis.start()
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "delivered"
+    assert redis.Redis.from_url(stream_redis.url).xlen("tavus") == 1
+
+
+def test_a_wrong_redis_password_fails_at_once_and_is_never_written(store, stream_redis):
+    reader = redis.Redis.from_url(stream_redis.url)
+    reader.config_set("requirepass", "the-right-one")
+    url = stream_redis.url.replace("redis://", "redis://:pa55-w0rd-never-shown@")
+    settings = settings_with(store, "bus", f"{url}?stream=tavus")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-auth"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "failed"
+    [row] = rows(store, "bus")
+    assert row["last_error"] == "127.0.0.1 refused the credentials"
+    assert "pa55-w0rd" not in str(row)
