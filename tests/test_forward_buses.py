@@ -5,6 +5,9 @@ its variable and never by its credentials."""
 
 from __future__ import annotations
 
+import uuid
+
+import amqp
 import pytest
 import redis
 
@@ -120,3 +123,93 @@ def test_a_wrong_redis_password_fails_at_once_and_is_never_written(store, stream
     [row] = rows(store, "bus")
     assert row["last_error"] == "127.0.0.1 refused the credentials"
     assert "pa55-w0rd" not in str(row)
+
+
+# --- amqp://guest:guest@127.0.0.1:5672/?exchange=<name> -------------------------------------
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def rabbit():
+    """A channel on the machine's RabbitMQ, for the test to bind and read; what it made goes."""
+    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    connection.connect()
+    channel = connection.channel()
+    made: list[str] = []
+    yield channel, made
+    for exchange in made:
+        channel.exchange_delete(exchange)
+    connection.close()
+
+
+def bound_queue(channel: amqp.Channel, exchange: str, pattern: str) -> str:
+    queue, _count, _consumers = channel.queue_declare("", exclusive=True)
+    channel.queue_bind(queue, exchange, pattern)
+    return queue
+
+
+def drained(channel: amqp.Channel, queue: str) -> list[amqp.Message]:
+    messages = []
+    while (message := channel.basic_get(queue, no_ack=True)) is not None:
+        messages.append(message)
+    return messages
+
+
+def test_rabbitmq_gets_each_event_once_persistent_on_a_topic_exchange(store, rabbit):
+    channel, made = rabbit
+    exchange = f"tavus-test-{uuid.uuid4().hex[:8]}"
+    made.append(exchange)
+    settings = settings_with(store, "rabbit", f"{RABBITMQ}?exchange={exchange}")
+    destinations.prepare(settings)  # the worker at start: the exchange exists before events
+    every = bound_queue(channel, exchange, "#")
+    application = bound_queue(channel, exchange, "application.*")
+    events = lifecycle(store, "c-rabbit")
+    for event_id, message in events:
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+
+    received = drained(channel, every)
+    assert [m.properties["message_id"] for m in received] == [e for e, _ in events]
+    for got, (event_id, message) in zip(received, events, strict=True):
+        assert got.body.decode() == message["body"]  # byte for byte as Tavus sent it
+        assert got.properties["delivery_mode"] == 2  # persistent
+        assert got.delivery_info["routing_key"] == message["event_type"] or message["kind"]
+        assert got.properties["application_headers"] == {
+            "tavus-event-kind": message["kind"],
+            "tavus-event-type": message["event_type"] or "",
+            "tavus-event-source": "callback",
+            "tavus-event-id": event_id,
+        }
+    wanted = [e for e, m in events if (m["event_type"] or "").startswith("application.")]
+    assert wanted and [m.properties["message_id"] for m in drained(channel, application)] == wanted
+    assert {(r["type"], r["status"]) for r in rows(store, "rabbit")} == {("amqp", "delivered")}
+    # Declared durable, as a topic exchange: redeclaring it so passively succeeds.
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False, passive=True)
+
+
+def test_rabbitmq_refusing_the_credentials_fails_at_once_never_naming_them(store):
+    url = "amqp://guest:pa55-w0rd-never-shown@127.0.0.1:5672/?exchange=tavus-test"
+    settings = settings_with(store, "rabbit", url)
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-rabbit-auth"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "failed"
+    [row] = rows(store, "rabbit")
+    assert row["last_error"] == "127.0.0.1 refused: AccessRefused"
+    assert "pa55-w0rd" not in str(row)
+
+
+def test_rabbitmq_unreachable_is_retried(store):
+    settings = settings_with(store, "rabbit", "amqp://guest:guest@127.0.0.1:1/")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-rabbit-down"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "retrying"
+    assert rows(store, "rabbit")[0]["last_error"].startswith("127.0.0.1 unavailable: ")
+
+
+def test_a_bad_amqp_url_stops_the_worker_naming_it_not_its_password(store):
+    for query, why in (("exchange=", "names no exchange"), ("queue=x", "unknown or repeated")):
+        url = f"amqps://guest:pa55-w0rd-never-shown@mq.example.com/?{query}"
+        refused = refusal(settings_with(store, "rabbit", url))
+        assert "FORWARD_RABBIT_URL" in refused and why in refused
+        assert "pa55-w0rd" not in refused

@@ -9,12 +9,18 @@ from __future__ import annotations
 from schemas.messages import FORWARD_EVENT
 from schemas.settings import DestinationSettings, Settings, SettingsError
 
+from .amqp_exchange import AmqpDestination
 from .base import Answer, Destination, ForwardedEvent, UrlDestination, matches
 from .hooks import HookDestination
 from .redis_stream import RedisStreamDestination
 from .webhook import WebhookDestination
 
-TYPES: tuple[type, ...] = (WebhookDestination, HookDestination, RedisStreamDestination)
+TYPES: tuple[type, ...] = (
+    WebhookDestination,
+    HookDestination,
+    RedisStreamDestination,
+    AmqpDestination,
+)
 
 
 def configured(settings: Settings) -> dict[str, Destination]:

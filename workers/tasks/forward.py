@@ -14,7 +14,7 @@ from workers import forwarding, hooks, metrics
 from workers.celery_app import celery
 from workers.destinations import configured, prepare
 from workers.destinations.hooks import hard_time_limit
-from workers.errors import Transient
+from workers.errors import TavusError
 from workers.tasks.base import StageTask, stage_task
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def load_hooks(**_: object) -> None:
         log.info("hooks loaded: %s", ", ".join(names))
     try:
         prepare(settings)
-    except Transient as exc:  # a broker down now: each delivery prepares again, and retries
+    except TavusError as exc:  # a broker down now: each delivery prepares again, or fails
         log.warning("a destination is not ready yet: %s", exc)
 
 
