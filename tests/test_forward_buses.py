@@ -5,6 +5,7 @@ its variable and never by its credentials."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import amqp
@@ -15,6 +16,7 @@ from cli.simulate import conversation_lifecycle
 from schemas.settings import ForwardDestination, Settings, SettingsError
 from tests.helpers import deliver_all, stored_event
 from tests.services import RedisServer
+from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.store.db import Store
 
@@ -213,3 +215,87 @@ def test_a_bad_amqp_url_stops_the_worker_naming_it_not_its_password(store):
         refused = refusal(settings_with(store, "rabbit", url))
         assert "FORWARD_RABBIT_URL" in refused and why in refused
         assert "pa55-w0rd" not in refused
+
+
+# --- s3://bucket/prefix, gs://bucket/prefix, azure_blob://account/container/prefix ----------
+
+ARCHIVE_SCHEMES = {"s3": "s3", "gcs": "gs", "azure_blob": "azure_blob"}
+
+
+def archive_settings(store, emulators, monkeypatch, provider: str, bucket: str = BUCKET):
+    """A destination archiving into ``bucket`` of ``provider``'s stand-in, with the worker's
+    credentials; its prefix, new for each test."""
+    for key, value in emulators.worker_env().items():
+        monkeypatch.setenv(key, value)
+    prefix = f"archive-{uuid.uuid4().hex[:8]}"
+    place = f"devstoreaccount1/{bucket}" if provider == "azure_blob" else bucket
+    url = f"{ARCHIVE_SCHEMES[provider]}://{place}/{prefix}/tavus"
+    settings = settings_with(store, "archive", url).with_overrides(
+        azure_storage_connection_string=emulators.azurite.connection_string()
+    )
+    return settings, f"{prefix}/tavus/"
+
+
+def archived(emulators, provider: str, prefix: str) -> dict[str, tuple[bytes, dict, str]]:
+    """Every object under ``prefix``, read with the provider's own client: key -> (bytes,
+    metadata, content type)."""
+    found = {}
+    if provider == "s3":
+        s3 = emulators.moto.client()
+        for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+            got = s3.get_object(Bucket=BUCKET, Key=item["Key"])
+            found[item["Key"]] = (got["Body"].read(), got["Metadata"], got["ContentType"])
+    elif provider == "gcs":
+        for blob in emulators.gcs.client().list_blobs(BUCKET, prefix=prefix):
+            found[blob.name] = (blob.download_as_bytes(), blob.metadata, blob.content_type)
+    else:
+        container = emulators.azurite.client().get_container_client(BUCKET)
+        for item in container.list_blobs(name_starts_with=prefix, include=["metadata"]):
+            data = container.download_blob(item.name).readall()
+            found[item.name] = (data, item.metadata, item.content_settings.content_type)
+    return found
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_bucket_archives_each_event_once_at_its_dated_key(
+    store, emulators, monkeypatch, provider
+):
+    settings, prefix = archive_settings(store, emulators, monkeypatch, provider)
+    events = lifecycle(store, f"c-archive-{provider}")
+    for event_id, message in events:
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+    with store.session() as session:  # redeliver writes the same bytes at the same key
+        [task] = forwarding.redeliver(session, settings, events[0][0], "archive")
+    assert forwarding.deliver(store, *task["args"], settings).status == "delivered"
+
+    objects = archived(emulators, provider, prefix)
+    assert len(objects) == len(events)
+    for event_id, message in events:
+        day = time.strftime("%Y/%m/%d", time.gmtime(message["received_at"]))
+        data, metadata, content_type = objects[f"{prefix}{message['kind']}/{day}/{event_id}.json"]
+        assert data.decode() == message["body"] and content_type == "application/json"
+        assert {k: metadata.get(k) for k in ("kind", "type", "source")} == {
+            "kind": message["kind"],
+            "type": message["event_type"],
+            "source": "callback",
+        }
+        assert metadata["received_at"].startswith(day.replace("/", "-"))
+    assert {r["type"] for r in rows(store, "archive")} == {"archive"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_bucket_that_does_not_exist_fails_at_once(store, emulators, monkeypatch, provider):
+    settings, _ = archive_settings(store, emulators, monkeypatch, provider, "no-such-bucket")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-nobucket"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "failed"
+    assert rows(store, "archive")[0]["last_error"]
+
+
+def test_a_bad_bucket_url_stops_the_worker_naming_it(store):
+    for url, why in (
+        ("azure_blob://account", "name the container"),
+        ("s3://bucket/prefix?region=eu-west-1", "unknown or repeated option(s) ['region']"),
+    ):
+        refused = refusal(settings_with(store, "archive", url))
+        assert "FORWARD_ARCHIVE_URL" in refused and why in refused

@@ -10,6 +10,7 @@ from schemas.messages import FORWARD_EVENT
 from schemas.settings import DestinationSettings, Settings, SettingsError
 
 from .amqp_exchange import AmqpDestination
+from .archive import ArchiveDestination
 from .base import Answer, Destination, ForwardedEvent, UrlDestination, matches
 from .hooks import HookDestination
 from .redis_stream import RedisStreamDestination
@@ -20,6 +21,7 @@ TYPES: tuple[type, ...] = (
     HookDestination,
     RedisStreamDestination,
     AmqpDestination,
+    ArchiveDestination,
 )
 
 

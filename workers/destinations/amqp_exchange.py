@@ -21,7 +21,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import amqp
 from amqp import exceptions as amqp_errors
@@ -60,7 +60,7 @@ class AmqpDestination(UrlDestination):
         self.exchange = self.query(config, ("exchange",)).get("exchange", DEFAULT_EXCHANGE)
         if not self.exchange:
             raise self.refuse(config, "?exchange= names no exchange (leave it out for tavus)")
-        parts = urlsplit(config.url)
+        parts = config.parts
         try:
             port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         except ValueError:

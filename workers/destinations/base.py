@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -145,7 +145,7 @@ class UrlDestination:
     @classmethod
     def query(cls, config: ForwardDestination, known: Iterable[str]) -> dict[str, str]:
         """The URL's ``?name=value`` options, refusing a repeated or unknown one."""
-        pairs = parse_qsl(urlsplit(config.url).query, keep_blank_values=True)
+        pairs = parse_qsl(config.parts.query, keep_blank_values=True)
         options = dict(pairs)
         unknown = sorted(set(options) - set(known))
         if unknown or len(options) != len(pairs):

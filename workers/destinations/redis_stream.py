@@ -12,7 +12,7 @@ memory is retried; a wrong password or a key of another type fails at once.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import redis
 
@@ -40,7 +40,7 @@ class RedisStreamDestination(UrlDestination):
         self.maxlen = _positive(options.get("maxlen", str(DEFAULT_MAXLEN)))
         if self.maxlen is None:
             raise self.refuse(config, "maxlen must be a whole number above 0")
-        parts = urlsplit(config.url)  # redis-py would take our options for its own
+        parts = config.parts  # redis-py would take our options for its own
         self._client = _client(settings, urlunsplit(parts._replace(query="")), self._timeout)
 
     def deliver(self, event: ForwardedEvent) -> Answer:

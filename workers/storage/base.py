@@ -16,6 +16,7 @@ escapes a task is classified like any other.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -23,6 +24,8 @@ from typing import ClassVar, Protocol
 from workers import errors
 
 from .locations import ObjectLocation
+
+JSON = "application/json"  # what an archive destination writes
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,16 @@ class ObjectFacts:
 
 class StorageVerifier(Protocol):
     """One per provider: ``stat`` a location, or raise Missing, StorageUnavailable or
-    StorageRefused."""
+    StorageRefused. ``put`` writes one (an archive destination), failing the same way, Missing
+    for a bucket or container that does not exist."""
 
     provider: ClassVar[str]
 
     def stat(self, where: ObjectLocation) -> ObjectFacts: ...
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        """Write ``data`` (JSON) at ``where`` with ``metadata``, replacing what is there."""
+        ...
 
 
 class StorageError(Exception):
