@@ -859,13 +859,15 @@ class DestinationSettings:
 
     ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
     declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
-    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme;
+    ``about``, the URL's form and options, for the configuration reference.
     """
 
     type: str
     schemes: tuple[str, ...]
     settings: tuple[Declaration, ...] = ()
     url: Callable[[str], Any] | None = None
+    about: str = ""
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
         """This destination's own settings, parsed or their defaults, by lower-cased suffix.

@@ -30,7 +30,14 @@ from .base import Answer, ForwardedEvent, UrlDestination
 
 PROVIDERS = {"s3": S3, "gs": GCS, "azure_blob": AZURE_BLOB}  # scheme -> workers/storage name
 
-SETTINGS = DestinationSettings("archive", tuple(PROVIDERS))
+SETTINGS = DestinationSettings(
+    "archive",
+    tuple(PROVIDERS),
+    about="`s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`, "
+    "`azure_blob://<account>/<container>/<prefix>`: one object per event at "
+    "`<prefix>/<kind>/<YYYY>/<MM>/<DD>/<event_id>.json`, with the credentials and "
+    "`STORAGE_TIMEOUT_SECONDS` of recording verification. No variables of its own.",
+)
 
 
 class ArchiveDestination(UrlDestination):

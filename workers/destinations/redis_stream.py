@@ -24,7 +24,13 @@ from .base import Answer, ForwardedEvent, UrlDestination
 
 DEFAULT_MAXLEN = 100_000
 
-SETTINGS = DestinationSettings("redis_stream", ("redis", "rediss"))
+SETTINGS = DestinationSettings(
+    "redis_stream",
+    ("redis", "rediss"),
+    about="`redis://[:password@]host:port/db?stream=<name>[&maxlen=<n>]`: an `XADD` per event to "
+    "the stream, trimmed to about `maxlen` entries (default 100000); `rediss://` verifies as "
+    "`REDIS_TLS_VERIFY` says. No variables of its own.",
+)
 
 
 class RedisStreamDestination(UrlDestination):
