@@ -5,17 +5,20 @@ its variable and never by its credentials."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 
 import amqp
+import boto3
 import pytest
 import redis
 
 from cli.simulate import conversation_lifecycle
 from schemas.settings import ForwardDestination, Settings, SettingsError
 from tests.helpers import deliver_all, stored_event
-from tests.services import RedisServer
+from tests.services import RedisServer, free_port, listening, wait_until
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.store.db import Store
@@ -299,3 +302,112 @@ def test_a_bad_bucket_url_stops_the_worker_naming_it(store):
     ):
         refused = refusal(settings_with(store, "archive", url))
         assert "FORWARD_ARCHIVE_URL" in refused and why in refused
+
+
+# --- sqs://<queue-name>?region=<region>, sqs+http(s)://<the queue's URL> -------------------
+
+
+@pytest.fixture(scope="module")
+def moto_sqs():
+    """A private moto_server (no IAM enforced) for SQS, and the worker's AWS environment."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: listening(port), timeout=30)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def sqs(moto_sqs, monkeypatch):
+    env = {
+        "AWS_ENDPOINT_URL_SQS": moto_sqs,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_sqs)
+
+
+def received(sqs, queue_url: str) -> list[dict]:
+    messages = []
+    while batch := sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        AttributeNames=["All"],
+    ).get("Messages"):
+        messages += batch
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+    return messages
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+def test_sqs_gets_one_message_per_event_with_its_attributes(store, sqs, moto_sqs, fifo):
+    name = f"tavus-{uuid.uuid4().hex[:8]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true"} if fifo else {}
+    queue_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    # By name (looked up), and by the queue's URL: the two forms reach the same queue.
+    by_name = settings_with(store, "queue", f"sqs://{name}?region=us-east-1")
+    by_url = settings_with(store, "queue", "sqs+" + queue_url)
+    events = lifecycle(store, f"c-sqs-{fifo}")
+    for i, (event_id, message) in enumerate(events):
+        settings = by_url if i % 2 else by_name
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+        assert [o.status for o in deliver_all(store, settings, event_id, message)] == ["delivered"]
+
+    got = received(sqs, queue_url)
+    by_id = {m["MessageAttributes"]["event_id"]["StringValue"]: m for m in got}
+    assert len(got) == len(by_id) == len(events)
+    for event_id, message in events:
+        sent = by_id[event_id]
+        assert sent["Body"] == message["body"]
+        attributes = {k: v["StringValue"] for k, v in sent["MessageAttributes"].items()}
+        assert attributes.get("kind") == message["kind"]
+        assert attributes.get("type") == message["event_type"]
+        assert attributes.get("source") == "callback"
+        if fifo:
+            assert sent["Attributes"]["MessageGroupId"] == f"c-sqs-{fifo}"
+            assert sent["Attributes"]["MessageDeduplicationId"] == event_id
+    assert {r["type"] for r in rows(store, "queue")} == {"sqs"}
+
+
+def test_an_sqs_queue_that_does_not_exist_fails_at_once(store, sqs):
+    settings = settings_with(store, "queue", "sqs://no-such-queue?region=us-east-1")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-sqs-none"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "failed"
+    assert rows(store, "queue")[0]["last_error"].startswith("SQS queue no-such-queue: 400")
+
+
+def test_sqs_unreachable_is_retried(store, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = settings_with(store, "queue", "sqs+http://127.0.0.1:1/000000000000/q")
+    event_id, message = stored_event(store, next(iter(conversation_lifecycle("c-sqs-down"))))
+    [outcome] = deliver_all(store, settings, event_id, message)
+    assert outcome.status == "retrying"
+    assert (
+        rows(store, "queue")[0]["last_error"] == "SQS queue q unreachable: EndpointConnectionError"
+    )
+
+
+def test_a_bad_sqs_url_stops_the_worker_naming_it(store):
+    for url, why in (
+        ("sqs://a/b/c", "name the queue"),
+        ("sqs://q?region=eu-west-1&fifo=1", "unknown or repeated option(s) ['fifo']"),
+    ):
+        refused = refusal(settings_with(store, "queue", url))
+        assert "FORWARD_QUEUE_URL" in refused and why in refused

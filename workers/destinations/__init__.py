@@ -14,6 +14,7 @@ from .archive import ArchiveDestination
 from .base import Answer, Destination, ForwardedEvent, UrlDestination, matches
 from .hooks import HookDestination
 from .redis_stream import RedisStreamDestination
+from .sqs import SqsDestination
 from .webhook import WebhookDestination
 
 TYPES: tuple[type, ...] = (
@@ -22,6 +23,7 @@ TYPES: tuple[type, ...] = (
     RedisStreamDestination,
     AmqpDestination,
     ArchiveDestination,
+    SqsDestination,
 )
 
 
