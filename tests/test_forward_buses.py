@@ -14,13 +14,24 @@ import amqp
 import boto3
 import pytest
 import redis
+from marshmallow import fields as marshmallow_fields
 
 from cli.simulate import conversation_lifecycle
-from schemas.settings import ForwardDestination, Settings, SettingsError
+from console.app import create_app
+from schemas import reference
+from schemas.settings import (
+    DestinationSettings,
+    ForwardDestination,
+    Settings,
+    SettingsError,
+    per_destination,
+)
+from tests.console_fixtures import BEARER, console_settings, sign_in
 from tests.helpers import deliver_all, stored_event
 from tests.services import RedisServer, free_port, listening, wait_until
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
+from workers.destinations import Answer, ForwardedEvent, UrlDestination
 from workers.store.db import Store
 
 
@@ -411,3 +422,70 @@ def test_a_bad_sqs_url_stops_the_worker_naming_it(store):
     ):
         refused = refusal(settings_with(store, "queue", url))
         assert "FORWARD_QUEUE_URL" in refused and why in refused
+
+
+# --- a toy type, registered from here: the recipe in docs/architecture.md, end to end ---------
+
+TOY_QUEUES: dict[str, list[tuple[str, str]]] = {}  # queue -> (event id, body), as "sent"
+
+
+class ToyQueueDestination(UrlDestination):
+    """A destination type as a contributor writes one: this class and one line in TYPES."""
+
+    type = "toy_queue"
+    settings = DestinationSettings(
+        "toy_queue",
+        ("toy",),
+        (
+            per_destination(
+                "QUEUE", marshmallow_fields.String(required=True), None, "the toy queue"
+            ),
+        ),
+        about="`toy://<host>/`: the tests' own type.",
+    )
+
+    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self.queue = self.options["queue"]
+
+    def deliver(self, event: ForwardedEvent) -> Answer:
+        TOY_QUEUES.setdefault(self.queue, []).append((event.id, event.raw))
+        return Answer(excerpt=f"queued on {self.queue}")
+
+
+def test_a_toy_destination_type_is_one_class_and_one_line(
+    sqlite_store, redis_url, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(destinations, "TYPES", (*destinations.TYPES, ToyQueueDestination))
+    env = {"FORWARD_JOBS_URL": "toy://jobs.example.com/", "FORWARD_JOBS_QUEUE": "tavus-jobs"}
+    from_env = Settings.from_env(env).forward_destinations
+    settings = console_settings(
+        redis_url, sqlite_store.url, tmp_path, forward_destinations=from_env
+    )
+    destinations.check(settings)  # the worker's start reads it, and refuses it without its QUEUE
+    with pytest.raises(SettingsError, match="FORWARD_JOBS_QUEUE"):
+        destinations.check(Settings.from_env({"FORWARD_JOBS_URL": "toy://jobs.example.com/"}))
+    assert "`FORWARD_<NAME>_QUEUE`" in reference.markdown(destinations.forward_types())
+
+    events = lifecycle(sqlite_store, "c-toy")
+    for event_id, message in events:
+        assert [o.status for o in deliver_all(sqlite_store, settings, event_id, message)] == [
+            "delivered"
+        ]
+    assert TOY_QUEUES["tavus-jobs"] == [(e, m["body"]) for e, m in events]
+    listed = rows(sqlite_store, "jobs")
+    assert {(r["type"], r["status"]) for r in listed} == {("toy_queue", "delivered")}
+
+    # The API and the console show the type, with no edit of theirs.
+    client = create_app(settings).test_client()
+    api = client.get("/api/v1/deliveries", headers=BEARER, query_string={"destination": "jobs"})
+    assert {d["destination_type"] for d in api.json["data"]} == {"toy_queue"}
+    sign_in(client)
+    page = client.get("/console/deliveries")
+    assert page.status_code == 200 and b"forward (toy_queue)" in page.data
+
+    # redeliver goes through the task its recorded type names.
+    with sqlite_store.session() as session:
+        [task] = forwarding.redeliver(session, settings, events[0][0], "jobs")
+    assert forwarding.deliver(sqlite_store, *task["args"], settings).status == "delivered"
+    assert TOY_QUEUES["tavus-jobs"][-1][0] == events[0][0]
