@@ -5,6 +5,8 @@ its variable and never by its credentials."""
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import uuid
 
 import amqp
 import boto3
+import orjson
 import pytest
 import redis
 from marshmallow import fields as marshmallow_fields
@@ -27,8 +30,9 @@ from schemas.settings import (
     per_destination,
 )
 from tests.console_fixtures import BEARER, console_settings, sign_in
-from tests.helpers import deliver_all, stored_event
-from tests.services import RedisServer, free_port, listening, wait_until
+from tests.helpers import TOKEN, deliver_all, stored_event, worker_env
+from tests.services import ROOT, RedisServer, Worker, free_port, listening, wait_until
+from tests.sinks import HttpSink, verified
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.destinations import Answer, ForwardedEvent, UrlDestination
@@ -489,3 +493,107 @@ def test_a_toy_destination_type_is_one_class_and_one_line(
         [task] = forwarding.redeliver(session, settings, events[0][0], "jobs")
     assert forwarding.deliver(sqlite_store, *task["args"], settings).status == "delivered"
     assert TOY_QUEUES["tavus-jobs"][-1][0] == events[0][0]
+
+
+# --- every type at once, behind a real worker: the issue's "done when" -----------------------
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+PASSWORD = "pa55-w0rd-never-shown"
+
+
+@pytest.mark.integration
+def test_every_simulated_event_reaches_every_type_once(
+    redis_url, sqlite_url, tmp_path, stream_redis, rabbit, emulators, moto_sqs, sqs
+):
+    store = Store(sqlite_url)
+    store.upgrade()
+    channel, made = rabbit
+    exchange = f"tavus-e2e-{uuid.uuid4().hex[:8]}"
+    made.append(exchange)
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    rabbit_queue = bound_queue(channel, exchange, "#")
+    sqs_name = f"tavus-e2e-{uuid.uuid4().hex[:8]}.fifo"
+    sqs_url = sqs.create_queue(QueueName=sqs_name, Attributes={"FifoQueue": "true"})["QueueUrl"]
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    stream_redis_url = stream_redis.url  # no password: redis-server's default user
+    stream = redis.Redis.from_url(stream_redis_url)
+    stream.config_set("requirepass", PASSWORD)  # the worker's URL carries it; logs must not
+    sink = HttpSink().start()
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+    env = worker_env(
+        settings,
+        **emulators.worker_env(),
+        AWS_ENDPOINT_URL_SQS=moto_sqs,
+        FORWARD_APP_URL=f"{sink.url}/tavus/webhook",
+        FORWARD_APP_SECRET=SECRET,
+        FORWARD_STREAM_URL=stream_redis_url.replace("redis://", f"redis://:{PASSWORD}@")
+        + "?stream=tavus&maxlen=10000",
+        FORWARD_MQ_URL=f"{RABBITMQ}?exchange={exchange}",
+        FORWARD_ARCHIVE_URL=f"s3://{BUCKET}/{prefix}",
+        FORWARD_JOBS_URL=f"sqs://{sqs_name}?region=us-east-1",
+    )
+    worker = Worker(env, tmp_path / "worker.log", queues="events,forward").start()
+    try:
+        from cli import simulate
+        from receiver import create_app as receiver_app
+
+        client = receiver_app(settings).test_client()
+        accepted = []
+        for name in simulate.SCENARIOS:
+            for body in simulate.scenario(name):
+                raw = orjson.dumps(body)
+                for _ in range(2):  # Tavus's repeats change nothing
+                    answer = client.post(
+                        f"/callbacks/{TOKEN}", data=raw, content_type="application/json"
+                    )
+                    if answer.json["status"] == "accepted":
+                        accepted.append(raw)
+        names = ("app", "stream", "mq", "archive", "jobs")
+
+        def all_delivered() -> bool:
+            with store.session() as session:
+                found = queries.list_deliveries(session, limit=10_000)
+            return len(found) == len(names) * len(accepted) and all(
+                d["status"] == "delivered" for d in found
+            )
+
+        wait_until(all_delivered, timeout=120)
+        time.sleep(1)  # anything sent twice would have arrived by now
+        with store.session() as session:
+            listed = queries.list_deliveries(session, limit=10_000)
+        assert {(d["destination"], d["type"]) for d in listed} == {
+            ("app", "webhook"), ("stream", "redis_stream"), ("mq", "amqp"),
+            ("archive", "archive"), ("jobs", "sqs"),
+        }  # fmt: skip
+        ids = {d["event_id"] for d in listed}
+        assert len(ids) == len(accepted)
+
+        webhook = {r.headers["webhook-id"] for r in verified(sink.received, SECRET)}
+        in_stream = [f[b"id"].decode() for _, f in stream.xrange("tavus")]
+        in_rabbit = [m.properties["message_id"] for m in drained(channel, rabbit_queue)]
+        in_bucket = [
+            item["Key"].rsplit("/", 1)[-1].removesuffix(".json")
+            for item in emulators.moto.client()
+            .list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+            .get("Contents", [])
+        ]
+        in_sqs = [m["MessageAttributes"]["event_id"]["StringValue"] for m in received(sqs, sqs_url)]
+        for got in (webhook, in_stream, in_rabbit, in_bucket, in_sqs):
+            assert sorted(got) == sorted(ids)  # each event once, everywhere
+    finally:
+        worker.stop()
+        sink.stop()
+        store.dispose()
+    assert PASSWORD not in worker.output()
+
+
+def test_a_bad_destination_url_stops_the_worker_at_start(redis_url, sqlite_url, tmp_path):
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+    env = worker_env(settings, FORWARD_MQ_URL=f"amqp://guest:{PASSWORD}@mq.example.com/?q=1")
+    started = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "forward"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode != 0
+    assert "FORWARD_MQ_URL" in started.stderr and "unknown or repeated option" in started.stderr
+    assert PASSWORD not in started.stderr + started.stdout
