@@ -295,6 +295,7 @@ def delivery_summary(
         "delivery_id": delivery.id,
         "type": "forward",
         "destination": delivery.destination,
+        "destination_type": delivery.type,  # "type" says forward (or alert), as it always did
         "event_id": delivery.event_id,
         "kind": kind,
         "event_type": event_type,

@@ -43,19 +43,24 @@ return false
 
 
 def redis_client(
-    settings: Settings, timeout: float = 2.0, connect_timeout: float = 1.0, **connection: Any
+    settings: Settings,
+    timeout: float = 2.0,
+    connect_timeout: float = 1.0,
+    url: str | None = None,
+    **connection: Any,
 ) -> redis.Redis:
-    """A client (with its own pool) for ``REDIS_URL``, or for the primary the sentinels of
-    ``REDIS_SENTINELS`` name; short timeouts, so that a stalled Redis fails a request or a page
-    rather than hanging it. Connects on first use. ``connection`` adds pool options (kombu's
-    own connection class, its keepalive...)."""
+    """A client (with its own pool) for ``REDIS_URL`` (or, with ``REDIS_SENTINELS``, for the
+    primary the sentinels name), or for ``url`` (a forward destination's); short timeouts, so
+    that a stalled Redis fails a request or a page rather than hanging it. Connects on first use.
+    ``connection`` adds pool options (kombu's own connection class, its keepalive...)."""
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
-    url = settings.redis_url or ""
+    ours = url is None  # the service's own Redis; a destination's is never behind our sentinels
+    url = url or settings.redis_url or ""
     if url.startswith("rediss://") and not settings.redis_tls_verify:
         # Heroku Redis presents a self-signed certificate (the Celery app: CERT_NONE too).
         options["ssl_cert_reqs"] = "none"
     options.update(connection)
-    if settings.redis_sentinels:
+    if ours and settings.redis_sentinels:
         return _sentinel_primary(settings, url, options)
     return redis.Redis.from_url(url, **options)
 

@@ -33,7 +33,7 @@ from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
@@ -241,13 +241,25 @@ def _event_patterns(patterns: tuple[str, ...]) -> None:
         raise ValidationError(f"{bad}: expected event types, kinds, prefix.* patterns or *")
 
 
+# ``azure_blob://`` too: an underscore RFC 3986 does not allow, so urlsplit would not see it.
+_DESTINATION_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-_]*)://")
+
+
+def split_destination_url(url: str) -> SplitResult:
+    """``urlsplit`` of a ``FORWARD_<NAME>_URL``, its scheme kept even with an underscore."""
+    found = _DESTINATION_SCHEME.match(url)
+    if found is None:
+        return urlsplit(url)
+    return urlsplit("x" + url[found.end(1) :])._replace(scheme=found.group(1))
+
+
 def _destination_url(url: str) -> None:
     """Any ``scheme://place`` URL; the scheme picks the destination type, which checks the rest."""
     try:
-        parts = urlsplit(url)
+        parts = split_destination_url(url)
     except ValueError:
         parts = None
-    if not (parts and re.fullmatch(r"[a-z][a-z0-9+.\-]*", parts.scheme) and parts.netloc):
+    if not (parts and _DESTINATION_SCHEME.match(url) and parts.netloc):
         raise ValidationError("must be a URL, <scheme>://<place>; its scheme picks the type")
 
 
@@ -877,17 +889,22 @@ class ForwardDestination:
     name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
     url: str = field(repr=False)
     events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
-    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}).
-    variables: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}). Not
+    # hashed (a dict cannot be), so that Settings stays a key of the caches that take it.
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+
+    @property
+    def parts(self) -> SplitResult:
+        return split_destination_url(self.url)
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme
+        return self.parts.scheme
 
     @property
     def host(self) -> str:
         """What logs and errors may name: the host, never the URL (it may hold a token)."""
-        return urlsplit(self.url).hostname or "the destination"
+        return self.parts.hostname or "the destination"
 
     def variable(self, suffix: str) -> str:
         return f"FORWARD_{self.name.upper()}_{suffix}"
@@ -896,7 +913,7 @@ class ForwardDestination:
         """The URL's credentials, and every value of the type's own variables: this module
         cannot tell which of them are secret, so it hides them all."""
         found = list(self.variables.values())
-        parts = urlsplit(self.url)
+        parts = self.parts
         for credential in (parts.password, parts.username):
             if credential:
                 found += {credential, unquote(credential)}
@@ -909,13 +926,15 @@ class DestinationSettings:
 
     ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
     declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
-    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme;
+    ``about``, the URL's form and options, for the configuration reference.
     """
 
     type: str
     schemes: tuple[str, ...]
     settings: tuple[Declaration, ...] = ()
     url: Callable[[str], Any] | None = None
+    about: str = ""
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
         """This destination's own settings, parsed or their defaults, by lower-cased suffix.

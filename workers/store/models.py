@@ -299,7 +299,7 @@ class AlertAttempt(Base):
 
 
 class ForwardDelivery(Base):
-    """One event for one destination (a webhook or a Python hook): done at most once unless
+    """One event for one destination (of any type, a Python hook too): done at most once unless
     `redeliver` asks again, however often its task runs."""
 
     __tablename__ = "forward_deliveries"
@@ -309,6 +309,9 @@ class ForwardDelivery(Base):
     # The unique constraint leads with event_id, so it indexes the lookup by event too.
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(255), index=True)
+    # The destination's type when last attempted (webhook, hook, redis_stream, ...): which
+    # task delivers it again on redeliver, and what listings show.
+    type: Mapped[str] = mapped_column(String(32), server_default="webhook")
     source: Mapped[str] = mapped_column(String(32))  # callback, reconciled, replay
     status: Mapped[str] = mapped_column(String(16), index=True, default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # in this round (redeliver: 0)
