@@ -25,7 +25,7 @@ from .store.models import Conversation
 # What the database puts around each matched word in a snippet: private-use characters, which
 # no transcript holds, taken out again by ``Match.of`` and given as offsets instead.
 START, STOP = "\ue000", "\ue001"
-SNIPPET_WORDS = 16
+SNIPPET_WORDS = 24  # about two lines of a page: a short line is shown whole
 MAX_QUERY_LENGTH = 200
 
 LINES = table(
@@ -138,7 +138,10 @@ def _postgresql_hits(wanted: Sequence[str]) -> Select:
     """``websearch_to_tsquery`` over the same quoted terms (all required, each a phrase);
     ``ts_rank`` is higher for better matches, so it is negated to sort as BM25 does."""
     query = func.websearch_to_tsquery(ENGLISH, " ".join('"' + term + '"' for term in wanted))
-    options = f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, MinWords=6"
+    options = (
+        f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, "
+        f"MinWords={SNIPPET_WORDS - 4}, ShortWord=0"
+    )
     return select(
         LINES.c.conversation_id,
         LINES.c.line,
