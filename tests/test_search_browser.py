@@ -13,7 +13,7 @@ import requests
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, sign_in
 from tests.console_fixtures import answering, env_for
-from tests.helpers import TOKEN, fixture_json
+from tests.helpers import TOKEN, transcript_said
 from tests.services import ROOT, RedisServer, Web, Worker, wait_until
 from workers.store.db import Store
 
@@ -66,11 +66,7 @@ def page(stack) -> Iterator:
 
 def post_transcripts(stack: dict) -> None:
     for conversation_id, entries in TRANSCRIPTS.items():
-        body = fixture_json("transcription_ready") | {
-            "conversation_id": conversation_id,
-            "timestamp": datetime.now(UTC).isoformat(),
-        }
-        body["properties"]["transcript"] = entries
+        body = transcript_said(conversation_id, entries, datetime.now(UTC))
         reply = requests.post(f"{stack['web'].url}/callbacks/{TOKEN}", json=body, timeout=30)
         assert reply.status_code == 202, reply.text
 

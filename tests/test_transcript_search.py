@@ -17,7 +17,7 @@ from sqlalchemy import delete, update
 
 from console import create_app
 from tests.console_fixtures import BEARER, console_settings
-from tests.helpers import TOKEN, fixture_json, worker_env
+from tests.helpers import TOKEN, transcript_said, worker_env
 from tests.services import wait_until
 from workers.search import Match, terms
 from workers.store.models import Conversation, Event
@@ -44,18 +44,9 @@ SAID = {
 }
 
 
-def transcript_ready(conversation_id: str, entries: list[dict], at: datetime) -> bytes:
-    body = fixture_json("transcription_ready") | {
-        "conversation_id": conversation_id,
-        "timestamp": at.isoformat(),
-    }
-    body["properties"]["transcript"] = entries
-    return orjson.dumps(body)
-
-
 def send(pipeline: dict, conversation_id: str, entries: list[dict], at: datetime) -> None:
     reply = pipeline["client"].post(
-        f"/callbacks/{TOKEN}", data=transcript_ready(conversation_id, entries, at)
+        f"/callbacks/{TOKEN}", data=orjson.dumps(transcript_said(conversation_id, entries, at))
     )
     assert reply.status_code == 202, reply.json
 
