@@ -13,13 +13,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import delete, update
 
 from console import create_app
 from tests.console_fixtures import BEARER, console_settings
 from tests.helpers import TOKEN, transcript_said, worker_env
 from tests.services import wait_until
-from workers.search import Match, terms
+from workers.search import Match, search, terms
+from workers.store.db import MIGRATIONS, Store
 from workers.store.models import Conversation, Event
 
 pytestmark = pytest.mark.integration
@@ -194,6 +197,36 @@ def test_the_cli_finds_what_was_said(said: dict, tmp_path: Path) -> None:
     too_long = cli(said, "--search", "w" * 201)
     assert too_long.returncode == 1 and "--search" in too_long.stderr
     assert "Traceback" not in too_long.stderr
+
+
+def migrate(store: Store, revision: str, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = store.engine
+    (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def test_transcripts_stored_before_the_migration_are_found_after_it(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        migrate(store, "0008")
+        migrate(store, "-1", down=True)  # and back: the downgrade leaves no trace
+        now = datetime.now(UTC)
+        with store.session() as session:
+            session.add(
+                Conversation(
+                    conversation_id="c-old",
+                    first_seen_at=now,
+                    updated_at=now,
+                    transcript=SAID["c-whale"],
+                )
+            )
+        migrate(store, "0008")
+        with store.session() as session:
+            hits = search(session, "krill tonnes", limit=5)
+        assert [(c.conversation_id, m.line) for c, m in hits] == [("c-old", 2)]
+    finally:
+        store.dispose()
 
 
 def test_terms_keep_phrases_and_drop_what_holds_no_word() -> None:
