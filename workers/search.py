@@ -13,18 +13,29 @@ What a person types: words, all of which must appear in one line, and "quoted ph
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, column, func, literal_column, select, table
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Subquery,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.orm import Session
 
 from .store.models import Conversation
 
-# What the database puts around each matched word in a snippet: private-use characters, which
-# no transcript holds, taken out again by ``Match.of`` and given as offsets instead.
+# What the database puts around each matched word in a snippet: private-use characters, taken
+# out again by ``Match.of`` and given as offsets instead (a transcript that held one would only
+# shift a highlight, never break the answer).
 START, STOP = "\ue000", "\ue001"
+ELLIPSIS = "…"
 SNIPPET_WORDS = 24  # about two lines of a page: a short line is shown whole
 MAX_QUERY_LENGTH = 200
 
@@ -52,10 +63,10 @@ class Match:
     highlights: list[tuple[int, int]]  # [start, end) of each matched word in ``snippet``
 
     @classmethod
-    def of(cls, line: int, role: str | None, marked: str) -> Match:
-        """The snippet as the database marked it, the marks turned into offsets."""
-        snippet, highlights, start = [], [], None
-        length = 0
+    def of(cls, line: int, role: str | None, marked: str, content: str) -> Match:
+        """The snippet as the database marked it, the marks turned into offsets, and "…" where
+        it leaves out the beginning or the end of the line (``content``)."""
+        parts, highlights, start, length = [], [], None, 0
         for part in re.split(f"([{START}{STOP}])", marked):
             if part == START:
                 start = length
@@ -64,9 +75,15 @@ class Match:
                     highlights.append((start, length))
                 start = None
             else:
-                snippet.append(part)
+                parts.append(part)
                 length += len(part)
-        return cls(line, role, "".join(snippet), highlights)
+        joined = "".join(parts)
+        plain = joined.strip()
+        before = "" if content.lstrip().startswith(plain) else ELLIPSIS
+        after = "" if content.rstrip().endswith(plain) else ELLIPSIS
+        moved = len(before) - (len(joined) - len(joined.lstrip()))  # "…" in, blanks out
+        spans = [(begin + moved, end + moved) for begin, end in highlights]
+        return cls(line, role, before + plain + after, spans)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -98,12 +115,12 @@ def search(
     if not wanted:
         return []
     postgresql = session.get_bind().dialect.name == "postgresql"
-    hits = _postgresql_hits(wanted) if postgresql else _sqlite_hits(wanted)
+    hits, snippet_of = _postgresql_hits(wanted) if postgresql else _sqlite_hits(wanted)
     hits = hits.subquery("hits")
     place = func.row_number().over(partition_by=hits.c.conversation_id, order_by=hits.c.score)
     ranked = select(hits, place.label("place")).subquery("ranked")
     query = (
-        select(Conversation, ranked.c.line, ranked.c.role, ranked.c.snippet)
+        select(Conversation, ranked.c.line, ranked.c.role, snippet_of(ranked), ranked.c.content)
         .join(ranked, ranked.c.conversation_id == Conversation.conversation_id)
         .where(ranked.c.place == 1, *where)
         .order_by(ranked.c.score, Conversation.conversation_id)
@@ -111,41 +128,50 @@ def search(
         .offset(offset)
     )
     return [
-        (convo, Match.of(line, role, snippet))
-        for convo, line, role, snippet in session.execute(query)
+        (convo, Match.of(line, role, snippet, content))
+        for convo, line, role, snippet, content in session.execute(query)
     ]
 
 
-def _sqlite_hits(wanted: Sequence[str]) -> Select:
+# The matching lines with their score (lower is better), and how to get the snippet of a line
+# of the ranked subquery.
+Hits = tuple[Select, Callable[[Subquery], ColumnElement[str]]]
+
+
+def _sqlite_hits(wanted: Sequence[str]) -> Hits:
     """FTS5: each term a quoted string (a phrase; FTS5's operators stay text), all required.
-    BM25 scores are lower for better matches."""
+    BM25 scores are lower for better matches. ``snippet()`` works only inside the FTS query."""
     query = " ".join('"' + term.replace('"', '""') + '"' for term in wanted)
-    snippet = func.snippet(FTS_TABLE, 0, START, STOP, "…", SNIPPET_WORDS)
-    return (
+    snippet = func.snippet(FTS_TABLE, 0, START, STOP, "", SNIPPET_WORDS)
+    hits = (
         select(
             LINES.c.conversation_id,
             LINES.c.line,
             LINES.c.role,
+            LINES.c.content,
             func.bm25(FTS_TABLE).label("score"),
             snippet.label("snippet"),
         )
         .select_from(FTS.join(LINES, LINES.c.id == FTS.c.rowid))
         .where(FTS_TABLE.op("MATCH")(query))
     )
+    return hits, lambda ranked: ranked.c.snippet
 
 
-def _postgresql_hits(wanted: Sequence[str]) -> Select:
+def _postgresql_hits(wanted: Sequence[str]) -> Hits:
     """``websearch_to_tsquery`` over the same quoted terms (all required, each a phrase);
-    ``ts_rank`` is higher for better matches, so it is negated to sort as BM25 does."""
+    ``ts_rank`` is higher for better matches, so it is negated to sort as BM25 does. The
+    headline, the costly part, is made only for the lines of the page shown."""
     query = func.websearch_to_tsquery(ENGLISH, " ".join('"' + term + '"' for term in wanted))
     options = (
         f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, "
         f"MinWords={SNIPPET_WORDS - 4}, ShortWord=0"
     )
-    return select(
+    hits = select(
         LINES.c.conversation_id,
         LINES.c.line,
         LINES.c.role,
+        LINES.c.content,
         (-func.ts_rank(LINES.c.document, query)).label("score"),
-        func.ts_headline(ENGLISH, LINES.c.content, query, options).label("snippet"),
     ).where(LINES.c.document.op("@@")(query))
+    return hits, lambda ranked: func.ts_headline(ENGLISH, ranked.c.content, query, options)
