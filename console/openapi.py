@@ -112,7 +112,7 @@ def build_spec() -> dict[str, Any]:
         "/conversations/{conversation_id}",
         operations=_one("One conversation, as `conversation --json`", "conversation_id"),
     )
-    for kind in queries.RESOURCE_MODELS:
+    for kind in queries.resource_models():
         spec.path(f"/{kind}s/{{{kind}_id}}", operations=_one(f"One {kind}", f"{kind}_id"))
     spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
     spec.path(

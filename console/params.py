@@ -12,16 +12,18 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from schemas.callbacks import SCHEMAS_BY_KIND
-from workers import search
+from schemas.callbacks import KIND_TABLE
+from workers.store import search
 from workers.store.models import EventStatus
 
 EVENT_STATUSES = ("received", *sorted(EventStatus.FINAL))
-KINDS = tuple(SCHEMAS_BY_KIND)
 CONVERSATION_STATUSES = ("pending", "active", "ended", "failed")
 SEVERITIES = ("critical", "error", "warning", "info")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# A row id in a path, as Werkzeug's converter: at most a signed 64-bit integer, the widest any
+# store holds. A larger one is a 404, not an overflow in the database driver (a 500).
+ROW_ID = f"int(max={2**63 - 1})"
 
 
 class PageArgs(Schema):
@@ -48,7 +50,8 @@ def _when(description: str) -> f.AwareDateTime:
 
 
 class EventArgs(PageArgs):
-    kind = f.String(load_default=None, validate=validate.OneOf(KINDS))
+    # A live view of the kinds: those of TAVUS_EXTENSIONS are registered after this import.
+    kind = f.String(load_default=None, validate=validate.OneOf(KIND_TABLE.keys()))
     type = f.String(load_default=None, metadata={"description": "An event_type."})
     status = f.String(load_default=None, validate=validate.OneOf(EVENT_STATUSES))
     conversation = f.String(load_default=None, metadata={"description": "A conversation_id."})

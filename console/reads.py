@@ -15,7 +15,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from schemas.times import iso
-from workers import queries, search
+from workers import queries
+from workers.store import search
 from workers.store.models import (
     Alert,
     AlertDelivery,
@@ -27,8 +28,6 @@ from workers.store.models import (
 )
 
 from . import cursor
-
-RESOURCE_KINDS = tuple(queries.RESOURCE_MODELS)
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ def find_id(session: Session, wanted: str) -> tuple[str, str] | None:
         or session.scalars(select(Event.id).where(Event.conversation_id == wanted).limit(1)).first()
     ):
         return "conversation", wanted
-    for kind in RESOURCE_KINDS:
+    for kind in queries.resource_models():
         if queries.resource_record(session, kind, wanted) is not None:
             return kind, wanted
     return None

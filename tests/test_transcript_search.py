@@ -21,9 +21,9 @@ from console import create_app
 from tests.console_fixtures import BEARER, console_settings
 from tests.helpers import TOKEN, transcript_said, worker_env
 from tests.services import wait_until
-from workers.search import Match, search, terms
 from workers.store.db import MIGRATIONS, Store
 from workers.store.models import Conversation, Event
+from workers.store.search import Match, search, terms
 
 pytestmark = pytest.mark.integration
 

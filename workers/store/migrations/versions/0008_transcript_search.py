@@ -1,7 +1,7 @@
 """transcript_lines: what was said in each conversation, one row per line, searchable
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 The lines are written by the database itself, from ``conversations.transcript``: triggers
 rebuild a conversation's lines whenever its transcript is written, and remove them when the
@@ -16,7 +16,7 @@ The system prompt (``role = 'system'``) is not indexed: it is not what was said.
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

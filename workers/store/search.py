@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .store.models import Conversation
+from .models import Conversation
 
 # What the database puts around each matched word in a snippet: private-use characters, taken
 # out again by ``Match.of`` and given as offsets instead (a transcript that held one would only
