@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from cli import config, deliveries, devstate, failures, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
+from console import reads
+from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
 from schemas import extensions
 from schemas.broker import redis_client, task_queue
 from schemas.callbacks import KIND_TABLE, kinds
@@ -181,6 +183,59 @@ def render_events(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+
+
+OPTIONS = {"q": "--search", "limit": "--limit"}  # the API's parameter names, as the CLI's
+
+
+@main.command()
+@click.option("--search", "words", help='Only those whose transcript says this: words, "a phrase".')
+@click.option("--status", type=click.Choice(CONVERSATION_STATUSES), help="Only in this status.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def conversations(
+    settings: Settings, words: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """List conversations, newest first; with --search, the best matches first, each with the
+    line that matched."""
+    try:
+        args = parse(CONVERSATION_ARGS, {"q": words or "", "status": status or "", "limit": limit})
+    except BadArgs as exc:
+        said = (f"{OPTIONS.get(name, name)}: {' '.join(m)}" for name, m in exc.messages.items())
+        raise click.ClickException("; ".join(said)) from exc
+    with reading(settings) as session:
+        rows = reads.conversations_page(session, args).data
+    print_record(rows, as_json, render_conversations)
+
+
+def render_conversations(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no conversations"
+    if "match" not in rows[0]:
+        return table(
+            ("first seen", "status", "conversation", "replica", "ended"),
+            [
+                (when(r["first_seen_at"]), r["status"], r["conversation_id"], r["replica_id"],
+                 when(r["ended_at"]))
+                for r in rows
+            ],
+        )  # fmt: skip
+    lines = []
+    for r in rows:
+        match = r["match"]
+        lines.append(f"{safe(r['conversation_id'])}  {r['status']}  line {match['line']}")
+        lines.append(f"  {safe(match['role'] or 'unknown')}: {_highlighted(match)}")
+    return "\n".join(lines)
+
+
+def _highlighted(match: dict[str, Any]) -> str:
+    """The snippet, its matched words in bold (on a terminal; plain text elsewhere)."""
+    snippet, at, parts = match["snippet"], 0, []
+    for start, end in match["highlights"]:
+        parts += [safe(snippet[at:start]), click.style(safe(snippet[start:end]), bold=True)]
+        at = end
+    return "".join([*parts, safe(snippet[at:])])
 
 
 @main.command()

@@ -101,7 +101,13 @@ def build_spec() -> dict[str, Any]:
         }
     }
     spec.path("/events/{event_id}/replay", operations=replay)
-    spec.path("/conversations", operations=_list("Conversations", ConversationArgs))
+    spec.path(
+        "/conversations",
+        operations=_list(
+            "Conversations; with `q`, those whose transcript holds the words, best first",
+            ConversationArgs,
+        ),
+    )
     spec.path(
         "/conversations/{conversation_id}",
         operations=_one("One conversation, as `conversation --json`", "conversation_id"),

@@ -13,6 +13,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_sc
 from marshmallow import fields as f
 
 from schemas.callbacks import KIND_TABLE
+from workers.store import search
 from workers.store.models import EventStatus
 
 EVENT_STATUSES = ("received", *sorted(EventStatus.FINAL))
@@ -70,6 +71,15 @@ class EventArgs(PageArgs):
 class ConversationArgs(PageArgs):
     status = f.String(load_default=None, validate=validate.OneOf(CONVERSATION_STATUSES))
     since = _when("First seen at or after this ISO 8601 time.")
+    q = f.String(
+        load_default=None,
+        validate=validate.Length(max=search.MAX_QUERY_LENGTH),
+        metadata={
+            "description": "Words said in the conversation (all in one line of its transcript), "
+            'or a "quoted phrase": the best matches first, each with its `match` (line, role, '
+            "snippet, highlights)."
+        },
+    )
 
 
 class AlertArgs(PageArgs):
