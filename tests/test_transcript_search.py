@@ -227,7 +227,7 @@ def migrate(store: Store, revision: str, down: bool = False) -> None:
 def test_transcripts_stored_before_the_migration_are_found_after_it(database_url: str) -> None:
     store = Store(database_url)
     try:
-        migrate(store, "0008")
+        migrate(store, "0009")
         migrate(store, "-1", down=True)  # and back: the downgrade leaves no trace
         now = datetime.now(UTC)
         with store.session() as session:
@@ -239,7 +239,7 @@ def test_transcripts_stored_before_the_migration_are_found_after_it(database_url
                     transcript=SAID["c-whale"],
                 )
             )
-        migrate(store, "0008")
+        migrate(store, "0009")
         with store.session() as session:
             hits = search(session, "krill tonnes", limit=5)
         assert [(c.conversation_id, m.line) for c, m in hits] == [("c-old", 2)]
