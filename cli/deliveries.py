@@ -12,7 +12,7 @@ import redis
 
 from cli import failures
 from cli.lifecycle import cli_actor
-from schemas.broker import TaskQueue, redis_client
+from schemas.broker import redis_client, task_queue
 from schemas.settings import Settings
 from workers import audit, forwarding, queries
 from workers.store.db import Store
@@ -72,7 +72,7 @@ def redeliver(
     if (event_id is None) == (not failed):
         raise click.UsageError("give one EVENT_ID or --failed")
     failures.check_redis_url(settings.redis_url)
-    send = TaskQueue(redis_client(settings)).send
+    send = task_queue(redis_client(settings), settings).send
     try:
         with Store(settings.database_url).session() as session:
             tasks = forwarding.redeliver(session, settings, event_id, destination, failed)

@@ -18,7 +18,15 @@ from workers import audit, queries, replay
 
 from . import actions, openapi, reads
 from .cursor import BadCursor
-from .params import ALERT_ARGS, CONVERSATION_ARGS, DELIVERY_ARGS, EVENT_ARGS, BadArgs, parse
+from .params import (
+    ALERT_ARGS,
+    CONVERSATION_ARGS,
+    DELIVERY_ARGS,
+    EVENT_ARGS,
+    ROW_ID,
+    BadArgs,
+    parse,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -111,7 +119,7 @@ def _resource_view(kind: str) -> None:
     bp.add_url_rule(f"/{kind}s/<resource_id>", f"{kind}", show, methods=["GET"])
 
 
-for _kind in queries.RESOURCE_MODELS:  # replicas/<id>, videos/<id>, documents/<id>
+for _kind in queries.resource_models():  # replicas/<id>, videos/<id>, documents/<id>
     _resource_view(_kind)
 
 
@@ -126,7 +134,7 @@ def _erase_view(kind: str) -> None:
     bp.add_url_rule(f"/{kind}s/<target_id>", f"erase_{kind}", erase, methods=["DELETE"])
 
 
-for _kind in ("conversation", *queries.RESOURCE_MODELS):
+for _kind in ("conversation", *queries.resource_models()):
     _erase_view(_kind)
 
 
@@ -140,7 +148,7 @@ def deliveries() -> Response:
     return _page(reads.deliveries_page, DELIVERY_ARGS)
 
 
-@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     """Another round for one delivery (as ``tavus-callbacks redeliver``)."""
     with console().store.session() as session:

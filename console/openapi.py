@@ -115,12 +115,18 @@ def build_spec() -> dict[str, Any]:
         }
     }
     spec.path("/events/{event_id}/replay", operations=replay)
-    spec.path("/conversations", operations=_list("Conversations", ConversationArgs))
+    spec.path(
+        "/conversations",
+        operations=_list(
+            "Conversations; with `q`, those whose transcript holds the words, best first",
+            ConversationArgs,
+        ),
+    )
     spec.path(
         "/conversations/{conversation_id}",
         operations=_one("One conversation, as `conversation --json`", "conversation_id"),
     )
-    for kind in queries.RESOURCE_MODELS:
+    for kind in queries.resource_models():
         spec.path(f"/{kind}s/{{{kind}_id}}", operations=_one(f"One {kind}", f"{kind}_id"))
     spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
     spec.path(

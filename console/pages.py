@@ -26,6 +26,7 @@ from flask import (
 )
 
 from schemas.broker import queue_depths
+from schemas.callbacks import kinds
 from workers import audit, queries
 
 from . import actions, charts, reads, security
@@ -39,8 +40,8 @@ from .params import (
     DELIVERY_STATUSES,
     EVENT_ARGS,
     EVENT_STATUSES,
-    KINDS,
     MAX_LIMIT,
+    ROW_ID,
     SEVERITIES,
     BadArgs,
     parse,
@@ -214,8 +215,8 @@ def events() -> Response | str:
         args=args,
         errors=errors,
         statuses=EVENT_STATUSES,
-        kinds=KINDS,
-        resource_kinds=reads.RESOURCE_KINDS,
+        kinds=kinds(),
+        resource_kinds=queries.resource_models(),
     )
 
 
@@ -290,7 +291,8 @@ def erase_conversation(conversation_id: str) -> Response:
     return redirect(url_for("pages.conversations"))
 
 
-@bp.get("/<any(replica, video, document):kind>s/<resource_id>")
+# /replicas/<id>, /videos/<id>, /documents/<id>: every kind with a record of its own.
+@bp.get(f"/<any({', '.join(queries.resource_models())}):kind>s/<resource_id>")
 def resource(kind: str, resource_id: str) -> str:
     with console().store.session() as s:
         record = queries.resource_record(s, kind, resource_id)
@@ -350,7 +352,7 @@ def when(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver(s, console().settings, delivery_id, console().tasks.send)
@@ -376,7 +378,7 @@ def redeliver_failed() -> Response:
     return redirect(url_for("pages.deliveries"))
 
 
-@bp.post("/alert-deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/alert-deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver_alert(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver_alert(s, delivery_id, console().tasks.send)

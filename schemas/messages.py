@@ -93,9 +93,8 @@ def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -
     )
 
 
-# Alert severities, most severe first, and the channels an alert can be delivered to.
+# Alert severities, most severe first (the channels are the workers': workers.alerts.notifiers).
 SEVERITIES = ("critical", "error", "warning", "info")
-ALERT_CHANNELS = ("log", "slack", "webhook", "email")
 
 
 def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str) -> EventMessage:

@@ -33,12 +33,12 @@ from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from .messages import ALERT_CHANNELS, SEVERITIES
+from .messages import SEVERITIES
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -137,6 +137,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+_CHANNEL_NAME = re.compile(r"[a-z0-9_]+")
+
+
 class AlertRoutes(f.Field):
     """``"critical:slack+webhook+email, warning:slack"`` -> ``(("critical", ("slack", ...)), ...)``.
 
@@ -153,11 +156,10 @@ class AlertRoutes(f.Field):
                     f"severity among {', '.join(SEVERITIES)}."
                 )
             names = tuple(name.strip() for name in channels.split("+") if name.strip())
-            unknown = [name for name in names if name not in ALERT_CHANNELS]
-            if unknown:
-                raise ValidationError(
-                    f"unknown channel {unknown[0]!r}; known: {', '.join(ALERT_CHANNELS)}."
-                )
+            # Which channels exist is the workers' to say (extensions add some): checked there.
+            bad = [name for name in names if not _CHANNEL_NAME.fullmatch(name)]
+            if bad:
+                raise ValidationError(f"{bad[0]!r} is no channel name ([a-z0-9_]+).")
             routes.append((severity, names))
         return tuple(routes)
 
@@ -192,15 +194,25 @@ def _mailbox(value: str) -> bool:
     return True
 
 
-RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+# <provider>:<place>; each provider checks its own form when the worker starts (extensions add
+# providers, so which ones exist is the workers' to say).
+RECORDING_LOCATION = re.compile(r"^[a-z0-9_]+:[^\s:]+$")
 
 
 def _recording_locations(entries: tuple[str, ...]) -> None:
     bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
     if bad:
         raise ValidationError(
-            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+            f"{bad}: expected <provider>:<place>, e.g. s3:<bucket>, gcs:<bucket> or "
+            "azure_blob:<account>/<container>"
         )
+
+
+def _is_host_port(node: str) -> bool:
+    host, _, port = node.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError("every entry must be host:port")
+    return True
 
 
 def _is_network(cidr: str) -> bool:
@@ -242,13 +254,25 @@ def _event_patterns(patterns: tuple[str, ...]) -> None:
         raise ValidationError(f"{bad}: expected event types, kinds, prefix.* patterns or *")
 
 
+# ``azure_blob://`` too: an underscore RFC 3986 does not allow, so urlsplit would not see it.
+_DESTINATION_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-_]*)://")
+
+
+def split_destination_url(url: str) -> SplitResult:
+    """``urlsplit`` of a ``FORWARD_<NAME>_URL``, its scheme kept even with an underscore."""
+    found = _DESTINATION_SCHEME.match(url)
+    if found is None:
+        return urlsplit(url)
+    return urlsplit("x" + url[found.end(1) :])._replace(scheme=found.group(1))
+
+
 def _destination_url(url: str) -> None:
     """Any ``scheme://place`` URL; the scheme picks the destination type, which checks the rest."""
     try:
-        parts = urlsplit(url)
+        parts = split_destination_url(url)
     except ValueError:
         parts = None
-    if not (parts and re.fullmatch(r"[a-z][a-z0-9+.\-]*", parts.scheme) and parts.netloc):
+    if not (parts and _DESTINATION_SCHEME.match(url) and parts.netloc):
         raise ValidationError("must be a URL, <scheme>://<place>; its scheme picks the type")
 
 
@@ -315,6 +339,15 @@ class Settings:
         "removed; required to serve, at least 16 characters each (`dev` generates one)",
         secret=True,
     )
+    tavus_signing_secrets: tuple[str, ...] = INTAKE.setting(
+        "TAVUS_SIGNING_SECRETS",
+        CommaList(),
+        (),
+        'secrets of Tavus tools with `auth.type: "hmac"` (post-call actions), comma-separated '
+        "for rotation: a request whose `X-Tavus-Signature` verifies needs no token, one whose "
+        "signature fails gets 401 (docs/tool-deliveries.md)",
+        secret=True,
+    )
     max_body_bytes: int = INTAKE.setting(
         "MAX_BODY_BYTES",
         f.Integer(validate=_range(1024)),
@@ -373,12 +406,58 @@ class Settings:
         False,
         "verify the `rediss://` certificate (Heroku Redis's is self-signed)",
     )
+    # A primary with a replica fails over; Sentinel says which node is the primary now.
+    redis_sentinels: tuple[str, ...] = CORE.setting(
+        "REDIS_SENTINELS",
+        CommaList(validate=lambda nodes: all(map(_is_host_port, nodes))),
+        (),
+        "comma-separated `host:port` of Redis Sentinels: every process asks them for the "
+        "primary of `REDIS_SENTINEL_MASTER` and follows a failover without a restart; "
+        "`REDIS_URL`'s password, db and scheme still apply to the primary, its host is not used",
+        shown_default="— (`REDIS_URL`'s host is the primary)",
+    )
+    redis_sentinel_master: str = CORE.setting(
+        "REDIS_SENTINEL_MASTER",
+        f.String(validate=validate.Length(min=1)),
+        "mymaster",
+        "the name the sentinels monitor the primary under",
+    )
+    redis_sentinel_password: str | None = CORE.setting(
+        "REDIS_SENTINEL_PASSWORD",
+        f.String(),
+        None,
+        "the sentinels' own password (`requirepass` in sentinel.conf), when they have one",
+        secret=True,
+        shown_default="—",
+    )
+    # Replication is asynchronous: an event only the primary holds is lost if it fails over.
+    redis_min_replicas: int = CORE.setting(
+        "REDIS_MIN_REPLICAS",
+        f.Integer(validate=_range(0)),
+        0,
+        "when 1 or more, a callback is answered `accepted` only once Redis `WAIT` confirms this "
+        "many replicas hold it (otherwise it is spooled, answered `spooled`, and drained once "
+        "a replica confirms); workers' follow-up tasks wait for the same confirmation",
+    )
+    redis_replica_timeout_ms: int = CORE.setting(
+        "REDIS_REPLICA_TIMEOUT_MS",
+        f.Integer(validate=_range(1)),
+        100,
+        "how long one publish waits for the replicas' confirmation (`WAIT`)",
+    )
     database_url: str = CORE.setting(
         "DATABASE_URL",
         DatabaseUrl(),
         "sqlite:///.tavus-callbacks/events.db",
         "the event store; `postgres://…` (Heroku) works as is",
         credentials=True,
+    )
+    tavus_extensions: tuple[str, ...] = CORE.setting(
+        "TAVUS_EXTENSIONS",
+        CommaList(),
+        (),
+        "comma-separated Python modules that add callback kinds, storage providers or alert "
+        "channels (see Architecture, Recipes); every process imports them when it starts",
     )
     # Redis hands a message taken but never acked to another worker after this long: it is how
     # long the events a SIGKILLed worker held wait before another worker gets them. Every
@@ -860,17 +939,22 @@ class ForwardDestination:
     name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
     url: str = field(repr=False)
     events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
-    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}).
-    variables: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}). Not
+    # hashed (a dict cannot be), so that Settings stays a key of the caches that take it.
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+
+    @property
+    def parts(self) -> SplitResult:
+        return split_destination_url(self.url)
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme
+        return self.parts.scheme
 
     @property
     def host(self) -> str:
         """What logs and errors may name: the host, never the URL (it may hold a token)."""
-        return urlsplit(self.url).hostname or "the destination"
+        return self.parts.hostname or "the destination"
 
     def variable(self, suffix: str) -> str:
         return f"FORWARD_{self.name.upper()}_{suffix}"
@@ -879,7 +963,7 @@ class ForwardDestination:
         """The URL's credentials, and every value of the type's own variables: this module
         cannot tell which of them are secret, so it hides them all."""
         found = list(self.variables.values())
-        parts = urlsplit(self.url)
+        parts = self.parts
         for credential in (parts.password, parts.username):
             if credential:
                 found += {credential, unquote(credential)}
@@ -892,13 +976,15 @@ class DestinationSettings:
 
     ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
     declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
-    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme;
+    ``about``, the URL's form and options, for the configuration reference.
     """
 
     type: str
     schemes: tuple[str, ...]
     settings: tuple[Declaration, ...] = ()
     url: Callable[[str], Any] | None = None
+    about: str = ""
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
         """This destination's own settings, parsed or their defaults, by lower-cased suffix.

@@ -34,7 +34,7 @@ from schemas.broker import PRIORITY_SUFFIXES, UNACKED_KEY
 from schemas.messages import QUEUES
 from schemas.spool_files import SUFFIX
 from workers import audit
-from workers.queries import RESOURCE_MODELS
+from workers.queries import resource_models
 from workers.storage.state import PENDING as VERIFICATION_PENDING
 from workers.store.db import Store
 from workers.store.models import (
@@ -44,20 +44,19 @@ from workers.store.models import (
     AuditEntry,
     Base,
     Conversation,
+    ConversationEventRow,
     DeliveryStatus,
     Erasure,
     Event,
     EventStatus,
     ForwardAttempt,
     ForwardDelivery,
-    GuardrailTrigger,
     Objective,
-    PostCallAction,
     Recording,
 )
 
 BATCH_ROWS = 1000  # rows per statement, and so per transaction
-RESOURCES: dict[str, type[Base]] = RESOURCE_MODELS  # replicas, videos, documents by kind
+RESOURCES: dict[str, type[Base]] = resource_models()  # replicas, videos, documents by kind
 TARGET_KINDS = ("conversation", *RESOURCES)
 # Callback kinds whose events belong to a conversation (the others, to a resource).
 CONVERSATION_KINDS = frozenset({"conversation", "guardrail", "objective"})
@@ -127,8 +126,7 @@ def _steps(events: ColumnElement[bool], conversations: Select | list[str] | None
         (AlertAttempt, AlertAttempt.delivery_id.in_(alert_deliveries)),
         (AlertDelivery, AlertDelivery.alert_id.in_(select(Alert.id).where(alerts))),
         (Alert, alerts),
-        (GuardrailTrigger, about(GuardrailTrigger.event_id, GuardrailTrigger.conversation_id)),
-        (PostCallAction, about(PostCallAction.event_id, PostCallAction.conversation_id)),
+        *((model, about(model.event_id, model.conversation_id)) for model in _event_rows()),
     ]
     if conversations is not None:
         steps += [
@@ -139,6 +137,16 @@ def _steps(events: ColumnElement[bool], conversations: Select | list[str] | None
     if conversations is not None:
         steps.append((Conversation, by_conversation(Conversation.conversation_id)))
     return steps
+
+
+def _event_rows() -> list[type[Base]]:
+    """Every table of rows an event adds to its conversation (guardrail triggers, post-call
+    actions, tool deliveries...): a new one is covered without a line here."""
+    return [
+        mapper.class_
+        for mapper in Base.registry.mappers
+        if issubclass(mapper.class_, ConversationEventRow)
+    ]
 
 
 def _run(store: Store, steps: Iterable[Step], dry_run: bool = False) -> Counter[str]:
@@ -481,6 +489,19 @@ def _shred(path: Path) -> None:
         pass
 
 
+def _merge_search_index(store: Store) -> None:
+    """FTS5 keeps a removed line's words in its older segments until they are merged: merge
+    them all now, so that transcript search's index keeps nothing erased or purged."""
+    with store.begin() as connection:
+        found = connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE name = 'transcript_search'"
+        ).first()
+        if found is not None:
+            connection.exec_driver_sql(
+                "INSERT INTO transcript_search (transcript_search) VALUES ('optimize')"
+            )
+
+
 def rewrite_aof(client: redis.Redis) -> bool:
     """Ask Redis to rewrite its append-only file, which still holds the messages taken out;
     False where it cannot say or refuses (managed Redis often disables CONFIG: docs/privacy.md)."""
@@ -502,6 +523,7 @@ def compact(store: Store, attempts: int = 20) -> bool:
     the log is empty. PostgreSQL: nothing here (see docs/privacy.md)."""
     if store.engine.dialect.name != "sqlite":
         return True
+    _merge_search_index(store)
     for _ in range(attempts):
         # Outside any transaction (the engine begins one on first use, and a checkpoint cannot
         # run in one): the driver's own connection, in autocommit as the store sets it.

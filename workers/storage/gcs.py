@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 import requests
@@ -20,6 +21,7 @@ from google.cloud import storage
 from schemas.settings import Settings
 
 from .base import (
+    JSON,
     AccessDenied,
     Missing,
     ObjectFacts,
@@ -29,16 +31,30 @@ from .base import (
     checksum,
     unquote_etag,
 )
-from .locations import ObjectLocation
+from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)
 
 _REQUEST_LINE = re.compile(r"^[A-Z]+ \S+: ")
 _SDK_ERRORS = (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException)
+_GCS_BUCKET = re.compile(r"^(?!goog)[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
 class GcsVerifier:
+    """``gs://<bucket>/<object>``; ``gcs:<bucket>`` in RECORDING_LOCATIONS."""
+
     provider: ClassVar[str] = "gcs"
+    schemes: ClassVar[tuple[str, ...]] = ("gs",)
+    entry = staticmethod(plain_entry)
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        bucket, key = bucket_and_key(uri)
+        if not _GCS_BUCKET.match(bucket) or any(len(part) > 63 for part in bucket.split(".")):
+            raise LocationRefused(f"{bucket!r} is not a valid GCS bucket name")
+        if key in (".", ".."):
+            raise LocationRefused("'.' and '..' are not GCS object names")
+        return ObjectLocation(cls.provider, bucket, key, uri=f"gs://{bucket}/{key}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcsVerifier:
@@ -66,6 +82,14 @@ class GcsVerifier:
             last_modified=blob.updated,
             version=None if blob.generation is None else str(blob.generation),
         )
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        try:
+            blob = self._connect().bucket(where.container).blob(where.key)
+            blob.metadata = dict(metadata)
+            blob.upload_from_string(data, content_type=JSON, timeout=self._timeout, retry=None)
+        except _SDK_ERRORS as exc:
+            raise _failure(exc) from exc
 
     def _connect(self) -> storage.Client:
         """Made on first use, not at import: finding credentials may ask the metadata server."""

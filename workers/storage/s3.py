@@ -8,6 +8,8 @@ connect and read timeout and no SDK-level retry: the task retries, by cause, wit
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 import boto3
@@ -26,6 +28,7 @@ from botocore.exceptions import (
 from schemas.settings import Settings
 
 from .base import (
+    JSON,
     AccessDenied,
     Missing,
     ObjectFacts,
@@ -35,7 +38,7 @@ from .base import (
     checksum,
     unquote_etag,
 )
-from .locations import ObjectLocation
+from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,28 @@ _CHECKSUMS = (
     ("ChecksumCRC32", "crc32"),
 )
 _SDK_ERRORS = (ClientError, BotoCoreError)
+# S3's bucket naming rules, so a typo fails here with a reason rather than at the SDK.
+_S3_BUCKET = re.compile(
+    r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+)
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "429"}
 
 
 class S3Verifier:
+    """``s3://<bucket>/<key>`` (and the older ``bucket_name`` + ``s3_key``, which the
+    recording's handler writes in that form); ``s3:<bucket>`` in RECORDING_LOCATIONS."""
+
     provider: ClassVar[str] = "s3"
+    schemes: ClassVar[tuple[str, ...]] = ("s3",)
+    entry = staticmethod(plain_entry)
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        bucket, key = bucket_and_key(uri)
+        if not _S3_BUCKET.match(bucket):
+            raise LocationRefused(f"{bucket!r} is not a valid S3 bucket name")
+        return ObjectLocation(cls.provider, bucket, key, uri=f"s3://{bucket}/{key}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Verifier:
@@ -89,6 +108,18 @@ class S3Verifier:
             last_modified=head.get("LastModified"),
             version=head.get("VersionId"),
         )
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        try:
+            self._client.put_object(
+                Bucket=where.container,
+                Key=where.key,
+                Body=data,
+                ContentType=JSON,
+                Metadata=dict(metadata),
+            )
+        except _SDK_ERRORS as exc:
+            raise _failure(exc) from exc
 
     def _check_bucket(self, bucket: str) -> None:
         """A HEAD answers 404 for a missing key and a missing bucket alike; tell them apart."""

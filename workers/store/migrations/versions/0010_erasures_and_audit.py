@@ -1,14 +1,14 @@
 """erasures (the tombstones of erased conversations, replicas, videos, documents) and audit
 
-Revision ID: 0008
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
