@@ -14,7 +14,8 @@ from cli import failures
 from cli.lifecycle import cli_actor
 from schemas.broker import redis_client, task_queue
 from schemas.settings import Settings
-from workers import audit, forwarding, queries
+from workers import forwarding, queries
+from workers.store import audit
 from workers.store.db import Store
 
 

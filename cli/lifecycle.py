@@ -13,7 +13,8 @@ from cli import failures
 from cli.render import echo_table, print_record, safe, table, when
 from schemas.broker import redis_client
 from schemas.settings import Settings
-from workers import audit, lifecycle
+from workers import lifecycle
+from workers.store import audit
 from workers.store.db import Store
 
 

@@ -29,8 +29,9 @@ from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import audit, queries, replay
+from workers import queries, replay
 from workers.storage import state
+from workers.store import audit
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
-from workers import audit, queries, replay
+from workers import queries, replay
+from workers.store import audit
 
 from . import actions, openapi, reads
 from .cursor import BadCursor

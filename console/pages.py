@@ -27,7 +27,8 @@ from flask import (
 
 from schemas.broker import queue_depths
 from schemas.callbacks import kinds
-from workers import audit, queries
+from workers import queries
+from workers.store import audit
 
 from . import actions, charts, reads, security
 from .api import replay_one

@@ -30,8 +30,9 @@ from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
 from tests.helpers import TOKEN, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
-from workers import audit, lifecycle, processing
+from workers import lifecycle, processing
 from workers.alerts import ledger as alert_ledger
+from workers.store import audit
 from workers.store.db import Store
 from workers.store.models import (
     Alert,

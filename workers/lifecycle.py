@@ -33,9 +33,9 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from schemas.broker import PRIORITY_SUFFIXES, UNACKED_KEY
 from schemas.messages import QUEUES
 from schemas.spool_files import SUFFIX
-from workers import audit
 from workers.queries import resource_models
 from workers.storage.state import PENDING as VERIFICATION_PENDING
+from workers.store import audit
 from workers.store.db import Store
 from workers.store.models import (
     Alert,
