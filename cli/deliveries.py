@@ -11,9 +11,10 @@ import click
 import redis
 
 from cli import failures
+from cli.lifecycle import cli_actor
 from schemas.broker import redis_client, task_queue
 from schemas.settings import Settings
-from workers import forwarding, queries
+from workers import audit, forwarding, queries
 from workers.store.db import Store
 
 
@@ -79,6 +80,10 @@ def redeliver(
                 send(task["name"], task["args"])
     except redis.RedisError as exc:
         raise click.ClickException(f"Redis unreachable, nothing redelivered: {exc}") from exc
+    target = "failed deliveries" if failed else f"event:{event_id}"
+    outcome = "done" if tasks else "nothing"
+    store = Store(settings.database_url)
+    audit.record(store, cli_actor(), "redeliver", target, outcome, deliveries=len(tasks))
     if not tasks:
         click.echo("nothing to redeliver")
         return

@@ -19,7 +19,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, simulate, soak
+from cli import config, deliveries, devstate, failures, lifecycle, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -29,7 +29,7 @@ from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import queries, replay
+from workers import audit, queries, replay
 from workers.storage import state
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
@@ -423,6 +423,10 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
                     raise click.ClickException(f"no event {safe(event_id)}")
                 rows = [row]
             done = replay.replay(rows, tasks.publish_event)
+        target = "failed events" if failed else f"event:{event_id}"
+        outcome = "done" if done else "nothing"
+        store = Store(settings.database_url)
+        audit.record(store, lifecycle.cli_actor(), "replay", target, outcome, events=len(done))
     if not done:
         click.echo("no failed events to replay")
         return
@@ -545,6 +549,7 @@ main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 config.register(main)  # config docs, config check: the settings themselves
+lifecycle.register(main)  # purge, erase: retention and erasure
 soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 
 

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         store=store_for(settings.database_url),
         redis=client,
-        tokens=security.ApiTokens(settings.api_tokens),
+        tokens=security.ApiTokens(settings.api_tokens, settings.admin_api_tokens),
         tasks=task_queue(client, settings),
         throttle=security.SigninThrottle(client),
     )

@@ -223,9 +223,22 @@ def _is_network(cidr: str) -> bool:
     return True
 
 
+def named_token(entry: str) -> tuple[str | None, str]:
+    """``name:token`` -> ``("name", "token")``; a bare token -> ``(None, token)``. A name is a
+    short word (letters, digits, ``._-``), so a token holding a colon stays whole."""
+    name, colon, token = entry.partition(":")
+    if colon and _TOKEN_NAME.fullmatch(name):
+        return name, token
+    return None, entry
+
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
 def _long_enough(name: str) -> Any:
     def check(tokens: tuple[str, ...]) -> bool:
-        if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):  # never repeats the token
+        secrets_only = [named_token(token)[1] for token in tokens]
+        if any(len(token) < MIN_TOKEN_LENGTH for token in secrets_only):  # never repeats it
             raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
         return True
 
@@ -302,6 +315,10 @@ METRICS = Section("Metrics")
 CONSOLE = Section(
     "Console and read API",
     "No API token: the API answers 404; no password: the pages answer 404.",
+)
+RETENTION = Section(
+    "Retention and erasure",
+    "How long content is kept; `beat` purges what is older ([Privacy](privacy.md)).",
 )
 FORWARDING = Section(
     "Forwarding and hooks",
@@ -713,9 +730,20 @@ class Settings:
         CommaList(validate=_long_enough("API_TOKENS")),
         (),
         "bearer tokens of the read API (`/api/v1`), comma-separated, at least 16 characters "
-        "each; separate from `CALLBACK_TOKENS`; `dev` generates one",
+        "each; `name:token` names one in the audit trail (a bare token is named by its "
+        "position, `token-1`...); separate from `CALLBACK_TOKENS`; `dev` generates one",
         secret=True,
         shown_default="— (API off: 404)",
+    )
+    admin_api_tokens: tuple[str, ...] = CONSOLE.setting(
+        "ADMIN_API_TOKENS",
+        CommaList(validate=_long_enough("ADMIN_API_TOKENS")),
+        (),
+        "bearer tokens that may also erase (`DELETE /api/v1/conversations/<id>`...), "
+        "comma-separated, at least 16 characters each, `name:token` as `API_TOKENS` (bare: "
+        "`admin-1`...); they read as `API_TOKENS` do",
+        secret=True,
+        shown_default="— (nobody erases through the API)",
     )
     console_password: str | None = CONSOLE.setting(
         "CONSOLE_PASSWORD",
@@ -740,6 +768,28 @@ class Settings:
         "a stolen cookie lets the password be guessed offline. Changing either signs everybody "
         "out",
         secret=True,
+    )
+
+    retention_days: int = RETENTION.setting(
+        "RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        90,
+        "a conversation (its events, transcript, perception, objectives, guardrails, "
+        "deliveries, alerts), replica, video or document is purged once its newest event is "
+        "this many days old and nothing about it is pending; `0` keeps everything",
+    )
+    audit_retention_days: int = RETENTION.setting(
+        "AUDIT_RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        365,
+        "how long the audit trail (who replayed, redelivered, erased, purged, signed in) is kept; "
+        "`0` keeps it for ever",
+    )
+    purge_interval_seconds: int = RETENTION.setting(
+        "PURGE_INTERVAL_SECONDS",
+        f.Integer(validate=_range(60)),
+        3600,
+        "how often `beat` runs the purge",
     )
 
     # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.

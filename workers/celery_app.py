@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
+from schemas.messages import PURGE, QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
 from workers import destinations, extensions, logs
 
@@ -28,6 +28,7 @@ TASK_MODULES = (
     "workers.tasks.alerts",
     "workers.tasks.reconcile",
     "workers.tasks.forward",
+    "workers.tasks.lifecycle",
 )
 
 
@@ -128,18 +129,21 @@ def restore_interval(visibility_timeout: int) -> int:
 
 
 def periodic_tasks(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What `celery beat` sends. Reconciliation needs the Tavus API key; nothing runs without it."""
-    if not settings.tavus_api_key:
-        return {}
-    every = settings.reconcile_interval_seconds
-    return {
-        "reconcile-missed-callbacks": {
-            "task": RECONCILE,
-            "schedule": float(every),
-            # A run not started within one period is dropped: the next one does the same work.
-            "options": {"expires": every},
-        }
-    }
+    """What `celery beat` sends. Reconciliation needs the Tavus API key; the purge a retention
+    (`RETENTION_DAYS=0` keeps everything)."""
+    schedule = {}
+    if settings.tavus_api_key:
+        schedule["reconcile-missed-callbacks"] = _every(
+            RECONCILE, settings.reconcile_interval_seconds
+        )
+    if settings.retention_days:
+        schedule["purge-expired"] = _every(PURGE, settings.purge_interval_seconds)
+    return schedule
+
+
+def _every(task: str, seconds: float) -> dict[str, Any]:
+    # A run not started within one period is dropped: the next one does the same work.
+    return {"task": task, "schedule": float(seconds), "options": {"expires": seconds}}
 
 
 class _EtaCap:

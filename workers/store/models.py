@@ -336,3 +336,30 @@ class ForwardAttempt(Base):
     latency_ms: Mapped[float | None]
     answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Erasure(Base):
+    """What remains of an erased conversation, replica, video or document: its id, when, by
+    whom, how many rows went. A later callback for it is acked and dropped, never stored."""
+
+    __tablename__ = "erasures"
+
+    target: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<kind>:<id>"
+    erased_at: Mapped[datetime]
+    erased_by: Mapped[str] = mapped_column(String(255))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    """One action that changed state or revealed content: who, what, on what, how it ended.
+    Only ever inserted (and removed after AUDIT_RETENTION_DAYS); it holds no payload content."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(255))  # cli:<user>@<host>, api:<token>, console:…
+    action: Mapped[str] = mapped_column(String(64))  # replay, redeliver, erase, purge, sign-in…
+    target: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(32))  # done, refused, failed, nothing
+    detail: Mapped[dict[str, Any] | None]  # counts and names, never content
