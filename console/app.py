@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from schemas import extensions
-from schemas.broker import TaskQueue, redis_client
+from schemas.broker import TaskQueue, redis_client, task_queue
 from schemas.settings import Settings, SettingsError
 from workers.store.db import Store, store_for
 
@@ -55,8 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         store=store_for(settings.database_url),
         redis=client,
-        tokens=security.ApiTokens(settings.api_tokens),
-        tasks=TaskQueue(client),
+        tokens=security.ApiTokens(settings.api_tokens, settings.admin_api_tokens),
+        tasks=task_queue(client, settings),
         throttle=security.SigninThrottle(client),
     )
     security.configure_sessions(app, settings)

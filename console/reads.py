@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from schemas.times import iso
 from workers import queries
+from workers.store import search
 from workers.store.models import (
     Alert,
     AlertDelivery,
@@ -183,11 +184,14 @@ def find_id(session: Session, wanted: str) -> tuple[str, str] | None:
 
 
 def conversations_page(session: Session, args: dict[str, Any]) -> Page:
-    query = select(Conversation)
+    filters = []
     if args.get("status") is not None:
-        query = query.where(conversation_status_is(args["status"]))
+        filters.append(conversation_status_is(args["status"]))
     if args.get("since") is not None:
-        query = query.where(Conversation.first_seen_at >= args["since"])
+        filters.append(Conversation.first_seen_at >= args["since"])
+    if args.get("q") is not None:
+        return search_page(session, args, filters)
+    query = select(Conversation).where(*filters)
     return keyset_page(
         session,
         query,
@@ -196,6 +200,16 @@ def conversations_page(session: Session, args: dict[str, Any]) -> Page:
         args,
         lambda _s, rows: [conversation_summary(c) for c in rows],
     )
+
+
+def search_page(session: Session, args: dict[str, Any], filters: list[ColumnElement[bool]]) -> Page:
+    """The conversations whose transcript holds ``q``, best first, each with its ``match``."""
+    after = cursor.decode_position(args["cursor"]) if args.get("cursor") else 0
+    limit = args["limit"]
+    found = search.search(session, args["q"], *filters, limit=limit + 1, offset=after)
+    data = [conversation_summary(convo) | {"match": match.as_json()} for convo, match in found]
+    more = len(data) > limit
+    return Page(data[:limit], cursor.encode_position(after + limit) if more else None)
 
 
 def conversation_status_is(status: str) -> ColumnElement[bool]:
@@ -295,6 +309,7 @@ def delivery_summary(
         "delivery_id": delivery.id,
         "type": "forward",
         "destination": delivery.destination,
+        "destination_type": delivery.type,  # "type" says forward (or alert), as it always did
         "event_id": delivery.event_id,
         "kind": kind,
         "event_type": event_type,

@@ -34,7 +34,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = redis_client(settings)
-    publisher = Publisher(client, settings.dedup_ttl_seconds)
+    publisher = Publisher(
+        client,
+        settings.dedup_ttl_seconds,
+        settings.redis_min_replicas,
+        settings.redis_replica_timeout_ms,
+    )
     spool = Spool(settings.spool_dir)
     drainer = Drainer(spool, publisher.publish, settings.spool_drain_interval_seconds)
     drainer.start()  # gunicorn builds the app in each worker, after the fork

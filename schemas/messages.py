@@ -30,6 +30,8 @@ FORWARD_EVENT = "tavus.forward.deliver"
 RUN_HOOK = "tavus.hooks.run"
 # Periodic (celery beat): pull from the Tavus API what its callbacks never delivered.
 RECONCILE = "tavus.events.reconcile"
+# Periodic (celery beat): remove what RETENTION_DAYS lets go (workers/lifecycle.py).
+PURGE = "tavus.events.purge"
 
 # Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}

@@ -80,8 +80,9 @@ def markdown(destination_types: Iterable[DestinationSettings]) -> str:
     blocks.append(DESTINATIONS_INTRO)
     for kind in (FORWARD_DESTINATION, *destination_types):
         title = "Every destination" if kind is FORWARD_DESTINATION else _type_title(kind)
-        rows = _table(kind.settings, prefix="FORWARD_<NAME>_")
-        blocks.append(f"### {title}\n\n{rows}\n")
+        about = f"{kind.about}\n\n" if kind.about else ""
+        rows = _table(kind.settings, prefix="FORWARD_<NAME>_") if kind.settings else ""
+        blocks.append(f"### {title}\n\n{about}{rows}\n".replace("\n\n\n", "\n"))
     others = "\n".join(
         f"| `{env}` | {kind} | {default} | {doc} |" for env, kind, default, doc in READ_BY_OTHERS
     )

@@ -33,7 +33,7 @@ from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
@@ -208,6 +208,13 @@ def _recording_locations(entries: tuple[str, ...]) -> None:
         )
 
 
+def _is_host_port(node: str) -> bool:
+    host, _, port = node.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError("every entry must be host:port")
+    return True
+
+
 def _is_network(cidr: str) -> bool:
     try:
         ipaddress.ip_network(cidr, strict=False)
@@ -216,9 +223,22 @@ def _is_network(cidr: str) -> bool:
     return True
 
 
+def named_token(entry: str) -> tuple[str | None, str]:
+    """``name:token`` -> ``("name", "token")``; a bare token -> ``(None, token)``. A name is a
+    short word (letters, digits, ``._-``), so a token holding a colon stays whole."""
+    name, colon, token = entry.partition(":")
+    if colon and _TOKEN_NAME.fullmatch(name):
+        return name, token
+    return None, entry
+
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
 def _long_enough(name: str) -> Any:
     def check(tokens: tuple[str, ...]) -> bool:
-        if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):  # never repeats the token
+        secrets_only = [named_token(token)[1] for token in tokens]
+        if any(len(token) < MIN_TOKEN_LENGTH for token in secrets_only):  # never repeats it
             raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
         return True
 
@@ -234,13 +254,25 @@ def _event_patterns(patterns: tuple[str, ...]) -> None:
         raise ValidationError(f"{bad}: expected event types, kinds, prefix.* patterns or *")
 
 
+# ``azure_blob://`` too: an underscore RFC 3986 does not allow, so urlsplit would not see it.
+_DESTINATION_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-_]*)://")
+
+
+def split_destination_url(url: str) -> SplitResult:
+    """``urlsplit`` of a ``FORWARD_<NAME>_URL``, its scheme kept even with an underscore."""
+    found = _DESTINATION_SCHEME.match(url)
+    if found is None:
+        return urlsplit(url)
+    return urlsplit("x" + url[found.end(1) :])._replace(scheme=found.group(1))
+
+
 def _destination_url(url: str) -> None:
     """Any ``scheme://place`` URL; the scheme picks the destination type, which checks the rest."""
     try:
-        parts = urlsplit(url)
+        parts = split_destination_url(url)
     except ValueError:
         parts = None
-    if not (parts and re.fullmatch(r"[a-z][a-z0-9+.\-]*", parts.scheme) and parts.netloc):
+    if not (parts and _DESTINATION_SCHEME.match(url) and parts.netloc):
         raise ValidationError("must be a URL, <scheme>://<place>; its scheme picks the type")
 
 
@@ -283,6 +315,10 @@ METRICS = Section("Metrics")
 CONSOLE = Section(
     "Console and read API",
     "No API token: the API answers 404; no password: the pages answer 404.",
+)
+RETENTION = Section(
+    "Retention and erasure",
+    "How long content is kept; `beat` purges what is older ([Privacy](privacy.md)).",
 )
 FORWARDING = Section(
     "Forwarding and hooks",
@@ -369,6 +405,45 @@ class Settings:
         f.Boolean(),
         False,
         "verify the `rediss://` certificate (Heroku Redis's is self-signed)",
+    )
+    # A primary with a replica fails over; Sentinel says which node is the primary now.
+    redis_sentinels: tuple[str, ...] = CORE.setting(
+        "REDIS_SENTINELS",
+        CommaList(validate=lambda nodes: all(map(_is_host_port, nodes))),
+        (),
+        "comma-separated `host:port` of Redis Sentinels: every process asks them for the "
+        "primary of `REDIS_SENTINEL_MASTER` and follows a failover without a restart; "
+        "`REDIS_URL`'s password, db and scheme still apply to the primary, its host is not used",
+        shown_default="— (`REDIS_URL`'s host is the primary)",
+    )
+    redis_sentinel_master: str = CORE.setting(
+        "REDIS_SENTINEL_MASTER",
+        f.String(validate=validate.Length(min=1)),
+        "mymaster",
+        "the name the sentinels monitor the primary under",
+    )
+    redis_sentinel_password: str | None = CORE.setting(
+        "REDIS_SENTINEL_PASSWORD",
+        f.String(),
+        None,
+        "the sentinels' own password (`requirepass` in sentinel.conf), when they have one",
+        secret=True,
+        shown_default="—",
+    )
+    # Replication is asynchronous: an event only the primary holds is lost if it fails over.
+    redis_min_replicas: int = CORE.setting(
+        "REDIS_MIN_REPLICAS",
+        f.Integer(validate=_range(0)),
+        0,
+        "when 1 or more, a callback is answered `accepted` only once Redis `WAIT` confirms this "
+        "many replicas hold it (otherwise it is spooled, answered `spooled`, and drained once "
+        "a replica confirms); workers' follow-up tasks wait for the same confirmation",
+    )
+    redis_replica_timeout_ms: int = CORE.setting(
+        "REDIS_REPLICA_TIMEOUT_MS",
+        f.Integer(validate=_range(1)),
+        100,
+        "how long one publish waits for the replicas' confirmation (`WAIT`)",
     )
     database_url: str = CORE.setting(
         "DATABASE_URL",
@@ -655,9 +730,20 @@ class Settings:
         CommaList(validate=_long_enough("API_TOKENS")),
         (),
         "bearer tokens of the read API (`/api/v1`), comma-separated, at least 16 characters "
-        "each; separate from `CALLBACK_TOKENS`; `dev` generates one",
+        "each; `name:token` names one in the audit trail (a bare token is named by its "
+        "position, `token-1`...); separate from `CALLBACK_TOKENS`; `dev` generates one",
         secret=True,
         shown_default="— (API off: 404)",
+    )
+    admin_api_tokens: tuple[str, ...] = CONSOLE.setting(
+        "ADMIN_API_TOKENS",
+        CommaList(validate=_long_enough("ADMIN_API_TOKENS")),
+        (),
+        "bearer tokens that may also erase (`DELETE /api/v1/conversations/<id>`...), "
+        "comma-separated, at least 16 characters each, `name:token` as `API_TOKENS` (bare: "
+        "`admin-1`...); they read as `API_TOKENS` do",
+        secret=True,
+        shown_default="— (nobody erases through the API)",
     )
     console_password: str | None = CONSOLE.setting(
         "CONSOLE_PASSWORD",
@@ -682,6 +768,28 @@ class Settings:
         "a stolen cookie lets the password be guessed offline. Changing either signs everybody "
         "out",
         secret=True,
+    )
+
+    retention_days: int = RETENTION.setting(
+        "RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        90,
+        "a conversation (its events, transcript, perception, objectives, guardrails, "
+        "deliveries, alerts), replica, video or document is purged once its newest event is "
+        "this many days old and nothing about it is pending; `0` keeps everything",
+    )
+    audit_retention_days: int = RETENTION.setting(
+        "AUDIT_RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        365,
+        "how long the audit trail (who replayed, redelivered, erased, purged, signed in) is kept; "
+        "`0` keeps it for ever",
+    )
+    purge_interval_seconds: int = RETENTION.setting(
+        "PURGE_INTERVAL_SECONDS",
+        f.Integer(validate=_range(60)),
+        3600,
+        "how often `beat` runs the purge",
     )
 
     # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.
@@ -831,17 +939,22 @@ class ForwardDestination:
     name: str  # <NAME>, lower-cased: "app" for FORWARD_APP_URL
     url: str = field(repr=False)
     events: tuple[str, ...] = ("*",)  # event types, kinds, "prefix.*" patterns or "*"
-    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}).
-    variables: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}). Not
+    # hashed (a dict cannot be), so that Settings stays a key of the caches that take it.
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+
+    @property
+    def parts(self) -> SplitResult:
+        return split_destination_url(self.url)
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme
+        return self.parts.scheme
 
     @property
     def host(self) -> str:
         """What logs and errors may name: the host, never the URL (it may hold a token)."""
-        return urlsplit(self.url).hostname or "the destination"
+        return self.parts.hostname or "the destination"
 
     def variable(self, suffix: str) -> str:
         return f"FORWARD_{self.name.upper()}_{suffix}"
@@ -850,7 +963,7 @@ class ForwardDestination:
         """The URL's credentials, and every value of the type's own variables: this module
         cannot tell which of them are secret, so it hides them all."""
         found = list(self.variables.values())
-        parts = urlsplit(self.url)
+        parts = self.parts
         for credential in (parts.password, parts.username):
             if credential:
                 found += {credential, unquote(credential)}
@@ -863,13 +976,15 @@ class DestinationSettings:
 
     ``schemes`` are the URL schemes that choose the type; ``settings`` its own variables, each
     declared with ``per_destination`` (``SECRET`` for ``FORWARD_<NAME>_SECRET``); ``url``, a
-    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme.
+    validator of the rest of ``FORWARD_<NAME>_URL``, when the type asks more than its scheme;
+    ``about``, the URL's form and options, for the configuration reference.
     """
 
     type: str
     schemes: tuple[str, ...]
     settings: tuple[Declaration, ...] = ()
     url: Callable[[str], Any] | None = None
+    about: str = ""
 
     def read(self, destination: ForwardDestination) -> dict[str, Any]:
         """This destination's own settings, parsed or their defaults, by lower-cased suffix.

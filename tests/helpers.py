@@ -24,9 +24,11 @@ import redis
 import requests
 
 from cli.simulate import conversation_lifecycle
-from schemas.messages import EVENTS_QUEUE
+from schemas.classify import classify
+from schemas.messages import EVENTS_QUEUE, event_message
 from schemas.settings import Settings
 from tests.services import base_env, free_port
+from workers import forwarding, processing
 from workers.store.db import Store
 from workers.store.models import Conversation
 
@@ -45,6 +47,16 @@ def fixture(name: str) -> bytes:
 
 def fixture_json(name: str) -> dict:
     return json.loads(fixture(name))
+
+
+def transcript_said(conversation_id: str, entries: list[dict], at: datetime) -> dict:
+    """A transcription_ready callback whose transcript is ``entries``, sent at ``at``."""
+    body = fixture_json("transcription_ready") | {
+        "conversation_id": conversation_id,
+        "timestamp": at.isoformat(),
+    }
+    body["properties"]["transcript"] = entries
+    return body
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -301,3 +313,20 @@ def ended(store: Store, conversation_id: str, at: datetime, transcript: bool = F
                 perception_analysis="kept" if transcript else None,
             )
         )
+
+
+# --- forwarding without Celery: an event processed as the worker does, then delivered -----
+
+
+def stored_event(store: Store, body: dict | bytes, source: str = "callback") -> tuple[str, dict]:
+    """Process one callback as the worker does; its id and message."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    parsed = orjson.loads(raw)
+    message = event_message(classify(parsed, raw), raw, time.time(), source)
+    outcome = processing.process(store, message, lambda *_: None, 8)
+    return outcome.event_id, message | {"status": outcome.status}
+
+
+def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) -> list:
+    tasks = forwarding.tasks_for(event_id, message, message["status"], settings)
+    return [forwarding.deliver(store, *task["args"], settings) for task in tasks]

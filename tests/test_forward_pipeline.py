@@ -250,6 +250,7 @@ def test_hooks_run_once_retry_fail_and_time_out_each_on_its_own(
         cli_env = worker_env(settings, **env)
         listed = cli(cli_env, "deliveries", "--failed", "--json")
         assert listed.returncode == 0, listed.stderr
+        assert {d["type"] for d in json.loads(listed.stdout)} == {"hook"}
         assert {d["destination"] for d in json.loads(listed.stdout)} == {
             "hook:hooks_pkg.tavus_hooks.always_fails",
             "hook:hooks_pkg.tavus_hooks.hangs",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import time
 from datetime import timedelta
 
 import orjson
@@ -15,11 +14,11 @@ import pytest
 from standardwebhooks import Webhook
 
 from cli.simulate import conversation_lifecycle
-from schemas.classify import classify
-from schemas.messages import FORWARD_EVENT, event_message
+from schemas.messages import FORWARD_EVENT
 from schemas.settings import ForwardDestination, Settings, SettingsError
+from tests.helpers import deliver_all, stored_event
 from tests.sinks import HttpSink, verified
-from workers import destinations, forwarding, processing, queries
+from workers import destinations, forwarding, queries
 from workers.store.db import Store
 from workers.store.models import ForwardDelivery
 
@@ -36,26 +35,12 @@ def settings_for(store: Store, *urls: str, events: tuple[str, ...] = ("*",), **c
     return Settings(**{**values, **changes})
 
 
-def stored_event(store: Store, body: dict | bytes, source: str = "callback") -> tuple[str, dict]:
-    """Process one callback as the worker does; its id and message."""
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    parsed = orjson.loads(raw)
-    message = event_message(classify(parsed, raw), raw, time.time(), source)
-    outcome = processing.process(store, message, lambda *_: None, 8)
-    return outcome.event_id, message | {"status": outcome.status}
-
-
 def transcript_body(conversation_id: str = "c-fwd") -> dict:
     return next(
         body
         for body in conversation_lifecycle(conversation_id)
         if body.get("event_type") == "application.transcription_ready"
     )
-
-
-def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) -> list:
-    tasks = forwarding.tasks_for(event_id, message, message["status"], settings)
-    return [forwarding.deliver(store, *task["args"], settings) for task in tasks]
 
 
 def row(store: Store, event_id: str) -> dict:
@@ -90,6 +75,7 @@ def test_the_body_is_what_tavus_posted_signed_for_the_reference_library(store, s
     assert request.headers["tavus-event-source"] == "callback"
     with pytest.raises(Exception):  # noqa: B017  the check fails on a single changed byte
         Webhook(SECRET).verify(raw.replace(b"end_call", b"end_cal!"), request.headers)
+    assert row(store, event_id)["type"] == "webhook"  # recorded: redeliver needs no guess
     [attempt] = row(store, event_id)["history"]
     assert (attempt["outcome"], attempt["status_code"], attempt["answer"]) == (
         "delivered",
@@ -228,8 +214,9 @@ def test_a_claim_holds_off_a_second_sender_until_its_lease_runs_out(store, sink)
     event_id, message = stored_event(store, transcript_body())
     settings = settings_for(store, sink.url)
     with store.session() as session:  # a worker claimed it, then was killed mid-attempt
-        claim = forwarding._claim(session, event_id, "app", "callback", timedelta(seconds=30),
-                                  forwarding._never, forwarding._now())  # fmt: skip
+        claim = forwarding._claim(session, event_id, "app", "callback", "webhook",
+                                  timedelta(seconds=30), forwarding._never,
+                                  forwarding._now())  # fmt: skip
     [busy] = deliver_all(store, settings, event_id, message)
     assert busy.status == "sending" and 25 < busy.retry_in <= 31
     assert sink.received == []
@@ -245,11 +232,11 @@ def test_a_lost_last_attempt_fails_the_delivery_instead_of_running_again(store, 
     event_id, _ = stored_event(store, transcript_body())
     lease = timedelta(seconds=30)
     with store.session() as session:  # the last attempt allowed, and its worker was killed
-        forwarding._claim(session, event_id, "app", "callback", lease, forwarding._never,
+        forwarding._claim(session, event_id, "app", "callback", "webhook", lease, forwarding._never,
                           forwarding._now())  # fmt: skip
     later = forwarding._now() + 2 * lease
     with store.session() as session:
-        busy = forwarding._claim(session, event_id, "app", "callback", lease,
+        busy = forwarding._claim(session, event_id, "app", "callback", "webhook", lease,
                                  lambda *_: True, later)  # fmt: skip
     assert busy.status == "failed"
     found = row(store, event_id)

@@ -51,6 +51,26 @@ def test_bad_values_name_the_variable() -> None:
         Settings.from_env({"MAX_BODY_BYTES": "lots"})
 
 
+def test_sentinels_and_replicated_acks_are_parsed_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_SENTINELS": "10.0.0.5:26379, sentinel-b:26380,",
+            "REDIS_SENTINEL_PASSWORD": "sentinel-password-never-logged",
+            "REDIS_MIN_REPLICAS": "1",
+        }
+    )
+    assert settings.redis_sentinels == ("10.0.0.5:26379", "sentinel-b:26380")
+    assert settings.redis_sentinel_master == "mymaster"
+    assert (settings.redis_min_replicas, settings.redis_replica_timeout_ms) == (1, 100)
+    assert "sentinel-password-never-logged" in settings.secrets()
+    assert "sentinel-password-never-logged" not in repr(settings)
+    for bad in ({"REDIS_SENTINELS": "10.0.0.5"}, {"REDIS_SENTINELS": "h:99999"}):
+        with pytest.raises(SettingsError, match="REDIS_SENTINELS"):
+            Settings.from_env(bad)
+    with pytest.raises(SettingsError, match="REDIS_MIN_REPLICAS"):
+        Settings.from_env({"REDIS_MIN_REPLICAS": "-1"})
+
+
 def test_alert_settings_and_routes() -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = Settings.from_env(

@@ -1,4 +1,4 @@
-"""Forwarding: every event to the user's destinations (signed webhooks, Python hooks), once per
+"""Forwarding: every event to the user's destinations (of every type, hooks too), once per
 (event, destination), every attempt recorded. Knows nothing of Celery: the tasks in
 ``workers.tasks.forward`` wrap ``deliver`` and schedule the retries it asks for.
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # Quarantined bodies are not Tavus's: they are never forwarded. Every other settled event is,
 # whether our own handler succeeded, had nothing to do, or gave up.
 FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, EventStatus.FAILED})
+# The type recorded for a destination this process does not have (its attempt fails).
+UNKNOWN_TYPE = "unknown"
 # A destination's ``gives_up(attempts, first_attempt_at, now)``.
 GivesUp = Callable[[int, datetime, datetime], bool]
 
@@ -97,7 +99,8 @@ def deliver(
     with store.session() as session:
         if carried is not None:
             _finish(session, carried["attempt"], _now())
-        claim = _claim(session, event_id, name, source, lease, gives_up, _now())
+        kind = destination.type if destination else UNKNOWN_TYPE
+        claim = _claim(session, event_id, name, source, kind, lease, gives_up, _now())
     if isinstance(claim, Busy):
         cap = cap_seconds(settings.visibility_timeout_seconds)
         return Outcome(claim.status, None if claim.retry_in is None else min(claim.retry_in, cap))
@@ -167,6 +170,7 @@ def _claim(
     event_id: str,
     name: str,
     source: str,
+    kind: str,
     lease: timedelta,
     gives_up: GivesUp,
     now: datetime,
@@ -174,10 +178,12 @@ def _claim(
     event = session.get(Event, event_id)
     if event is None:
         return Busy("unknown")
-    defaults = {"source": source, "status": DeliveryStatus.PENDING, "attempts": 0}
+    defaults = {"source": source, "type": kind, "status": DeliveryStatus.PENDING, "attempts": 0}
     delivery = locked_record(
         session, ForwardDelivery, defaults, event_id=event_id, destination=name
     )
+    if kind != UNKNOWN_TYPE:
+        delivery.type = kind  # FORWARD_<NAME>_URL may have changed scheme since
     if busy := ledger.held(delivery, now):
         return busy
     if ledger.was_lost(delivery):
@@ -259,8 +265,8 @@ def redeliver(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Reset deliveries for another round; the tasks to send, inside this transaction (a task
-    waits for the row lock, so it sees the reset). An event's configured webhook destinations
-    that never had a delivery (added since) get one."""
+    waits for the row lock, so it sees the reset). An event's configured destinations that never
+    had a delivery (added since) get one."""
     query = select(ForwardDelivery).with_for_update().order_by(ForwardDelivery.id).limit(limit)
     if failed:
         query = query.where(ForwardDelivery.status == DeliveryStatus.FAILED)
@@ -281,7 +287,8 @@ def redeliver(
         delivery.claimed_until = None
         delivery.delivered_at = None
         name = delivery.destination
-        tasks.append({"name": task_for(name), "args": [delivery.event_id, name, delivery.source]})
+        task = task_for(delivery.type)
+        tasks.append({"name": task, "args": [delivery.event_id, name, delivery.source]})
     return tasks
 
 
@@ -299,8 +306,13 @@ def _new_deliveries(
         and (only is not None or dest.wants(event.kind, event.event_type))
     }
     added = []
-    for name in wanted:
-        defaults = {"source": event.source, "status": DeliveryStatus.PENDING, "attempts": 0}
+    for name, dest in wanted.items():
+        defaults = {
+            "source": event.source,
+            "type": dest.type,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+        }
         added.append(
             locked_record(session, ForwardDelivery, defaults, event_id=event_id, destination=name)
         )

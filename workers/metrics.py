@@ -40,7 +40,7 @@ OTHER = "other"
 EVENTS_PROCESSED = Counter(
     "tavus_callbacks_events_processed",
     "Event processing attempts, by callback kind and outcome (processed, unhandled, "
-    "quarantined, failed, retrying, error).",
+    "quarantined, failed, retrying, error; erased: about an erased id, dropped).",
     ["kind", "outcome"],
 )
 PROCESSING_SECONDS = Histogram(

@@ -353,6 +353,7 @@ def list_deliveries(
         {
             "event_id": d.event_id,
             "destination": d.destination,
+            "type": d.type,
             "kind": kind,
             "event_type": event_type,
             "conversation_id": conversation_id,

@@ -1,20 +1,29 @@
 """The contract every destination keeps, the event it is handed, and what an attempt answers.
 
-A destination takes one event somewhere outside: a signed webhook to the user's app, a Python
-hook in the worker. It says which events it wants (``wants``) and delivers one (``deliver``),
-returning an ``Answer`` on success and raising ``workers.retry.Transient`` (try again later) or
-``Permanent`` (stop) otherwise. Errors are stored and printed by ``tavus-callbacks deliveries``,
-so they never carry a secret or a URL: name the host.
+A destination takes one event somewhere outside: a signed webhook to the user's app, a stream,
+a queue, a bucket, a Python hook in the worker. It says which events it wants (``wants``) and
+delivers one (``deliver``), returning an ``Answer`` on success and raising
+``workers.errors.Transient`` (try again later) or ``Permanent`` (stop) otherwise. Errors are
+stored and printed by ``tavus-callbacks deliveries``, so they never carry a secret or a URL:
+name the host.
+
+A type chosen by the scheme of ``FORWARD_<NAME>_URL`` subclasses ``UrlDestination``, which
+holds what they all share (the name, the event filter, ``FORWARD_RETRY_HOURS``, the lease); it
+declares its ``settings`` and writes ``__init__`` (read its URL) and ``deliver``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qsl
 
 import orjson
+
+from schemas.messages import FORWARD_EVENT
+from schemas.settings import DestinationSettings, ForwardDestination, Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -54,15 +63,21 @@ def answer_of(error: BaseException) -> Answer | None:
 
 
 class Destination(Protocol):
-    """One place events go. ``name`` is what `deliveries --destination` takes."""
+    """One place events go. ``name`` is what `deliveries --destination` takes; ``type`` is
+    recorded with each delivery, and says which ``task`` delivers it again."""
 
     type: ClassVar[str]
     task: ClassVar[str]  # the Celery task that delivers to it (and so its queue)
     name: str
 
-    @staticmethod
-    def owns(name: str) -> bool:
-        """Is ``name`` one of this type's (configured here or not)?"""
+    @classmethod
+    def configured(cls, settings: Settings) -> list[Destination]:
+        """This process's destinations of the type."""
+        ...
+
+    def prepare(self) -> None:
+        """At worker start, before the pool forks: what must exist before the first event
+        (an exchange to bind to). May raise Transient: the worker starts anyway."""
         ...
 
     def wants(self, kind: str | None, event_type: str | None) -> bool: ...
@@ -92,3 +107,57 @@ def matches(patterns: Iterable[str], kind: str | None, event_type: str | None) -
         if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
             return True
     return False
+
+
+class UrlDestination:
+    """What every ``FORWARD_<NAME>_URL`` type shares; a subclass sets ``type`` and ``settings``
+    (its schemes and own variables) and writes ``__init__`` and ``deliver``."""
+
+    type: ClassVar[str]
+    task: ClassVar[str] = FORWARD_EVENT
+    settings: ClassVar[DestinationSettings]
+
+    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
+        self.name = config.name
+        self.host = config.host  # what errors may name: never the URL, it may hold a password
+        self.options = self.settings.read(config)  # FORWARD_<NAME>_<SUFFIX>, by lower suffix
+        self._events = config.events
+        self._timeout = settings.forward_timeout_seconds
+        self._retry_for = timedelta(hours=settings.forward_retry_hours)
+
+    @classmethod
+    def configured(cls, settings: Settings) -> list[UrlDestination]:
+        return [
+            cls(config, settings)
+            for config in settings.forward_destinations
+            if config.scheme in cls.settings.schemes
+        ]
+
+    def prepare(self) -> None:
+        return None
+
+    @staticmethod
+    def refuse(config: ForwardDestination, why: str) -> SettingsError:
+        """What stops the worker at start for a bad URL: its variable and ``why`` (ours to
+        write, so that it never quotes the URL or its credentials)."""
+        return SettingsError(f"invalid environment: { {config.variable('URL'): [why]} }")
+
+    @classmethod
+    def query(cls, config: ForwardDestination, known: Iterable[str]) -> dict[str, str]:
+        """The URL's ``?name=value`` options, refusing a repeated or unknown one."""
+        pairs = parse_qsl(config.parts.query, keep_blank_values=True)
+        options = dict(pairs)
+        unknown = sorted(set(options) - set(known))
+        if unknown or len(options) != len(pairs):
+            why = f"unknown or repeated option(s) {unknown} in the URL; known: {sorted(known)}"
+            raise cls.refuse(config, why)
+        return options
+
+    def wants(self, kind: str | None, event_type: str | None) -> bool:
+        return matches(self._events, kind, event_type)
+
+    def lease_seconds(self) -> float:
+        return 2 * self._timeout + 15  # connect and answer timeouts, and room to record
+
+    def gives_up(self, attempts: int, first_attempt_at: datetime, now: datetime) -> bool:
+        return now - first_attempt_at >= self._retry_for

@@ -53,9 +53,8 @@ class HookDestination:
             for hook in hooks.HOOKS.values()
         ]
 
-    @staticmethod
-    def owns(name: str) -> bool:
-        return name.startswith("hook:")
+    def prepare(self) -> None:
+        return None  # TAVUS_HOOKS are imported at worker start (workers.tasks.forward)
 
     def wants(self, kind: str | None, event_type: str | None) -> bool:
         return matches(self._hook.patterns, kind, event_type)

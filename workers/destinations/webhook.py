@@ -14,12 +14,10 @@ Headers: ``webhook-id`` (our event id, the same on every retry: the receiver's i
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
 
 import requests
 from marshmallow import fields, validate
 
-from schemas.messages import FORWARD_EVENT
 from schemas.settings import (
     DestinationSettings,
     ForwardDestination,
@@ -33,7 +31,7 @@ from workers.alerts.notifiers.http import RETRYABLE_STATUSES
 from workers.alerts.notifiers.webhook import sign
 from workers.errors import Permanent, Transient
 
-from .base import Answer, ForwardedEvent, matches, with_answer
+from .base import Answer, ForwardedEvent, UrlDestination, with_answer
 
 EXCERPT_BYTES = 500  # of each reply, kept with the attempt
 
@@ -58,40 +56,14 @@ SETTINGS = DestinationSettings(
 )
 
 
-class WebhookDestination:
+class WebhookDestination(UrlDestination):
     type = "webhook"
-    task = FORWARD_EVENT
     settings = SETTINGS
 
-    def __init__(self, config: ForwardDestination, timeout: float, retry_hours: float) -> None:
-        self.name = config.name
-        self.host = config.host
+    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
+        super().__init__(config, settings)
         self._url = config.url
-        self._key = webhook_secret_key(SETTINGS.read(config)["secret"])
-        self._events = config.events
-        self._timeout = timeout
-        self._retry_for = timedelta(hours=retry_hours)
-
-    @classmethod
-    def configured(cls, settings: Settings) -> list[WebhookDestination]:
-        return [
-            cls(config, settings.forward_timeout_seconds, settings.forward_retry_hours)
-            for config in settings.forward_destinations
-            if config.scheme in SETTINGS.schemes
-        ]
-
-    @staticmethod
-    def owns(name: str) -> bool:
-        return ":" not in name  # FORWARD_<NAME>_URL, lower-cased
-
-    def wants(self, kind: str | None, event_type: str | None) -> bool:
-        return matches(self._events, kind, event_type)
-
-    def lease_seconds(self) -> float:
-        return 2 * self._timeout + 15  # connect and read timeouts, and room to record
-
-    def gives_up(self, attempts: int, first_attempt_at: datetime, now: datetime) -> bool:
-        return now - first_attempt_at >= self._retry_for
+        self._key = webhook_secret_key(self.options["secret"])
 
     def headers(self, event: ForwardedEvent, body: bytes) -> dict[str, str]:
         timestamp = str(int(time.time()))

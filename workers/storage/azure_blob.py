@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -23,11 +24,12 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.identity import CredentialUnavailableError, DefaultAzureCredential
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from schemas.settings import Settings
 
 from .base import (
+    JSON,
     AccessDenied,
     Missing,
     ObjectFacts,
@@ -114,6 +116,18 @@ class AzureBlobVerifier:
             last_modified=props.last_modified,
             version=props.version_id,
         )
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        try:
+            blob = self._service(where).get_blob_client(where.container, where.key)
+            blob.upload_blob(
+                data,
+                overwrite=True,
+                metadata=dict(metadata),
+                content_settings=ContentSettings(content_type=JSON),
+            )
+        except AzureError as exc:
+            raise _failure(exc) from exc
 
     def _service(self, where: ObjectLocation) -> BlobServiceClient:
         """The client for the location's account, with the credential that account gets."""

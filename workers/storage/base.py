@@ -16,6 +16,7 @@ escapes a task is classified like any other.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -24,6 +25,8 @@ from schemas.settings import Settings
 from workers import errors
 
 from .locations import ObjectLocation
+
+JSON = "application/json"  # what an archive destination writes
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,10 @@ class ObjectFacts:
 
 
 class StorageVerifier(Protocol):
-    """One per provider: how its locations are written (``schemes``, ``parse``, ``entry``), and
-    ``stat`` a location, or raise Missing, StorageUnavailable or StorageRefused."""
+    """One per provider: how its locations are written (``schemes``, ``parse``, ``entry``);
+    ``stat`` a location, or raise Missing, StorageUnavailable or StorageRefused; ``put`` writes
+    one (an archive destination), failing the same way, Missing for a bucket or container that
+    does not exist."""
 
     provider: ClassVar[str]  # its name in RECORDING_LOCATIONS and in ``storage_provider``
     schemes: ClassVar[tuple[str, ...]]  # the URI schemes it parses
@@ -61,6 +66,10 @@ class StorageVerifier(Protocol):
     def from_settings(cls, settings: Settings) -> StorageVerifier: ...
 
     def stat(self, where: ObjectLocation) -> ObjectFacts: ...
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        """Write ``data`` (JSON) at ``where`` with ``metadata``, replacing what is there."""
+        ...
 
 
 class StorageError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 import requests
@@ -20,6 +21,7 @@ from google.cloud import storage
 from schemas.settings import Settings
 
 from .base import (
+    JSON,
     AccessDenied,
     Missing,
     ObjectFacts,
@@ -80,6 +82,14 @@ class GcsVerifier:
             last_modified=blob.updated,
             version=None if blob.generation is None else str(blob.generation),
         )
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        try:
+            blob = self._connect().bucket(where.container).blob(where.key)
+            blob.metadata = dict(metadata)
+            blob.upload_from_string(data, content_type=JSON, timeout=self._timeout, retry=None)
+        except _SDK_ERRORS as exc:
+            raise _failure(exc) from exc
 
     def _connect(self) -> storage.Client:
         """Made on first use, not at import: finding credentials may ask the metadata server."""

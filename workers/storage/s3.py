@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 import boto3
@@ -27,6 +28,7 @@ from botocore.exceptions import (
 from schemas.settings import Settings
 
 from .base import (
+    JSON,
     AccessDenied,
     Missing,
     ObjectFacts,
@@ -106,6 +108,18 @@ class S3Verifier:
             last_modified=head.get("LastModified"),
             version=head.get("VersionId"),
         )
+
+    def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
+        try:
+            self._client.put_object(
+                Bucket=where.container,
+                Key=where.key,
+                Body=data,
+                ContentType=JSON,
+                Metadata=dict(metadata),
+            )
+        except _SDK_ERRORS as exc:
+            raise _failure(exc) from exc
 
     def _check_bucket(self, bucket: str) -> None:
         """A HEAD answers 404 for a missing key and a missing bucket alike; tell them apart."""

@@ -299,7 +299,7 @@ class AlertAttempt(Base):
 
 
 class ForwardDelivery(Base):
-    """One event for one destination (a webhook or a Python hook): done at most once unless
+    """One event for one destination (of any type, a Python hook too): done at most once unless
     `redeliver` asks again, however often its task runs."""
 
     __tablename__ = "forward_deliveries"
@@ -309,6 +309,9 @@ class ForwardDelivery(Base):
     # The unique constraint leads with event_id, so it indexes the lookup by event too.
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(255), index=True)
+    # The destination's type when last attempted (webhook, hook, redis_stream, ...): which
+    # task delivers it again on redeliver, and what listings show.
+    type: Mapped[str] = mapped_column(String(32), server_default="webhook")
     source: Mapped[str] = mapped_column(String(32))  # callback, reconciled, replay
     status: Mapped[str] = mapped_column(String(16), index=True, default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # in this round (redeliver: 0)
@@ -333,3 +336,30 @@ class ForwardAttempt(Base):
     latency_ms: Mapped[float | None]
     answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Erasure(Base):
+    """What remains of an erased conversation, replica, video or document: its id, when, by
+    whom, how many rows went. A later callback for it is acked and dropped, never stored."""
+
+    __tablename__ = "erasures"
+
+    target: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<kind>:<id>"
+    erased_at: Mapped[datetime]
+    erased_by: Mapped[str] = mapped_column(String(255))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    """One action that changed state or revealed content: who, what, on what, how it ended.
+    Only ever inserted (and removed after AUDIT_RETENTION_DAYS); it holds no payload content."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(255))  # cli:<user>@<host>, api:<token>, console:…
+    action: Mapped[str] = mapped_column(String(64))  # replay, redeliver, erase, purge, sign-in…
+    target: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(32))  # done, refused, failed, nothing
+    detail: Mapped[dict[str, Any] | None]  # counts and names, never content

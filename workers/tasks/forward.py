@@ -1,6 +1,7 @@
 """``tavus.forward.deliver`` (queue ``forward``) and ``tavus.hooks.run`` (queue ``hooks``): one
-task per (event, destination), each retried on its own; and the hooks of TAVUS_HOOKS, loaded
-once when a worker starts (a module that cannot be imported stops it)."""
+task per (event, destination), each retried on its own; the hooks of TAVUS_HOOKS, loaded once
+when a worker starts (a module that cannot be imported stops it), and then what destinations
+need before their first event (an AMQP exchange declared)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from celery import signals
 from schemas.messages import FORWARD_EVENT, RUN_HOOK
 from workers import forwarding, hooks, metrics
 from workers.celery_app import celery
-from workers.destinations import configured
+from workers.destinations import configured, prepare
 from workers.destinations.hooks import hard_time_limit
+from workers.errors import TavusError
 from workers.tasks.base import StageTask, stage_task
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,10 @@ def load_hooks(**_: object) -> None:
         raise SystemExit(f"worker not started: {exc}") from None
     if names:
         log.info("hooks loaded: %s", ", ".join(names))
+    try:
+        prepare(settings)
+    except TavusError as exc:  # a broker down now: each delivery prepares again, or fails
+        log.warning("a destination is not ready yet: %s", exc)
 
 
 def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> str:
