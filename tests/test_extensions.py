@@ -16,10 +16,13 @@ import pytest
 
 from console.app import create_app as create_console
 from receiver import create_app as create_receiver
+from schemas.callbacks import KIND_TABLE, SCHEMAS_BY_KIND
 from schemas.settings import Settings
 from tests.console_fixtures import API_TOKEN, BEARER
 from tests.helpers import TOKEN, fixture, fixture_json, worker_env
 from tests.services import Worker, base_env, wait_until
+from workers.alerts.notifiers import NOTIFIERS
+from workers.storage.verifiers import PROVIDERS
 from workers.store.db import Store
 
 pytestmark = pytest.mark.integration
@@ -69,12 +72,23 @@ class Stack:
         self.worker.stop()
 
 
+REGISTRIES = (KIND_TABLE, SCHEMAS_BY_KIND, NOTIFIERS, PROVIDERS)
+
+
 @pytest.fixture
 def stacks(redis_url: str, store: Store, tmp_path: Path) -> Iterator[list[Stack]]:
+    """The stacks a test starts, stopped after it; and this process's registries as they were
+    (the receiver and the console here registered the toys, which no other test expects)."""
+    saved = [dict(registry) for registry in REGISTRIES]
     started: list[Stack] = []
     yield started
     for stack in started:
         stack.stop()
+    for registry, before in zip(REGISTRIES, saved, strict=True):
+        registry.clear()
+        registry.update(before)
+    for module in [name for name in sys.modules if name.startswith("tests.extensions.")]:
+        del sys.modules[module]
 
 
 def test_a_toy_alert_channel_gets_a_guardrail_alert(stacks, redis_url, store, tmp_path) -> None:
@@ -105,14 +119,27 @@ def test_a_toy_alert_channel_gets_a_guardrail_alert(stacks, redis_url, store, tm
     assert {d["channel"] for d in api_alert["deliveries"]} == {"log", "toy_file"}
 
 
-def test_a_route_to_a_channel_nobody_registered_stops_the_worker(tmp_path: Path) -> None:
-    env = base_env(REDIS_URL="redis://127.0.0.1:1", ALERT_ROUTES="warning:toy_file")
+def config_check(**env: str) -> subprocess.CompletedProcess:
+    """``tavus-callbacks config check``: what a worker checks at start (``workers.extensions``)."""
     command = [sys.executable, "-m", "cli.main", "config", "check"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "ALERT_ROUTES: unknown channel 'toy_file'" in done.stderr
-    env["TAVUS_EXTENSIONS"] = "tests.extensions.file_channel"
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    environ = base_env(REDIS_URL="redis://127.0.0.1:1", **env)
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_settings_naming_what_no_extension_registered_are_refused_at_start() -> None:
+    refused = config_check(ALERT_ROUTES="warning:toy_file")
+    assert "ALERT_ROUTES: unknown channel 'toy_file'" in refused.stderr
+    refused = config_check(RECORDING_LOCATIONS="folder:recordings")
+    assert "RECORDING_LOCATIONS entry 'folder:recordings': unknown provider" in refused.stderr
+    refused = config_check(TAVUS_EXTENSIONS="tests.extensions.nowhere")
+    assert "TAVUS_EXTENSIONS: cannot import 'tests.extensions.nowhere'" in refused.stderr
+    modules = "tests.extensions.file_channel,tests.extensions.folder_storage"
+    valid = config_check(
+        TAVUS_EXTENSIONS=modules,
+        ALERT_ROUTES="warning:toy_file",
+        RECORDING_LOCATIONS="folder:recordings",
+    )
+    assert valid.returncode == 0, valid.stderr
 
 
 def recording_ready(conversation_id: str, provider: str, uri: str) -> dict:

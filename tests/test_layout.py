@@ -17,7 +17,8 @@ from tests.services import ROOT
 OURS = {"schemas", "receiver", "workers", "console", "cli", "bench", "tests", "deploy"}
 CLOUD_SDKS = {"boto3", "botocore", "google", "azure"}
 # What each runtime package may import of ours, beside itself. The console reads through the
-# store and the queries; its write actions (replay, redeliver, erase) reuse the workers' functions.
+# store and the queries (the audit trail is in the store); its write actions (replay,
+# redeliver, erase, each audited) reuse the workers' own functions rather than a copy of them.
 ALLOWED = {
     "schemas": (),
     "receiver": ("schemas",),
