@@ -6,11 +6,13 @@ its variable and never by its credentials."""
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import amqp
 import boto3
@@ -161,6 +163,50 @@ def test_a_wrong_redis_password_fails_at_once_and_is_never_written(store, stream
     assert status == "failed"
     assert row["last_error"] == "127.0.0.1 refused the credentials"
     assert PASSWORD not in str(row)
+
+
+def test_a_rate_limited_destination_never_exceeds_its_rate_and_loses_nothing(
+    store, stream_redis, redis_url
+):
+    """Four "workers" (threads) deliver at once to a stream limited to 5/s, retrying when told
+    to wait, as the task does; the stream's own entry ids are its arrival times."""
+    settings = settings_with(store, "bus", f"{stream_redis.url}?stream=tavus").with_overrides(
+        redis_url=redis_url
+    )
+    env = {"FORWARD_BUS_URL": settings.forward_destinations[0].url, "FORWARD_BUS_RATE": "5/s"}
+    settings = settings.with_overrides(
+        forward_destinations=Settings.from_env(env).forward_destinations
+    )
+    assert settings.forward_destinations[0].rate == (5, 1.0)
+    for bad in ("5", "5/d", "0/s", "five/s"):
+        with pytest.raises(SettingsError, match="FORWARD_BUS_RATE"):
+            Settings.from_env({**env, "FORWARD_BUS_RATE": bad})
+    events = lifecycle(store, "c-rate")
+    held = []
+
+    def deliver_until_done(event_id: str) -> None:
+        while (
+            outcome := forwarding.deliver(store, event_id, "bus", "callback", settings)
+        ).retry_in:
+            held.append(outcome.status)
+            time.sleep(outcome.retry_in)
+        assert outcome.status == "delivered"
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(deliver_until_done, [event_id for event_id, _ in events]))
+    arrived = [
+        int(entry.split(b"-")[0])
+        for entry, _ in redis.Redis.from_url(stream_redis.url).xrange("tavus")
+    ]
+    assert len(arrived) == len(events) and held and set(held) == {"rate_limited"}
+    # The limit spaces the attempts' starts 200 ms apart, whichever process makes them; what
+    # arrives is that, give or take how long each attempt took to reach the stream (the claim in
+    # the store comes between: on SQLite, with four threads on one file, tens of ms).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
+    in_any_second = max(sum(t <= a < t + 950 for a in arrived) for t in arrived)  # 50 ms of that
+    assert in_any_second <= 5, gaps
+    assert arrived[-1] - arrived[0] >= 200 * (len(arrived) - 1) - 100, gaps
+    assert {r["attempts"] for r in rows(store, "bus")} == {1}  # waiting took no attempt
 
 
 # --- amqp://guest:guest@127.0.0.1:5672/?exchange=<name> -------------------------------------
