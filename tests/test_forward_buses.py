@@ -19,7 +19,10 @@ import boto3
 import orjson
 import pytest
 import redis
+from alembic import command
+from alembic.config import Config
 from marshmallow import fields as marshmallow_fields
+from sqlalchemy import text
 
 from cli.simulate import conversation_lifecycle
 from console.app import create_app
@@ -38,7 +41,7 @@ from tests.sinks import HttpSink, verified
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.destinations import Answer, ForwardedEvent, UrlDestination
-from workers.store.db import Store
+from workers.store.db import MIGRATIONS, Store
 
 PASSWORD = "pa55-w0rd-never-shown"  # in destination URLs: never in an error, a row or a log
 
@@ -55,7 +58,7 @@ def lifecycle(store: Store, conversation_id: str) -> list[tuple[str, dict]]:
     return [stored_event(store, body) for body in conversation_lifecycle(conversation_id)]
 
 
-def rows(store: Store, destination: str) -> list[dict]:
+def rows(store: Store, destination: str | None) -> list[dict]:
     with store.session() as session:
         return queries.list_deliveries(session, destination=destination, limit=1000)
 
@@ -97,6 +100,34 @@ def test_a_bad_url_stops_the_worker_naming_its_variable_not_its_password(store, 
     refused = refusal(settings_with(store, "out", url.format(password=PASSWORD)))
     assert "FORWARD_OUT_URL" in refused and why in refused
     assert PASSWORD not in refused and "example.com" not in refused
+
+
+# --- the delivery's type, recorded ----------------------------------------------------------
+
+
+def test_migration_0008_gives_the_deliveries_before_it_their_type(tmp_path):
+    """Before 0008 only webhooks and hooks existed, told apart by the hooks' "hook:" names."""
+    store = Store(f"sqlite:///{tmp_path / 'before.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = store.engine
+    command.upgrade(config, "0006")
+    event_id, _ = stored_event(store, next(iter(conversation_lifecycle("c-0008"))))
+    with store.begin() as connection:
+        for name in ("app", "hook:myapp.hooks.notify"):
+            connection.execute(
+                text(
+                    "INSERT INTO forward_deliveries (event_id, destination, source, status, "
+                    "attempts) VALUES (:event_id, :name, 'callback', 'delivered', 1)"
+                ),
+                {"event_id": event_id, "name": name},
+            )
+    store.upgrade()
+    assert {(r["destination"], r["type"]) for r in rows(store, None)} == {
+        ("app", "webhook"),
+        ("hook:myapp.hooks.notify", "hook"),
+    }
+    store.dispose()
 
 
 # --- redis://host/db?stream=<name>&maxlen=<n> ------------------------------------------------
