@@ -41,6 +41,7 @@ from tests.sinks import HttpSink, verified
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.destinations import Answer, ForwardedEvent, UrlDestination
+from workers.storage.verifiers import verifier_for
 from workers.store.db import MIGRATIONS, Store
 
 PASSWORD = "pa55-w0rd-never-shown"  # in destination URLs: never in an error, a row or a log
@@ -128,6 +129,15 @@ def test_migration_0008_gives_the_deliveries_before_it_their_type(tmp_path):
         ("hook:myapp.hooks.notify", "hook"),
     }
     store.dispose()
+
+
+def test_settings_with_destinations_stay_a_cache_key():
+    """The storage clients are cached per Settings: a webhook's FORWARD_<NAME>_SECRET must not
+    make recording verification (or an archive destination) raise TypeError: unhashable."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    env = {"FORWARD_APP_URL": "https://app.example.com/hook", "FORWARD_APP_SECRET": secret}
+    settings = Settings.from_env(env)
+    assert verifier_for("s3", settings) is verifier_for("s3", Settings.from_env(env))
 
 
 # --- redis://host/db?stream=<name>&maxlen=<n> ------------------------------------------------
