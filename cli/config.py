@@ -9,7 +9,7 @@ import click
 
 from schemas import reference
 from schemas.settings import Settings, SettingsError
-from workers import destinations
+from workers import destinations, extensions
 
 REFERENCE = Path("docs/configuration.md")
 
@@ -55,6 +55,7 @@ def check() -> None:
     try:
         settings = Settings.from_env()
         destinations.check(settings)
+        extensions.load(settings)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     names = ", ".join(destination.name for destination in settings.forward_destinations)

@@ -11,9 +11,10 @@ import click
 import redis
 
 from cli import failures
-from schemas.broker import TaskQueue, redis_client
+from cli.lifecycle import cli_actor
+from schemas.broker import redis_client, task_queue
 from schemas.settings import Settings
-from workers import forwarding, queries
+from workers import audit, forwarding, queries
 from workers.store.db import Store
 
 
@@ -71,7 +72,7 @@ def redeliver(
     if (event_id is None) == (not failed):
         raise click.UsageError("give one EVENT_ID or --failed")
     failures.check_redis_url(settings.redis_url)
-    send = TaskQueue(redis_client(settings)).send
+    send = task_queue(redis_client(settings), settings).send
     try:
         with Store(settings.database_url).session() as session:
             tasks = forwarding.redeliver(session, settings, event_id, destination, failed)
@@ -79,6 +80,10 @@ def redeliver(
                 send(task["name"], task["args"])
     except redis.RedisError as exc:
         raise click.ClickException(f"Redis unreachable, nothing redelivered: {exc}") from exc
+    target = "failed deliveries" if failed else f"event:{event_id}"
+    outcome = "done" if tasks else "nothing"
+    store = Store(settings.database_url)
+    audit.record(store, cli_actor(), "redeliver", target, outcome, deliveries=len(tasks))
     if not tasks:
         click.echo("nothing to redeliver")
         return

@@ -32,7 +32,7 @@ from cli.services import (
     redis_server_command,
     worker_command,
 )
-from schemas.settings import Settings, SettingsError
+from schemas.settings import Settings, SettingsError, named_token
 from workers.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,9 +138,8 @@ def _announce(state: dict[str, object], data_dir: Path, settings: Settings) -> N
         click.echo(
             f"Console:      http://127.0.0.1:{port}/console/  password: {settings.console_password}"
         )
-        click.echo(
-            f"API:          http://127.0.0.1:{port}/api/v1/  token: {settings.api_tokens[0]}"
-        )
+        _, token = named_token(settings.api_tokens[0])
+        click.echo(f"API:          http://127.0.0.1:{port}/api/v1/  token: {token}")
     click.echo(f"State:        {data_dir / devstate.STATE_FILE_NAME} (for other terminals)")
     click.echo("Try, in another terminal under this folder:")
     click.echo("  tavus-callbacks simulate")

@@ -19,14 +19,17 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, simulate
+from cli import config, deliveries, devstate, failures, lifecycle, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
-from schemas.broker import TaskQueue, redis_client
-from schemas.callbacks import KINDS
+from console import reads
+from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
+from schemas import extensions
+from schemas.broker import redis_client, task_queue
+from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import guess_kind
 from schemas.messages import SEVERITIES, VERIFY_RECORDING
 from schemas.settings import Settings, SettingsError
-from workers import queries, replay
+from workers import audit, queries, replay
 from workers.storage import state
 from workers.store.db import Store
 from workers.store.models import EventStatus, Recording
@@ -50,8 +53,16 @@ def main(ctx: click.Context) -> None:
         devstate.apply(os.environ, Path.cwd())  # before anything reads it (the Celery app)
     try:
         ctx.obj = Settings.from_env()
+        extensions.load(ctx.obj.tavus_extensions)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def known_kind(value: str | None) -> str | None:
+    """A kind built in or registered: checked once TAVUS_EXTENSIONS is loaded (by ``main``)."""
+    if value is not None and value not in KIND_TABLE:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(kinds())}")
+    return value
 
 
 @contextmanager
@@ -133,7 +144,12 @@ def _dev_callback_url() -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--kind", type=click.Choice(KINDS), help="Only events of this kind.")
+@click.option(
+    "--kind",
+    callback=lambda _ctx, _param, value: known_kind(value),
+    help="Only events of this kind (conversation, guardrail, objective, replica, video, "
+    "document, tool, or one that TAVUS_EXTENSIONS adds).",
+)
 @click.option("--status", type=click.Choice(EVENT_STATUSES), help="Only events in this status.")
 @click.option("--conversation", "conversation_id", help="Only this conversation's events.")
 @click.option("--type", "event_type", help="Only this event_type.")
@@ -167,6 +183,59 @@ def render_events(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+
+
+OPTIONS = {"q": "--search", "limit": "--limit"}  # the API's parameter names, as the CLI's
+
+
+@main.command()
+@click.option("--search", "words", help='Only those whose transcript says this: words, "a phrase".')
+@click.option("--status", type=click.Choice(CONVERSATION_STATUSES), help="Only in this status.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def conversations(
+    settings: Settings, words: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """List conversations, newest first; with --search, the best matches first, each with the
+    line that matched."""
+    try:
+        args = parse(CONVERSATION_ARGS, {"q": words or "", "status": status or "", "limit": limit})
+    except BadArgs as exc:
+        said = (f"{OPTIONS.get(name, name)}: {' '.join(m)}" for name, m in exc.messages.items())
+        raise click.ClickException("; ".join(said)) from exc
+    with reading(settings) as session:
+        rows = reads.conversations_page(session, args).data
+    print_record(rows, as_json, render_conversations)
+
+
+def render_conversations(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no conversations"
+    if "match" not in rows[0]:
+        return table(
+            ("first seen", "status", "conversation", "replica", "ended"),
+            [
+                (when(r["first_seen_at"]), r["status"], r["conversation_id"], r["replica_id"],
+                 when(r["ended_at"]))
+                for r in rows
+            ],
+        )  # fmt: skip
+    lines = []
+    for r in rows:
+        match = r["match"]
+        lines.append(f"{safe(r['conversation_id'])}  {r['status']}  line {match['line']}")
+        lines.append(f"  {safe(match['role'] or 'unknown')}: {_highlighted(match)}")
+    return "\n".join(lines)
+
+
+def _highlighted(match: dict[str, Any]) -> str:
+    """The snippet, its matched words in bold (on a terminal; plain text elsewhere)."""
+    snippet, at, parts = match["snippet"], 0, []
+    for start, end in match["highlights"]:
+        parts += [safe(snippet[at:start]), click.style(safe(snippet[start:end]), bold=True)]
+        at = end
+    return "".join([*parts, safe(snippet[at:])])
 
 
 @main.command()
@@ -266,7 +335,7 @@ def render_resource(record: dict[str, Any]) -> str:
     )
 
 
-for _kind in queries.RESOURCE_MODELS:
+for _kind in queries.resource_models():
     _resource_command(_kind)
 
 
@@ -326,7 +395,9 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
                 )
             round_ = state.start_round(row, row.ready_event_id)
         # After the commit, so that the worker sees the new round.
-        TaskQueue(redis_client(settings)).send(VERIFY_RECORDING, [conversation_id, round_])
+        task_queue(redis_client(settings), settings).send(
+            VERIFY_RECORDING, [conversation_id, round_]
+        )
     click.echo(f"verification of {conversation_id}'s recording queued (round {round_})")
 
 
@@ -342,7 +413,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
-        tasks = TaskQueue(redis_client(settings))
+        tasks = task_queue(redis_client(settings), settings)
         with Store(settings.database_url).session() as session:
             if failed:
                 rows = replay.failed_events(session, limit)
@@ -352,6 +423,10 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
                     raise click.ClickException(f"no event {safe(event_id)}")
                 rows = [row]
             done = replay.replay(rows, tasks.publish_event)
+        target = "failed events" if failed else f"event:{event_id}"
+        outcome = "done" if done else "nothing"
+        store = Store(settings.database_url)
+        audit.record(store, lifecycle.cli_actor(), "replay", target, outcome, events=len(done))
     if not done:
         click.echo("no failed events to replay")
         return
@@ -421,7 +496,12 @@ def spool_drain(settings: Settings, wait: float) -> None:
     from receiver.spool import Spool
 
     failures.check_redis_url(settings.redis_url)
-    publisher = Publisher(redis_client(settings), settings.dedup_ttl_seconds)
+    publisher = Publisher(
+        redis_client(settings),
+        settings.dedup_ttl_seconds,
+        settings.redis_min_replicas,
+        settings.redis_replica_timeout_ms,
+    )
     local = Spool(settings.spool_dir)
     deadline = time.monotonic() + wait
     totals = {"published": 0, "duplicates": 0, "rejected": 0}
@@ -469,6 +549,8 @@ main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 config.register(main)  # config docs, config check: the settings themselves
+lifecycle.register(main)  # purge, erase: retention and erasure
+soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 
 
 if __name__ == "__main__":

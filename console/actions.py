@@ -1,4 +1,4 @@
-"""What a person can do from the console besides reading: redeliver.
+"""What a person can do from the console besides reading: redeliver, erase.
 
 (Replaying an event is ``workers/replay.py``'s.) A redelivery is reset and its task sent inside
 one transaction, as a replay is: a worker taking the task waits for the row, so it always sees
@@ -73,3 +73,13 @@ def redeliver_failed(session: Session, settings: Settings, send: Send) -> int:
     for task in tasks:
         send(task["name"], task["args"])
     return len(tasks)
+
+
+def erase(console: Any, kind: str, target_id: str, actor: str) -> dict[str, Any]:
+    """Erase one conversation, replica, video or document (``workers.lifecycle.erase``): the
+    store, the queues, this host's spool; what was erased, as JSON."""
+    from workers import lifecycle  # loaded only when a person erases
+
+    target = lifecycle.Target(kind, target_id)
+    store, settings = console.store, console.settings
+    return lifecycle.erase(store, target, actor, console.redis, settings.spool_dir).as_json()

@@ -1,22 +1,32 @@
-"""``/api/v1``: the store as JSON, for apps and scripts. Bearer tokens from ``API_TOKENS``.
+"""``/api/v1``: the store as JSON, for apps and scripts. Bearer tokens from ``API_TOKENS``;
+erasing (``DELETE``) takes one from ``ADMIN_API_TOKENS``.
 
 A list answers ``{"data": [...], "next_cursor": "..."}`` (``null`` on the last page); a single
 resource answers the record itself (a conversation is what ``tavus-callbacks conversation
---json`` prints). Errors are ``{"error": ..., "message": ...}`` with 401, 404, 422 or 503.
+--json`` prints). Errors are ``{"error": ..., "message": ...}`` with 401, 403, 404, 422 or 503.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
-from workers import queries, replay
+from workers import audit, queries, replay
 
 from . import actions, openapi, reads
 from .cursor import BadCursor
-from .params import ALERT_ARGS, CONVERSATION_ARGS, DELIVERY_ARGS, EVENT_ARGS, BadArgs, parse
+from .params import (
+    ALERT_ARGS,
+    CONVERSATION_ARGS,
+    DELIVERY_ARGS,
+    EVENT_ARGS,
+    ROW_ID,
+    BadArgs,
+    parse,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -70,6 +80,7 @@ def event(event_id: str) -> Response:
 @bp.post("/events/<event_id>/replay")
 def replay_event(event_id: str) -> Response:
     done = replay_one(event_id)
+    _audit("replay", f"event:{event_id}", "done" if done else "nothing")
     if done is None:
         abort(404, description=f"no event {event_id}")
     response = jsonify({**asdict(done), "status": "received"})
@@ -108,8 +119,23 @@ def _resource_view(kind: str) -> None:
     bp.add_url_rule(f"/{kind}s/<resource_id>", f"{kind}", show, methods=["GET"])
 
 
-for _kind in queries.RESOURCE_MODELS:  # replicas/<id>, videos/<id>, documents/<id>
+for _kind in queries.resource_models():  # replicas/<id>, videos/<id>, documents/<id>
     _resource_view(_kind)
+
+
+def _erase_view(kind: str) -> None:
+    def erase(target_id: str) -> Response:
+        """Erase it wherever this service holds it; its tombstone stays (docs/privacy.md)."""
+        actor = console().tokens.admin(request)
+        if actor is None:
+            return _forbidden("erasing needs a token from ADMIN_API_TOKENS")
+        return jsonify(actions.erase(console(), kind, target_id, actor))
+
+    bp.add_url_rule(f"/{kind}s/<target_id>", f"erase_{kind}", erase, methods=["DELETE"])
+
+
+for _kind in ("conversation", *queries.resource_models()):
+    _erase_view(_kind)
 
 
 @bp.get("/alerts")
@@ -122,15 +148,51 @@ def deliveries() -> Response:
     return _page(reads.deliveries_page, DELIVERY_ARGS)
 
 
-@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     """Another round for one delivery (as ``tavus-callbacks redeliver``)."""
     with console().store.session() as session:
         done = actions.redeliver(session, console().settings, delivery_id, console().tasks.send)
+    _audit("redeliver", f"delivery:{delivery_id}", "done" if done else "nothing")
     if not done:
         abort(404, description=f"no delivery {delivery_id}")
     response = jsonify({"delivery_id": delivery_id, "status": "pending"})
     response.status_code = 202
+    return response
+
+
+def _audit(action: str, target: str, outcome: str) -> None:
+    """An API write, in the audit trail under the token's name."""
+    actor = console().tokens.holder(request) or "api:?"
+    audit.record(console().store, actor, action, target, outcome)
+
+
+@bp.get("/audit")
+def audit_trail() -> Response:
+    """The audit trail, newest first (admin tokens only): ``since`` (ISO 8601), ``limit``."""
+    if console().tokens.admin(request) is None:
+        return _forbidden("reading the audit trail needs a token from ADMIN_API_TOKENS")
+    since, limit = _audit_args(request.args)
+    with console().store.session() as session:
+        return jsonify({"data": audit.entries(session, since, limit)})
+
+
+def _audit_args(args: Any) -> tuple[Any, int]:
+    try:
+        since = datetime.fromisoformat(args["since"]) if args.get("since") else None
+        limit = int(args.get("limit", 100))
+    except ValueError as exc:
+        raise BadArgs({"since": ["ISO 8601 time"], "limit": ["1 to 1000"]}) from exc
+    if not 1 <= limit <= 1000:
+        raise BadArgs({"limit": ["1 to 1000"]})
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since, limit
+
+
+def _forbidden(message: str) -> Response:
+    response = jsonify({"error": "forbidden", "message": message})
+    response.status_code = 403
     return response
 
 

@@ -11,7 +11,8 @@ from sqlalchemy.exc import OperationalError as StoreError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from schemas.broker import TaskQueue, redis_client
+from schemas import extensions
+from schemas.broker import TaskQueue, redis_client, task_queue
 from schemas.settings import Settings, SettingsError
 from workers.store.db import Store, store_for
 
@@ -42,6 +43,7 @@ class Console:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    extensions.load(settings.tavus_extensions)  # their kinds, channels: listed like ours
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     app = Flask(__name__)
@@ -53,8 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         store=store_for(settings.database_url),
         redis=client,
-        tokens=security.ApiTokens(settings.api_tokens),
-        tasks=TaskQueue(client),
+        tokens=security.ApiTokens(settings.api_tokens, settings.admin_api_tokens),
+        tasks=task_queue(client, settings),
         throttle=security.SigninThrottle(client),
     )
     security.configure_sessions(app, settings)

@@ -33,3 +33,19 @@ def decode(cursor: str) -> tuple[datetime, str | int]:
     if not isinstance(item_id, str | int) or when.tzinfo is None:
         raise BadCursor("not a cursor from this API; start again without one")
     return when, item_id
+
+
+# Search results are ranked, not ordered by a key: their cursor is how many came before.
+def encode_position(position: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": position})).decode().rstrip("=")
+
+
+def decode_position(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = orjson.loads(raw)["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+        raise BadCursor("not a cursor from this search; start again without one") from exc
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        raise BadCursor("not a cursor from this search; start again without one")
+    return position

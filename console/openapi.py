@@ -60,7 +60,9 @@ def _list(summary: str, args: type) -> dict[str, Any]:
 
 
 def _one(summary: str, name: str) -> dict[str, Any]:
+    """Reading one record (``GET``) and erasing it (``DELETE``, admin tokens only)."""
     parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    what = summary.removeprefix("One ").split(",")[0]
     return {
         "get": {
             "summary": summary,
@@ -70,7 +72,19 @@ def _one(summary: str, name: str) -> dict[str, Any]:
                 "404": _json("Not known", _ERROR),
                 **_ERRORS,
             },
-        }
+        },
+        "delete": {
+            "summary": f"Erase the {what} wherever this service holds it; a tombstone stays "
+            "(a token from ADMIN_API_TOKENS)",
+            "parameters": [parameter],
+            "responses": {
+                "200": _json(
+                    "Erased: the rows, queued messages and spooled files removed", _RECORD
+                ),
+                "403": _json("The token may read, not erase", _ERROR),
+                **_ERRORS,
+            },
+        },
     }
 
 
@@ -101,12 +115,18 @@ def build_spec() -> dict[str, Any]:
         }
     }
     spec.path("/events/{event_id}/replay", operations=replay)
-    spec.path("/conversations", operations=_list("Conversations", ConversationArgs))
+    spec.path(
+        "/conversations",
+        operations=_list(
+            "Conversations; with `q`, those whose transcript holds the words, best first",
+            ConversationArgs,
+        ),
+    )
     spec.path(
         "/conversations/{conversation_id}",
         operations=_one("One conversation, as `conversation --json`", "conversation_id"),
     )
-    for kind in queries.RESOURCE_MODELS:
+    for kind in queries.resource_models():
         spec.path(f"/{kind}s/{{{kind}_id}}", operations=_one(f"One {kind}", f"{kind}_id"))
     spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
     spec.path(
@@ -128,6 +148,26 @@ def build_spec() -> dict[str, Any]:
         }
     }  # fmt: skip
     spec.path("/deliveries/{delivery_id}/redeliver", operations=redeliver)
+    audit = {
+        "get": {
+            "summary": "The audit trail, newest first (a token from ADMIN_API_TOKENS)",
+            "parameters": [
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+            ],
+            "responses": {
+                "200": _json("Entries: time, actor, action, target, outcome, detail", _LIST),
+                "403": _json("The token may read, not see the audit trail", _ERROR),
+                "422": _json("A parameter did not parse", _ERROR),
+                **_ERRORS,
+            },
+        }
+    }
+    spec.path("/audit", operations=audit)
     document = spec.to_dict()
     document["security"] = [{"bearer": []}]
     return document

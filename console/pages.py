@@ -8,6 +8,7 @@ CSRF token; Replay goes the API's way (``api.replay_one``).
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,8 @@ from flask import (
 )
 
 from schemas.broker import queue_depths
-from workers import queries
+from schemas.callbacks import kinds
+from workers import audit, queries
 
 from . import actions, charts, reads, security
 from .api import replay_one
@@ -38,8 +40,8 @@ from .params import (
     DELIVERY_STATUSES,
     EVENT_ARGS,
     EVENT_STATUSES,
-    KINDS,
     MAX_LIMIT,
+    ROW_ID,
     SEVERITIES,
     BadArgs,
     parse,
@@ -124,13 +126,22 @@ def login() -> Response | str:
         return Response(html, status=429, headers={"Retry-After": str(wait)})
     if not security.password_matches(console().settings, request.form.get("password", "")):
         console().throttle.failed(address)
+        audit.record(console().store, "console", "sign-in", None, "refused")
         html = render_template("login.html", error="Wrong password.", next="")
         return Response(html, status=401)
     console().throttle.succeeded(address)
     session.clear()  # a fresh session (and CSRF token) once signed in
     session["signed_in"] = True
+    # Names this session in the audit trail: its sign-in and each of its actions.
+    session["who"] = secrets.token_hex(4)
     session.permanent = True
+    audit.record(console().store, actor(), "sign-in")
     return redirect(_local(request.form.get("next")) or url_for("pages.overview"))
+
+
+def actor() -> str:
+    """This session in the audit trail (one password, so a session is who there is)."""
+    return f"console:{session.get('who', '?')}"
 
 
 def _local(target: str | None) -> str | None:
@@ -204,8 +215,8 @@ def events() -> Response | str:
         args=args,
         errors=errors,
         statuses=EVENT_STATUSES,
-        kinds=KINDS,
-        resource_kinds=reads.RESOURCE_KINDS,
+        kinds=kinds(),
+        resource_kinds=queries.resource_models(),
     )
 
 
@@ -242,6 +253,7 @@ def event(event_id: str) -> str:
 @bp.post("/events/<event_id>/replay")
 def replay(event_id: str) -> Response:
     done = replay_one(event_id)
+    audit.record(console().store, actor(), "replay", f"event:{event_id}", _did(done))
     if done is None:
         abort(404, description=f"no event {event_id}")
     flash(f"Event {event_id} replayed (was {done.was}); it is queued again.", "success")
@@ -268,7 +280,19 @@ def conversation(conversation_id: str) -> str:
     )
 
 
-@bp.get("/<any(replica, video, document):kind>s/<resource_id>")
+@bp.post("/conversations/<conversation_id>/erase")
+def erase_conversation(conversation_id: str) -> Response:
+    """Erase, once the id was typed again: a click alone must not destroy a conversation."""
+    if request.form.get("confirm", "").strip() != conversation_id:
+        flash("Nothing erased: type the conversation's id to confirm.", "error")
+        return redirect(url_for("pages.conversation", conversation_id=conversation_id))
+    done = actions.erase(console(), "conversation", conversation_id, actor())
+    flash(f"Conversation {conversation_id} erased: {done['rows']} rows.", "success")
+    return redirect(url_for("pages.conversations"))
+
+
+# /replicas/<id>, /videos/<id>, /documents/<id>: every kind with a record of its own.
+@bp.get(f"/<any({', '.join(queries.resource_models())}):kind>s/<resource_id>")
 def resource(kind: str, resource_id: str) -> str:
     with console().store.session() as s:
         record = queries.resource_record(s, kind, resource_id)
@@ -276,6 +300,14 @@ def resource(kind: str, resource_id: str) -> str:
         abort(404, description=f"no {kind} {resource_id}")
     events_url = url_for("pages.events", resource=resource_id)
     return render_template("resource.html", kind=kind, record=record, events_url=events_url)
+
+
+@bp.get("/audit")
+def audit_page() -> str:
+    """Who did what: replays, redeliveries, erasures, purges, sign-ins (newest first)."""
+    with console().store.session() as s:
+        entries = audit.entries(s, limit=500)
+    return render_template("audit.html", entries=entries)
 
 
 @bp.get("/alerts")
@@ -320,10 +352,11 @@ def when(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver(s, console().settings, delivery_id, console().tasks.send)
+    audit.record(console().store, actor(), "redeliver", f"delivery:{delivery_id}", _did(done))
     if not done:
         abort(404, description=f"no delivery {delivery_id}")
     flash(f"Delivery {delivery_id} queued again.", "success")
@@ -340,16 +373,22 @@ def redeliver_failed() -> Response:
     for delivery_id in alert_ids:
         with console().store.session() as s:
             done += actions.redeliver_alert(s, delivery_id, console().tasks.send)
+    audit.record(console().store, actor(), "redeliver", "failed deliveries", _did(done), count=done)
     flash(f"{done} failed deliveries queued again.", "success")
     return redirect(url_for("pages.deliveries"))
 
 
-@bp.post("/alert-deliveries/<int:delivery_id>/redeliver")
+@bp.post(f"/alert-deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver_alert(delivery_id: int) -> Response:
     with console().store.session() as s:
         done = actions.redeliver_alert(s, delivery_id, console().tasks.send)
+    audit.record(console().store, actor(), "redeliver", f"alert-delivery:{delivery_id}", _did(done))
     if done:
         flash(f"Alert delivery {delivery_id} queued again.", "success")
     else:
         flash(f"Alert delivery {delivery_id} is not a failed delivery.", "warning")
     return redirect(url_for("pages.deliveries"))
+
+
+def _did(done: Any) -> str:
+    return "done" if done else "nothing"

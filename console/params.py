@@ -12,15 +12,18 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from schemas.callbacks import SCHEMAS_BY_KIND
+from schemas.callbacks import KIND_TABLE
+from workers.store import search
 from workers.store.models import EventStatus
 
 EVENT_STATUSES = ("received", *sorted(EventStatus.FINAL))
-KINDS = tuple(SCHEMAS_BY_KIND)
 CONVERSATION_STATUSES = ("pending", "active", "ended", "failed")
 SEVERITIES = ("critical", "error", "warning", "info")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# A row id in a path, as Werkzeug's converter: at most a signed 64-bit integer, the widest any
+# store holds. A larger one is a 404, not an overflow in the database driver (a 500).
+ROW_ID = f"int(max={2**63 - 1})"
 
 
 class PageArgs(Schema):
@@ -47,7 +50,8 @@ def _when(description: str) -> f.AwareDateTime:
 
 
 class EventArgs(PageArgs):
-    kind = f.String(load_default=None, validate=validate.OneOf(KINDS))
+    # A live view of the kinds: those of TAVUS_EXTENSIONS are registered after this import.
+    kind = f.String(load_default=None, validate=validate.OneOf(KIND_TABLE.keys()))
     type = f.String(load_default=None, metadata={"description": "An event_type."})
     status = f.String(load_default=None, validate=validate.OneOf(EVENT_STATUSES))
     conversation = f.String(load_default=None, metadata={"description": "A conversation_id."})
@@ -67,6 +71,15 @@ class EventArgs(PageArgs):
 class ConversationArgs(PageArgs):
     status = f.String(load_default=None, validate=validate.OneOf(CONVERSATION_STATUSES))
     since = _when("First seen at or after this ISO 8601 time.")
+    q = f.String(
+        load_default=None,
+        validate=validate.Length(max=search.MAX_QUERY_LENGTH),
+        metadata={
+            "description": "Words said in the conversation (all in one line of its transcript), "
+            'or a "quoted phrase": the best matches first, each with its `match` (line, role, '
+            "snippet, highlights)."
+        },
+    )
 
 
 class AlertArgs(PageArgs):

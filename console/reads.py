@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from schemas.times import iso
 from workers import queries
+from workers.store import search
 from workers.store.models import (
     Alert,
     AlertDelivery,
@@ -27,8 +28,6 @@ from workers.store.models import (
 )
 
 from . import cursor
-
-RESOURCE_KINDS = tuple(queries.RESOURCE_MODELS)
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ def find_id(session: Session, wanted: str) -> tuple[str, str] | None:
         or session.scalars(select(Event.id).where(Event.conversation_id == wanted).limit(1)).first()
     ):
         return "conversation", wanted
-    for kind in RESOURCE_KINDS:
+    for kind in queries.resource_models():
         if queries.resource_record(session, kind, wanted) is not None:
             return kind, wanted
     return None
@@ -185,11 +184,14 @@ def find_id(session: Session, wanted: str) -> tuple[str, str] | None:
 
 
 def conversations_page(session: Session, args: dict[str, Any]) -> Page:
-    query = select(Conversation)
+    filters = []
     if args.get("status") is not None:
-        query = query.where(conversation_status_is(args["status"]))
+        filters.append(conversation_status_is(args["status"]))
     if args.get("since") is not None:
-        query = query.where(Conversation.first_seen_at >= args["since"])
+        filters.append(Conversation.first_seen_at >= args["since"])
+    if args.get("q") is not None:
+        return search_page(session, args, filters)
+    query = select(Conversation).where(*filters)
     return keyset_page(
         session,
         query,
@@ -198,6 +200,16 @@ def conversations_page(session: Session, args: dict[str, Any]) -> Page:
         args,
         lambda _s, rows: [conversation_summary(c) for c in rows],
     )
+
+
+def search_page(session: Session, args: dict[str, Any], filters: list[ColumnElement[bool]]) -> Page:
+    """The conversations whose transcript holds ``q``, best first, each with its ``match``."""
+    after = cursor.decode_position(args["cursor"]) if args.get("cursor") else 0
+    limit = args["limit"]
+    found = search.search(session, args["q"], *filters, limit=limit + 1, offset=after)
+    data = [conversation_summary(convo) | {"match": match.as_json()} for convo, match in found]
+    more = len(data) > limit
+    return Page(data[:limit], cursor.encode_position(after + limit) if more else None)
 
 
 def conversation_status_is(status: str) -> ColumnElement[bool]:

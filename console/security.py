@@ -1,6 +1,7 @@
 """Who may read: bearer tokens for the API, a password and a signed session for the pages.
 
-- API: ``Authorization: Bearer <token>``, any of ``API_TOKENS``, compared in constant time.
+- API: ``Authorization: Bearer <token>``, any of ``API_TOKENS`` or ``ADMIN_API_TOKENS``,
+  compared in constant time; only an admin token may erase.
 - Pages: ``CONSOLE_PASSWORD``, then a session cookie (HttpOnly, SameSite=Lax, Secure when the
   request came over HTTPS, the proxy's X-Forwarded-Proto honoured as TRUSTED_PROXIES says).
 - Every POST of the pages carries the session's CSRF token.
@@ -17,7 +18,7 @@ import redis
 from flask import Flask, Request, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-from schemas.settings import Settings
+from schemas.settings import Settings, named_token
 from schemas.tokens import any_matches
 
 SESSION_SALT = b"tavus-callbacks console session"
@@ -28,18 +29,51 @@ THROTTLE_PREFIX = "tavus:console:signin:"
 
 
 class ApiTokens:
-    def __init__(self, tokens: Iterable[str]) -> None:
-        self._tokens = tuple(token.encode() for token in tokens)
+    """``API_TOKENS`` and ``ADMIN_API_TOKENS``, each entry ``name:token`` or a bare token (named
+    by its position: ``token-1``, ``admin-1``...). The name is what the audit trail records."""
+
+    def __init__(self, tokens: Iterable[str], admin_tokens: Iterable[str] = ()) -> None:
+        self._admin = _named(admin_tokens, "admin")
+        self._tokens = _named(tokens, "token") + self._admin
 
     @property
     def configured(self) -> bool:
         return bool(self._tokens)
 
     def allows(self, req: Request) -> bool:
-        scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        return any_matches(token.strip(), self._tokens)
+        return self.holder(req) is not None
+
+    def holder(self, req: Request) -> str | None:
+        """``api:<name>`` of the token the request carries, or None."""
+        return _match(_bearer(req), self._tokens)
+
+    def admin(self, req: Request) -> str | None:
+        """``api:<name>`` of the ``ADMIN_API_TOKENS`` entry the request carries, or None: only
+        those may erase and read the audit trail."""
+        return _match(_bearer(req), self._admin)
+
+
+def _named(entries: Iterable[str], prefix: str) -> tuple[tuple[str, bytes], ...]:
+    named = []
+    for position, entry in enumerate(entries, start=1):
+        name, token = named_token(entry)
+        named.append((name or f"{prefix}-{position}", token.encode()))
+    return tuple(named)
+
+
+def _match(presented: str | None, tokens: tuple[tuple[str, bytes], ...]) -> str | None:
+    if presented is None:
+        return None
+    # Every entry is compared, in constant time, whichever matches.
+    found = [name for name, token in tokens if any_matches(presented, [token])]
+    return f"api:{found[0]}" if found else None
+
+
+def _bearer(req: Request) -> str | None:
+    scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def session_key(settings: Settings) -> bytes:

@@ -8,12 +8,12 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from schemas import redaction
+from schemas import extensions, redaction
 from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
 from . import health, intake, metrics, openapi
-from .auth import TokenChecker
+from .auth import SignatureChecker, TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
 from .publisher import Publisher
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     settings.check_for_serving()
+    extensions.load(settings.tavus_extensions)  # a kind of theirs is classified like ours
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     redaction.install(settings.secrets(), log_format=settings.log_format)
@@ -33,7 +34,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug refuses a longer body with 413 before reading it, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = redis_client(settings)
-    publisher = Publisher(client, settings.dedup_ttl_seconds)
+    publisher = Publisher(
+        client,
+        settings.dedup_ttl_seconds,
+        settings.redis_min_replicas,
+        settings.redis_replica_timeout_ms,
+    )
     spool = Spool(settings.spool_dir)
     drainer = Drainer(spool, publisher.publish, settings.spool_drain_interval_seconds)
     drainer.start()  # gunicorn builds the app in each worker, after the fork
@@ -43,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         drainer,
         SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
         ReadDeadlines(settings.body_timeout_seconds),
+        SignatureChecker(settings.tavus_signing_secrets),
     )
     app.extensions["readiness"] = health.Readiness(client, spool)
     app.register_blueprint(intake.bp)

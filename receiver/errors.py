@@ -17,6 +17,11 @@ class Unauthorized(IntakeError):
     code = "unauthorized"
 
 
+class BadSignature(IntakeError):
+    status = 401
+    code = "bad_signature"
+
+
 class NotJSONObject(IntakeError):
     status = 400
     code = "invalid_json"

@@ -1,6 +1,7 @@
 """``POST /callbacks[/<token>]``: the hot path, as a few named steps.
 
-source allowlist (403) -> authenticate (401) -> parse a JSON object (400) -> classify and
+source allowlist (403) -> authenticate: a signed tool delivery by its signature, anything else
+by its token (401) -> parse a JSON object (400) -> classify and
 validate (422 is still queued, as quarantined) -> claim the key and enqueue in one round trip
 (200 duplicate / 202 accepted); when Redis cannot take it, the local spool (202 spooled), and only
 when neither can, 503.
@@ -18,11 +19,12 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from schemas.callbacks.tool import TOOL
 from schemas.classify import UnknownKind, Verdict, classify
 from schemas.messages import EventMessage, event_message
 
 from . import metrics
-from .auth import TokenChecker
+from .auth import SignatureChecker, TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import BadKind, BodyTimeout, NotJSONObject, QueueUnavailable
 from .publisher import Publisher
@@ -32,6 +34,8 @@ from .spool import Drainer
 log = logging.getLogger(__name__)
 
 bp = Blueprint("intake", __name__)
+
+SIGNATURE_HEADER = "X-Tavus-Signature"
 
 
 @dataclass(frozen=True)
@@ -54,15 +58,24 @@ class Intake:
         drainer: Drainer,
         sources: SourceAllowlist,
         deadlines: ReadDeadlines,
+        signatures: SignatureChecker,
     ) -> None:
         self.tokens = tokens
+        self.signatures = signatures
         self.publisher = publisher
         self.drainer = drainer
         self.sources = sources
         self.deadlines = deadlines
 
-    def accept(self, raw: bytes, presented: str | None, hint: str | None) -> Reply:
-        self.tokens.authenticate(presented)
+    def accept(
+        self, raw: bytes, presented: str | None, hint: str | None, signature: str | None = None
+    ) -> Reply:
+        if signature is None:
+            self.tokens.authenticate(presented)
+        else:
+            # Tavus signs only tool deliveries: a signed body is one, token or not.
+            self.signatures.verify(raw, signature)
+            hint = hint or TOOL
         body = parse_object(raw)
         received_at = time.time()
         verdict = _classify(body, raw, hint)
@@ -174,7 +187,8 @@ def receive(token: str | None = None) -> Response:
     if presented is None and request.authorization is not None:
         presented = request.authorization.password
     raw = read_body(intake.deadlines)
-    reply = intake.accept(raw, presented, request.args.get("kind"))
+    signature = request.headers.get(SIGNATURE_HEADER)
+    reply = intake.accept(raw, presented, request.args.get("kind"), signature)
     metrics.classified(reply.kind)
     return reply.to_response()
 

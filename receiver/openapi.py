@@ -62,13 +62,23 @@ RESPONSES: tuple[tuple[int, str, dict[str, Any]], ...] = (
      _ACCEPTED),
     (200, "The same event was accepted before; `event_id` is the first one's", _DUPLICATE),
     (400, "The body is not a JSON object, or `?kind=` is unknown", _ERROR),
-    (401, "Missing or wrong token; nothing stored", _ERROR),
+    (401, "Missing or wrong token, or an `X-Tavus-Signature` that does not verify "
+          "(`bad_signature`); nothing stored", _ERROR),
     (403, "The caller's address is outside `ALLOWED_SOURCE_CIDRS`; nothing stored", _ERROR),
     (408, "The body did not arrive within `BODY_TIMEOUT_SECONDS`", _ERROR),
     (413, "The body is larger than `MAX_BODY_BYTES`", _ERROR),
     (422, "A JSON object that is no Tavus callback: kept, as quarantined", _QUARANTINED),
     (503, "Neither Redis nor the spool can take the event; retry", _ERROR),
 )  # fmt: skip
+
+
+SIGNATURE_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-Tavus-Signature",
+    "description": "A signed tool delivery (auth.type hmac): the hex HMAC-SHA256 of the exact "
+    "body under one of TAVUS_SIGNING_SECRETS; stored as kind `tool`, no token needed.",
+}
 
 
 def _date_field(converter: Any, field: Any, **kwargs: Any) -> dict[str, Any]:
@@ -89,6 +99,7 @@ def build_spec() -> dict[str, Any]:
     )
     plugin.converter.add_attribute_function(_date_field)
     spec.components.security_scheme("basic", {"type": "http", "scheme": "basic"})
+    spec.components.security_scheme("tavusSignature", SIGNATURE_SCHEME)
     for schema in dict.fromkeys(type(s) for s in PROPERTIES_BY_EVENT_TYPE.values()):
         spec.components.schema(schema.__name__, schema=schema)
     bodies = []
@@ -125,9 +136,9 @@ def build_spec() -> dict[str, Any]:
     }
     post = {"summary": "Receive one callback", "requestBody": body, "responses": responses}
     spec.path("/callbacks/{token}", operations={"post": {**post, "parameters": [token, kind]}})
+    security = [{"basic": []}, {"tavusSignature": []}]
     spec.path(
-        "/callbacks",
-        operations={"post": {**post, "parameters": [kind], "security": [{"basic": []}]}},
+        "/callbacks", operations={"post": {**post, "parameters": [kind], "security": security}}
     )
     plain = {"content": {"application/json": {"schema": {"type": "object"}}}}
     alive = {"200": {**plain, "description": "the process is up"}}

@@ -1,5 +1,6 @@
 """Durable enqueue: claim the event's key and queue its message in one Redis round trip
-(``schemas.broker.TaskQueue.send_once``), so that an event is queued at most once per key."""
+(``schemas.broker.TaskQueue.send_once``), so that an event is queued at most once per key; with
+``REDIS_MIN_REPLICAS``, confirmed by that many replicas in the same round trip."""
 
 from __future__ import annotations
 
@@ -21,14 +22,21 @@ def dedup_key(event_key: str) -> str:
 class Publisher:
     """Publishes events to the ``events`` queue, at most once per event key."""
 
-    def __init__(self, client: redis.Redis, dedup_ttl_seconds: int) -> None:
-        self._queue = TaskQueue(client)
+    def __init__(
+        self,
+        client: redis.Redis,
+        dedup_ttl_seconds: int,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 100,
+    ) -> None:
+        self._queue = TaskQueue(client, min_replicas, replica_timeout_ms)
         self._ttl = dedup_ttl_seconds
 
     def publish(self, message: EventMessage) -> str | None:
         """Queue ``message`` unless its key was seen; return the first event's id for a repeat.
 
-        Raises ``redis.RedisError`` when Redis cannot take it: the caller decides what then.
+        Raises ``redis.RedisError`` when Redis cannot take it, or ``NotReplicated`` (one) when
+        fewer replicas than asked confirmed it: the caller decides what then.
         """
         event_id = message["event_id"]
         first_id = self._queue.send_once(

@@ -6,45 +6,14 @@ so the kind is read from the body's shape; ``?kind=`` in the URL overrides the g
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import tolerant
-from .callbacks import KIND_TABLE, KINDS
+from .callbacks import KIND_TABLE, kinds
 from .callbacks.keys import content_key
 
-# Guardrail callbacks carry neither a timestamp nor an id, and one guardrail may trigger several
-# times in a conversation. An identical body within this many seconds of the first is taken as
-# the same delivery sent twice; later, the same trigger counts again.
-GUARDRAIL_REPEAT_WINDOW_SECONDS = 10
 MAX_KEY_LENGTH = 255
-
-
-def _is_objective(body: dict[str, Any]) -> bool:
-    properties = body.get("properties")
-    nested = isinstance(properties, dict) and "objective_name" in properties
-    # Never str() a payload value: a list nested a thousand deep overflows the stack.
-    event_type = body.get("event_type")
-    named = isinstance(event_type, str) and "objective" in event_type
-    return "objective_name" in body or nested or named
-
-
-def _is_guardrail(body: dict[str, Any]) -> bool:
-    properties = body.get("properties")
-    nested = isinstance(properties, dict) and "guardrail" in properties
-    return "conversation_id" in body and (nested or "guardrail" in body)
-
-
-# First match wins: the order is part of the contract (an objective also has an event_type).
-KIND_RULES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
-    ("objective", _is_objective),
-    ("conversation", lambda body: "event_type" in body and "conversation_id" in body),
-    ("guardrail", _is_guardrail),
-    ("video", lambda body: "video_id" in body),
-    ("document", lambda body: "document_id" in body),
-    ("replica", lambda body: "replica_id" in body and "status" in body),
-)
 
 
 class UnknownKind(ValueError):
@@ -70,7 +39,10 @@ class Verdict:
 
 
 def guess_kind(body: dict[str, Any]) -> str | None:
-    return next((kind for kind, matches in KIND_RULES if matches(body)), None)
+    """The first kind whose rule takes the body (``KIND_TABLE``'s order), or None."""
+    return next(
+        (name for name, kind in KIND_TABLE.items() if kind.matches and kind.matches(body)), None
+    )
 
 
 def classify(
@@ -84,8 +56,8 @@ def classify(
     By default as the receiver does, fast: every field but a transcript's entries, which the
     worker loads (``deep=True`` checks them here too).
     """
-    if hint is not None and hint not in KINDS:
-        raise UnknownKind(f"kind must be one of {', '.join(KINDS)}")
+    if hint is not None and hint not in KIND_TABLE:
+        raise UnknownKind(f"kind must be one of {', '.join(kinds())}")
     kind = hint or guess_kind(body)
     event_type = _text(body.get("event_type"))
     conversation_id = _text(body.get("conversation_id"))
@@ -96,15 +68,16 @@ def classify(
     reading = tolerant.read(table.schema if deep else table.intake, body, table.identity)
     if reading.data is None:
         return Verdict(kind, event_type, conversation_id, content_key(raw), reading.errors)
+    # A tool delivery may name its conversation under properties only (loaded flat).
+    conversation_id = conversation_id or _text(reading.data.get("conversation_id"))
     key = _bounded(event_key(kind, reading.data, raw))
-    window = GUARDRAIL_REPEAT_WINDOW_SECONDS if kind == "guardrail" else None
     return Verdict(
         kind,
         event_type,
         conversation_id,
         key,
         None,
-        repeat_window=window,
+        repeat_window=table.repeat_window,
         warnings=reading.warnings,
     )
 

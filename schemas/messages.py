@@ -30,6 +30,8 @@ FORWARD_EVENT = "tavus.forward.deliver"
 RUN_HOOK = "tavus.hooks.run"
 # Periodic (celery beat): pull from the Tavus API what its callbacks never delivered.
 RECONCILE = "tavus.events.reconcile"
+# Periodic (celery beat): remove what RETENTION_DAYS lets go (workers/lifecycle.py).
+PURGE = "tavus.events.purge"
 
 # Routing by name: "tavus.storage.verify_recording" goes to the storage queue, and so on.
 TASK_ROUTES = {f"tavus.{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -91,9 +93,8 @@ def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -
     )
 
 
-# Alert severities, most severe first, and the channels an alert can be delivered to.
+# Alert severities, most severe first (the channels are the workers': workers.alerts.notifiers).
 SEVERITIES = ("critical", "error", "warning", "info")
-ALERT_CHANNELS = ("log", "slack", "webhook", "email")
 
 
 def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str) -> EventMessage:

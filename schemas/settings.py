@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from .messages import ALERT_CHANNELS, SEVERITIES
+from .messages import SEVERITIES
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -151,6 +151,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+_CHANNEL_NAME = re.compile(r"[a-z0-9_]+")
+
+
 class AlertRoutes(f.Field):
     """``"critical:slack+webhook+email, warning:slack"`` -> ``(("critical", ("slack", ...)), ...)``.
 
@@ -167,11 +170,10 @@ class AlertRoutes(f.Field):
                     f"severity among {', '.join(SEVERITIES)}."
                 )
             names = tuple(name.strip() for name in channels.split("+") if name.strip())
-            unknown = [name for name in names if name not in ALERT_CHANNELS]
-            if unknown:
-                raise ValidationError(
-                    f"unknown channel {unknown[0]!r}; known: {', '.join(ALERT_CHANNELS)}."
-                )
+            # Which channels exist is the workers' to say (extensions add some): checked there.
+            bad = [name for name in names if not _CHANNEL_NAME.fullmatch(name)]
+            if bad:
+                raise ValidationError(f"{bad[0]!r} is no channel name ([a-z0-9_]+).")
             routes.append((severity, names))
         return tuple(routes)
 
@@ -206,15 +208,25 @@ def _mailbox(value: str) -> bool:
     return True
 
 
-RECORDING_LOCATION = re.compile(r"^(?:(?:s3|gcs):[^/\s:]+|azure_blob:[^/\s:]+/[^/\s:]+)$")
+# <provider>:<place>; each provider checks its own form when the worker starts (extensions add
+# providers, so which ones exist is the workers' to say).
+RECORDING_LOCATION = re.compile(r"^[a-z0-9_]+:[^\s:]+$")
 
 
 def _recording_locations(entries: tuple[str, ...]) -> None:
     bad = [entry for entry in entries if not RECORDING_LOCATION.match(entry)]
     if bad:
         raise ValidationError(
-            f"{bad}: expected s3:<bucket>, gcs:<bucket> or azure_blob:<account>/<container>"
+            f"{bad}: expected <provider>:<place>, e.g. s3:<bucket>, gcs:<bucket> or "
+            "azure_blob:<account>/<container>"
         )
+
+
+def _is_host_port(node: str) -> bool:
+    host, _, port = node.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError("every entry must be host:port")
+    return True
 
 
 def _is_network(cidr: str) -> bool:
@@ -225,9 +237,22 @@ def _is_network(cidr: str) -> bool:
     return True
 
 
+def named_token(entry: str) -> tuple[str | None, str]:
+    """``name:token`` -> ``("name", "token")``; a bare token -> ``(None, token)``. A name is a
+    short word (letters, digits, ``._-``), so a token holding a colon stays whole."""
+    name, colon, token = entry.partition(":")
+    if colon and _TOKEN_NAME.fullmatch(name):
+        return name, token
+    return None, entry
+
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
 def _long_enough(name: str) -> Any:
     def check(tokens: tuple[str, ...]) -> bool:
-        if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):  # never repeats the token
+        secrets_only = [named_token(token)[1] for token in tokens]
+        if any(len(token) < MIN_TOKEN_LENGTH for token in secrets_only):  # never repeats it
             raise ValidationError(f"every {name} entry must be at least {MIN_TOKEN_LENGTH} chars")
         return True
 
@@ -305,6 +330,10 @@ CONSOLE = Section(
     "Console and read API",
     "No API token: the API answers 404; no password: the pages answer 404.",
 )
+RETENTION = Section(
+    "Retention and erasure",
+    "How long content is kept; `beat` purges what is older ([Privacy](privacy.md)).",
+)
 FORWARDING = Section(
     "Forwarding and hooks",
     "Destinations are named by their variables, `FORWARD_<NAME>_URL` and the rest: see "
@@ -322,6 +351,15 @@ class Settings:
         (),
         "accepted tokens, comma-separated so one can be rotated in before the old one is "
         "removed; required to serve, at least 16 characters each (`dev` generates one)",
+        secret=True,
+    )
+    tavus_signing_secrets: tuple[str, ...] = INTAKE.setting(
+        "TAVUS_SIGNING_SECRETS",
+        CommaList(),
+        (),
+        'secrets of Tavus tools with `auth.type: "hmac"` (post-call actions), comma-separated '
+        "for rotation: a request whose `X-Tavus-Signature` verifies needs no token, one whose "
+        "signature fails gets 401 (docs/tool-deliveries.md)",
         secret=True,
     )
     max_body_bytes: int = INTAKE.setting(
@@ -382,12 +420,58 @@ class Settings:
         False,
         "verify the `rediss://` certificate (Heroku Redis's is self-signed)",
     )
+    # A primary with a replica fails over; Sentinel says which node is the primary now.
+    redis_sentinels: tuple[str, ...] = CORE.setting(
+        "REDIS_SENTINELS",
+        CommaList(validate=lambda nodes: all(map(_is_host_port, nodes))),
+        (),
+        "comma-separated `host:port` of Redis Sentinels: every process asks them for the "
+        "primary of `REDIS_SENTINEL_MASTER` and follows a failover without a restart; "
+        "`REDIS_URL`'s password, db and scheme still apply to the primary, its host is not used",
+        shown_default="— (`REDIS_URL`'s host is the primary)",
+    )
+    redis_sentinel_master: str = CORE.setting(
+        "REDIS_SENTINEL_MASTER",
+        f.String(validate=validate.Length(min=1)),
+        "mymaster",
+        "the name the sentinels monitor the primary under",
+    )
+    redis_sentinel_password: str | None = CORE.setting(
+        "REDIS_SENTINEL_PASSWORD",
+        f.String(),
+        None,
+        "the sentinels' own password (`requirepass` in sentinel.conf), when they have one",
+        secret=True,
+        shown_default="—",
+    )
+    # Replication is asynchronous: an event only the primary holds is lost if it fails over.
+    redis_min_replicas: int = CORE.setting(
+        "REDIS_MIN_REPLICAS",
+        f.Integer(validate=_range(0)),
+        0,
+        "when 1 or more, a callback is answered `accepted` only once Redis `WAIT` confirms this "
+        "many replicas hold it (otherwise it is spooled, answered `spooled`, and drained once "
+        "a replica confirms); workers' follow-up tasks wait for the same confirmation",
+    )
+    redis_replica_timeout_ms: int = CORE.setting(
+        "REDIS_REPLICA_TIMEOUT_MS",
+        f.Integer(validate=_range(1)),
+        100,
+        "how long one publish waits for the replicas' confirmation (`WAIT`)",
+    )
     database_url: str = CORE.setting(
         "DATABASE_URL",
         DatabaseUrl(),
         "sqlite:///.tavus-callbacks/events.db",
         "the event store; `postgres://…` (Heroku) works as is",
         credentials=True,
+    )
+    tavus_extensions: tuple[str, ...] = CORE.setting(
+        "TAVUS_EXTENSIONS",
+        CommaList(),
+        (),
+        "comma-separated Python modules that add callback kinds, storage providers or alert "
+        "channels (see Architecture, Recipes); every process imports them when it starts",
     )
     # Redis hands a message taken but never acked to another worker after this long: it is how
     # long the events a SIGKILLed worker held wait before another worker gets them. Every
@@ -660,9 +744,20 @@ class Settings:
         CommaList(validate=_long_enough("API_TOKENS")),
         (),
         "bearer tokens of the read API (`/api/v1`), comma-separated, at least 16 characters "
-        "each; separate from `CALLBACK_TOKENS`; `dev` generates one",
+        "each; `name:token` names one in the audit trail (a bare token is named by its "
+        "position, `token-1`...); separate from `CALLBACK_TOKENS`; `dev` generates one",
         secret=True,
         shown_default="— (API off: 404)",
+    )
+    admin_api_tokens: tuple[str, ...] = CONSOLE.setting(
+        "ADMIN_API_TOKENS",
+        CommaList(validate=_long_enough("ADMIN_API_TOKENS")),
+        (),
+        "bearer tokens that may also erase (`DELETE /api/v1/conversations/<id>`...), "
+        "comma-separated, at least 16 characters each, `name:token` as `API_TOKENS` (bare: "
+        "`admin-1`...); they read as `API_TOKENS` do",
+        secret=True,
+        shown_default="— (nobody erases through the API)",
     )
     console_password: str | None = CONSOLE.setting(
         "CONSOLE_PASSWORD",
@@ -687,6 +782,28 @@ class Settings:
         "a stolen cookie lets the password be guessed offline. Changing either signs everybody "
         "out",
         secret=True,
+    )
+
+    retention_days: int = RETENTION.setting(
+        "RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        90,
+        "a conversation (its events, transcript, perception, objectives, guardrails, "
+        "deliveries, alerts), replica, video or document is purged once its newest event is "
+        "this many days old and nothing about it is pending; `0` keeps everything",
+    )
+    audit_retention_days: int = RETENTION.setting(
+        "AUDIT_RETENTION_DAYS",
+        f.Integer(validate=_range(0)),
+        365,
+        "how long the audit trail (who replayed, redelivered, erased, purged, signed in) is kept; "
+        "`0` keeps it for ever",
+    )
+    purge_interval_seconds: int = RETENTION.setting(
+        "PURGE_INTERVAL_SECONDS",
+        f.Integer(validate=_range(60)),
+        3600,
+        "how often `beat` runs the purge",
     )
 
     # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.

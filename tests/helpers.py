@@ -49,6 +49,16 @@ def fixture_json(name: str) -> dict:
     return json.loads(fixture(name))
 
 
+def transcript_said(conversation_id: str, entries: list[dict], at: datetime) -> dict:
+    """A transcription_ready callback whose transcript is ``entries``, sent at ``at``."""
+    body = fixture_json("transcription_ready") | {
+        "conversation_id": conversation_id,
+        "timestamp": at.isoformat(),
+    }
+    body["properties"]["transcript"] = entries
+    return body
+
+
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return base_env(
         REDIS_URL=settings.redis_url,

@@ -24,7 +24,13 @@ import requests
 
 # One home for what dev, the tests and the benchmark share (free ports, the redis-server binary,
 # a worker's command line); re-exported here, where the tests have always found them.
-from cli.services import free_port, listening, redis_server_command, worker_command
+from cli.services import (
+    free_port,
+    listening,
+    redis_server_binary,
+    redis_server_command,
+    worker_command,
+)
 
 __all__ = ["free_port", "listening"]
 
@@ -51,6 +57,7 @@ class RedisServer:
         self.data_dir = data_dir
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more redis-server options (--replicaof ...)
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -60,7 +67,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         command = [
             *redis_server_command(self.port, str(self.data_dir), self.appendonly),
-            "--appendfsync", "always",
+            "--appendfsync", "always", *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         wait_until(lambda: listening(self.port), timeout=10)
@@ -87,7 +94,8 @@ class Service:
     def ready(self, new_output: bytes) -> bool:
         raise NotImplementedError
 
-    def start(self, ready_timeout: float = 30) -> Service:
+    def start(self, ready_timeout: float = 30, wait: bool = True) -> Service:
+        """Start the process and, unless ``wait`` is false, wait until it is ready."""
         self.log_path.touch()
         offset = self.log_path.stat().st_size  # a restart appends: look at what is new only
         self._log = self.log_path.open("ab")
@@ -95,6 +103,9 @@ class Service:
             self.command(), env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+        if not wait:
+            return self
 
         def up() -> bool:
             return self._died() or self.ready(self.log_path.read_bytes()[offset:])
@@ -378,3 +389,106 @@ class CuttableProxy:
             for conn in (source, sink):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+
+
+class SentinelGroup:
+    """A Redis primary, its replica and three sentinels (quorum 2), all private processes, as a
+    managed Redis with failover runs them. Sentinels declare the primary down after one second
+    of silence; ``kill_primary`` SIGKILLs whichever node is the primary now."""
+
+    MASTER = "tavus"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.nodes = [RedisServer(directory / name) for name in ("a", "b")]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def sentinels_setting(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> SentinelGroup:
+        primary, replica = self.nodes
+        primary.start()
+        replica.extra = ["--replicaof", "127.0.0.1", str(primary.port)]
+        replica.start()
+        wait_until(lambda: self.node(replica).info("replication")["master_link_status"] == "up")
+        for port in self.sentinel_ports:
+            self.sentinels.append(self._sentinel(port, primary.port))
+        wait_until(lambda: len(self._sentinel_view("sentinels")) == 2, timeout=20)
+        wait_until(lambda: len(self._sentinel_view("replicas")) == 1, timeout=20)
+        return self
+
+    def _sentinel(self, port: int, primary_port: int) -> subprocess.Popen[bytes]:
+        config = self.directory / f"sentinel-{port}.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {self.MASTER} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+            f"sentinel failover-timeout {self.MASTER} 5000\n"
+        )
+        log = (self.directory / f"sentinel-{port}.log").open("ab")
+        process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"], stdout=log, stderr=log
+        )
+        wait_until(lambda: listening(port))
+        return process
+
+    def _sentinel_view(self, what: str) -> list[Any]:
+        import redis
+
+        with redis.Redis(port=self.sentinel_ports[0], decode_responses=True) as client:
+            return client.execute_command(f"SENTINEL {what.upper()}", self.MASTER)
+
+    def primary_port(self) -> int:
+        import redis
+
+        with redis.Redis(port=self.sentinel_ports[0], decode_responses=True) as client:
+            return int(client.sentinel_get_master_addr_by_name(self.MASTER)[1])
+
+    def node(self, server: RedisServer) -> Any:
+        import redis
+
+        return redis.Redis(port=server.port, socket_timeout=5)
+
+    def primary(self) -> RedisServer:
+        port = self.primary_port()
+        return next(node for node in self.nodes if node.port == port)
+
+    def replica(self) -> RedisServer:
+        port = self.primary_port()
+        return next(node for node in self.nodes if node.port != port)
+
+    def cut_replica(self) -> RedisServer:
+        """Cut the replica off the primary, as a partition would: it is paused and its link
+        dropped, so that the primary's writes from now on reach no replica (what it had sent
+        before is still in the replica's socket). ``SIGCONT`` it to heal."""
+        replica = self.replica()
+        replica.process.send_signal(signal.SIGSTOP)
+        self.node(self.primary()).client_kill_filter(_type="replica")
+        return replica
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the primary; returns it, to bring back with ``start`` (as a replica)."""
+        primary = self.primary()
+        primary.stop(signal.SIGKILL)
+        return primary
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 30) -> RedisServer:
+        wait_until(lambda: self.primary_port() != old.port, timeout=timeout, interval=0.2)
+        return self.primary()
+
+    def rejoin(self, old: RedisServer) -> None:
+        """Bring a killed node back as the current primary's replica, as a restarted node is
+        (sentinels would reconfigure it too, a few seconds later); wait until it is in sync."""
+        old.extra = ["--replicaof", "127.0.0.1", str(self.primary_port())]
+        old.start()
+        wait_until(lambda: self.node(old).info("replication")["master_link_status"] == "up", 30)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait(timeout=10)
+        for node in self.nodes:
+            node.stop(signal.SIGKILL)

@@ -21,6 +21,7 @@ from receiver import create_app
 from schemas.messages import (
     EVENTS_QUEUE,
     PROCESS_EVENT,
+    PURGE,
     RECONCILE,
     STORAGE_QUEUE,
     VERIFY_RECORDING,
@@ -68,16 +69,26 @@ def test_routing_survives_a_redis_wipe(
 
 
 def test_beat_runs_reconciliation_only_with_an_api_key(celery_app_module) -> None:
-    quiet = celery_app_module.periodic_tasks(Settings())
+    quiet = celery_app_module.periodic_tasks(Settings(retention_days=0))
     assert quiet == {}
     schedule = celery_app_module.periodic_tasks(
-        Settings(tavus_api_key="k", reconcile_interval_seconds=120)
+        Settings(tavus_api_key="k", reconcile_interval_seconds=120, retention_days=0)
     )
     [entry] = schedule.values()
     assert (entry["task"], entry["schedule"], entry["options"]) == (
         RECONCILE,
         120.0,
         {"expires": 120},
+    )
+
+
+def test_beat_purges_every_purge_interval_unless_everything_is_kept(celery_app_module) -> None:
+    schedule = celery_app_module.periodic_tasks(Settings(purge_interval_seconds=600))
+    [entry] = schedule.values()
+    assert (entry["task"], entry["schedule"], entry["options"]) == (
+        PURGE,
+        600.0,
+        {"expires": 600},
     )
 
 
@@ -216,7 +227,7 @@ def test_every_task_is_a_stage_task_bounded_by_the_setting_named_for_its_stage()
         "from workers.celery_app import celery\n"
         "from workers.tasks.base import StageTask\n"
         "import workers.tasks.alerts, workers.tasks.events, workers.tasks.forward\n"
-        "import workers.tasks.reconcile, workers.tasks.storage\n"
+        "import workers.tasks.reconcile, workers.tasks.storage, workers.tasks.lifecycle\n"
         "print(json.dumps({n: [isinstance(t, StageTask), t.stage, t.max_attempts()]\n"
         "    for n, t in celery.tasks.items() if n.startswith('tavus.')}))\n"
     )
@@ -233,6 +244,7 @@ def test_every_task_is_a_stage_task_bounded_by_the_setting_named_for_its_stage()
     assert orjson.loads(done.stdout) == {
         "tavus.events.process": [True, "events", 5],
         "tavus.events.reconcile": [True, "reconcile", 5],
+        "tavus.events.purge": [True, "purge", 5],
         "tavus.storage.verify_recording": [True, "storage", 5],
         "tavus.forward.deliver": [True, "forward", 5],
         "tavus.alerts.raise": [True, "alerts", 4],

@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from cli.simulate import conversation_lifecycle
-from tests.console_fixtures import PASSWORD, answering, env_for, failed_shutdown
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, sign_in
+from tests.console_fixtures import answering, env_for, failed_shutdown
 from tests.helpers import TOKEN, fixture_json
 from tests.services import ROOT, RedisServer, Web, Worker, wait_until
 from workers.store.db import Store
@@ -30,13 +31,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 
 
@@ -118,13 +112,6 @@ def page(browser, stack):
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page, password: str = PASSWORD) -> None:
-    page.goto("/console/login")
-    page.fill("input[name=password]", password)
-    with page.expect_navigation():
-        page.click("main button[type=submit]")
 
 
 def post(stack, body: dict) -> None:

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 import redis
+import requests
 from sqlalchemy import func, make_url, select, text
 
 from cli.simulate import conversation_event, conversation_lifecycle
@@ -36,7 +38,7 @@ from schemas.callbacks.conversation import RECORDING_READY, SHUTDOWN
 from schemas.messages import ALERTS_QUEUE, RAISE_ALERT, AlertMessage, celery_envelope
 from schemas.settings import Settings
 from tests.bugs.planning import MARKER
-from tests.helpers import TOKEN, Load, load, worker_env
+from tests.helpers import TOKEN, Load, load, post, worker_env
 from tests.services import (
     ROOT,
     CuttableProxy,
@@ -336,6 +338,52 @@ def test_sigterm_to_every_process_mid_load_as_heroku_does(rig: Rig, figures: lis
             f"web exited in {web_exit:.1f}s, worker in {worker_exit:.1f}s; "
             f"{first['refused']} posts refused while down, resent"
         ),
+    })  # fmt: skip
+
+
+def long_transcript(conversation_id: str, bytes_wanted: int) -> bytes:
+    """A transcript callback bigger than ``bytes_wanted``: an hour-long conversation's."""
+    entries = [{"role": "user", "content": "x" * 1000} for _ in range(bytes_wanted // 1000)]
+    body = conversation_event(
+        conversation_id,
+        "application.transcription_ready",
+        datetime.now(UTC),
+        {"transcript": entries},
+    )
+    return orjson.dumps(body)
+
+
+def test_sigterm_while_a_job_is_half_written_to_a_pool_process(rig: Rig, figures: list) -> None:
+    """The cause of the worker that outlived Heroku's 30 s (docs/reliability.md). The main
+    process writes each job to a pool process's pipe from its event loop; with
+    REMAP_SIGTERM=SIGQUIT Celery's cold shutdown runs inside the SIGTERM handler and waits there
+    for the pool to stop, so a write the signal interrupted is never finished, the pool process
+    waits for the rest of its job, and the main process waited for it (workers/prefork.py now
+    waits so long only). The hunt caught it with a 1.6 KB job (the handler ran between the
+    job's header and its body); here a 1 MB job, bigger than the pipe, with the pool processes
+    paused, leaves the write half done every time."""
+    children = psutil.Process(rig.worker.process.pid).children()
+    for child in children:
+        child.suspend()
+    body = long_transcript("c-half-written", 1_000_000)  # the pipe holds 64 KiB
+    assert post(requests.Session(), rig.url, body) == "accepted"
+    wait_until(lambda: rig.broker().hlen("unacked") == 1, timeout=30)
+    time.sleep(1)  # the main process takes the message and writes what the pipe holds
+    rig.worker.signal_all(signal.SIGTERM)
+    time.sleep(1)
+    for child in children:
+        child.resume()
+    took = exited_within(rig.worker, HEROKU_KILL_AFTER)
+    rig.worker.stop()
+    rig.worker.start()
+
+    [row] = settled(rig.store, 1)
+    assert (row.body, row.status) == (body.decode(), EventStatus.PROCESSED)
+    figures.append({
+        "case": "SIGTERM while a 1 MB job is half written to a pool process",
+        "sent": 1, "stored": 1, "duplicates": 0,
+        "redelivered": redelivered(rig.worker, [row]),
+        "notes": f"worker exited in {took:.1f}s",
     })  # fmt: skip
 
 

@@ -36,6 +36,7 @@ EXPECTED = {
     "video_error": ("video", None),
     "document_processing": ("document", None),
     "document_object": ("document", None),
+    "tool_delivery_post_call": ("tool", "conversation.tool_call"),
 }
 
 
@@ -276,3 +277,19 @@ def test_the_receiver_checks_a_transcripts_shape_and_leaves_its_entries_to_the_w
         assert verdict.valid and any(
             path.startswith("properties.transcript") for path in verdict.warnings
         )
+
+
+def test_tool_delivery_loads_its_name_conversation_and_arguments() -> None:
+    verdict = classify(fixture_json("tool_delivery_post_call"), fixture("tool_delivery_post_call"))
+    assert verdict.conversation_id == "c123456"
+    assert verdict.event_key == "tool:tc_01J9ZK4Q7M"
+    data = SCHEMAS_BY_KIND["tool"].load(fixture_json("tool_delivery_post_call"))
+    assert data["name"] == "create_crm_note"
+    assert data["arguments"]["crm_account"] == "acme-42"
+
+
+def test_tool_delivery_flat_form_and_arguments_that_are_no_json() -> None:
+    body = {"name": "notify", "arguments": "not json", "conversation_id": "c9"}
+    verdict = verdict_for(body)
+    assert (verdict.kind, verdict.conversation_id, verdict.valid) == ("tool", "c9", True)
+    assert SCHEMAS_BY_KIND["tool"].load(body)["arguments"] == "not json"

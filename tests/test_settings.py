@@ -51,6 +51,26 @@ def test_bad_values_name_the_variable() -> None:
         Settings.from_env({"MAX_BODY_BYTES": "lots"})
 
 
+def test_sentinels_and_replicated_acks_are_parsed_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_SENTINELS": "10.0.0.5:26379, sentinel-b:26380,",
+            "REDIS_SENTINEL_PASSWORD": "sentinel-password-never-logged",
+            "REDIS_MIN_REPLICAS": "1",
+        }
+    )
+    assert settings.redis_sentinels == ("10.0.0.5:26379", "sentinel-b:26380")
+    assert settings.redis_sentinel_master == "mymaster"
+    assert (settings.redis_min_replicas, settings.redis_replica_timeout_ms) == (1, 100)
+    assert "sentinel-password-never-logged" in settings.secrets()
+    assert "sentinel-password-never-logged" not in repr(settings)
+    for bad in ({"REDIS_SENTINELS": "10.0.0.5"}, {"REDIS_SENTINELS": "h:99999"}):
+        with pytest.raises(SettingsError, match="REDIS_SENTINELS"):
+            Settings.from_env(bad)
+    with pytest.raises(SettingsError, match="REDIS_MIN_REPLICAS"):
+        Settings.from_env({"REDIS_MIN_REPLICAS": "-1"})
+
+
 def test_alert_settings_and_routes() -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = Settings.from_env(
@@ -82,7 +102,7 @@ def test_alert_settings_and_routes() -> None:
     ("env", "named"),
     [
         ({"ALERT_ROUTES": "urgent:slack"}, "ALERT_ROUTES"),
-        ({"ALERT_ROUTES": "critical:pager"}, "ALERT_ROUTES"),
+        ({"ALERT_ROUTES": "critical:Pager 9000"}, "ALERT_ROUTES"),  # a channel is checked at start
         ({"ALERT_WEBHOOK_URL": "https://example.com/h"}, "ALERT_WEBHOOK_SECRET"),
         ({"ALERT_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "ALERT_WEBHOOK_SECRET"),
         ({"ALERT_WEBHOOK_SECRET": "not-a-whsec-secret"}, "ALERT_WEBHOOK_SECRET"),
@@ -121,6 +141,14 @@ def test_secrets_are_the_tokens_and_url_passwords() -> None:
     assert set(settings.secrets()) == {
         "token-0123456789abcdef", "p%40ss-word", "p@ss-word", "db-password"
     }  # fmt: skip
+
+
+def test_tavus_signing_secrets_are_a_list_kept_out_of_the_repr_and_logs() -> None:
+    settings = Settings.from_env({"TAVUS_SIGNING_SECRETS": " old-secret-1, new-secret-2,"})
+    assert settings.tavus_signing_secrets == ("old-secret-1", "new-secret-2")
+    assert {"old-secret-1", "new-secret-2"} <= set(settings.secrets())
+    assert "old-secret-1" not in repr(settings)
+    assert Settings.from_env({}).tavus_signing_secrets == ()
 
 
 def test_reconciliation_and_shutdown_settings_are_parsed() -> None:

@@ -1,5 +1,5 @@
 """Locating a recording: strict parsing of every accepted form, a reason for everything refused,
-and the RECORDING_LOCATIONS allowlist. Pure code: no SDK, no network."""
+and the RECORDING_LOCATIONS allowlist. No network."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.settings import Settings, SettingsError
-from workers.storage.locations import (
-    Allowlist,
-    LocationRefused,
-    ObjectLocation,
-    locate,
-    redact,
-)
+from workers.storage import verifiers
+from workers.storage.locations import Allowlist, LocationRefused, ObjectLocation, redact
 
 EMULATOR = "http://127.0.0.1:10000/devstoreaccount1"
+WITH_EMULATOR = Settings(
+    azure_storage_connection_string=f"AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint={EMULATOR};"
+)
+RULES = {name: cls.entry for name, cls in verifiers.PROVIDERS.items()}
+
+
+def locate(provider: str | None, uri: str | None, settings: Settings = WITH_EMULATOR):
+    return verifiers.locate(provider, uri, settings)
 
 
 @pytest.mark.parametrize(
@@ -37,13 +40,15 @@ EMULATOR = "http://127.0.0.1:10000/devstoreaccount1"
     ],
 )  # fmt: skip
 def test_accepted_forms(provider: str | None, uri: str, expected: ObjectLocation) -> None:
-    assert locate(provider, uri, azure_emulator=EMULATOR) == expected
+    assert locate(provider, uri) == expected
 
 
-def test_legacy_bucket_and_key_mean_s3() -> None:
-    where = locate(None, None, "my-tavus-recordings", "recordings/c1.mp4")
-    assert where == ObjectLocation("s3", "my-tavus-recordings", "recordings/c1.mp4")
-    assert where.uri == "s3://my-tavus-recordings/recordings/c1.mp4"
+def test_each_location_has_its_canonical_uri() -> None:
+    assert locate(None, "s3://bkt/k.mp4").uri == "s3://bkt/k.mp4"
+    assert locate(None, "GS://bkt/k.mp4").uri == "gs://bkt/k.mp4"
+    azure = locate(None, "https://MyAccount.blob.core.windows.net/recordings/a%20b.mp4")
+    assert azure.uri == "https://myaccount.blob.core.windows.net/recordings/a b.mp4"
+    assert locate(None, f"{EMULATOR}/rec/k").uri == f"{EMULATOR}/rec/k"
 
 
 @pytest.mark.parametrize(
@@ -80,20 +85,20 @@ def test_legacy_bucket_and_key_mean_s3() -> None:
 )  # fmt: skip
 def test_refused_with_a_reason(provider: str | None, uri: str, reason: str) -> None:
     with pytest.raises(LocationRefused, match=reason) as refused:
-        locate(provider, uri, azure_emulator=EMULATOR)
+        locate(provider, uri)
     assert "SECRET" not in refused.value.reason  # a SAS signature never reaches a reason
 
 
 def test_emulator_form_needs_a_configured_emulator() -> None:
     uri = "http://127.0.0.1:10000/devstoreaccount1/recordings/c1.mp4"
     with pytest.raises(LocationRefused, match="not an Azure Blob endpoint"):
-        locate("azure_blob", uri, azure_emulator=None)
+        locate("azure_blob", uri, Settings())
 
 
 @given(st.text(max_size=300), st.sampled_from([None, "s3", "gcs", "azure_blob", "x"]))
 def test_any_input_is_located_or_refused_never_crashes(uri: str, provider: str | None) -> None:
     try:
-        where = locate(provider, uri, azure_emulator=EMULATOR)
+        where = locate(provider, uri)
     except LocationRefused as refused:
         assert refused.reason
     else:
@@ -101,7 +106,9 @@ def test_any_input_is_located_or_refused_never_crashes(uri: str, provider: str |
 
 
 def test_allowlist_admits_only_listed_buckets_and_containers() -> None:
-    allowed = Allowlist.parse(["s3:my-bucket", "gcs:other-bucket", "azure_blob:Account/container"])
+    allowed = Allowlist.parse(
+        ["s3:my-bucket", "gcs:other-bucket", "azure_blob:Account/container"], RULES
+    )
     allowed.check(ObjectLocation("s3", "my-bucket", "k"))
     allowed.check(ObjectLocation("gcs", "other-bucket", "k"))
     allowed.check(ObjectLocation("azure_blob", "container", "k", account="account"))
@@ -114,15 +121,20 @@ def test_allowlist_admits_only_listed_buckets_and_containers() -> None:
     for where in refusals:
         with pytest.raises(LocationRefused, match="not listed in RECORDING_LOCATIONS"):
             allowed.check(where)
-    assert not Allowlist.parse([])
+    assert not Allowlist.parse([], RULES)
 
 
 def test_recording_locations_setting_fails_at_boot_when_malformed() -> None:
     settings = Settings.from_env({"RECORDING_LOCATIONS": "s3:a-bucket, azure_blob:acct/cont"})
     assert settings.recording_locations == ("s3:a-bucket", "azure_blob:acct/cont")
-    for bad in ("s3:bucket/prefix", "azure_blob:acct", "dropbox:x", "gs:bucket"):
+    verifiers.check(settings)
+    for bad in ("s3", "s3:a b", "S3:bucket"):  # no provider would take these
         with pytest.raises(SettingsError, match="RECORDING_LOCATIONS"):
             Settings.from_env({"RECORDING_LOCATIONS": bad})
+    # Each provider's own form, checked where the providers are (the worker's start).
+    for bad in ("s3:bucket/prefix", "azure_blob:acct", "dropbox:x", "gs:bucket"):
+        with pytest.raises(SettingsError, match="RECORDING_LOCATIONS"):
+            verifiers.check(Settings.from_env({"RECORDING_LOCATIONS": bad}))
 
 
 def test_connection_string_stays_out_of_settings_repr() -> None:

@@ -24,7 +24,7 @@ def test_delays_double_with_jitter_and_stay_below_half_the_visibility_timeout() 
 
 
 def test_no_locations_configured_means_skipped_not_refused() -> None:
-    claim = Claim("c1", 1, 1, datetime.now(UTC), None, None, "s3", "s3://bucket/key", None, None)
+    claim = Claim("c1", 1, 1, datetime.now(UTC), None, None, "s3", "s3://bucket/key")
     found = inspect(claim, Settings(recording_locations=()))
     assert (found.status, found.facts) == (state.SKIPPED, None)
 

@@ -20,6 +20,7 @@ from tests.storage_services import (
     Emulators,
     SilentEndpoint,
 )
+from workers.storage import verifiers
 from workers.storage.azure_blob import emulator_endpoint
 from workers.storage.base import (
     AccessDenied,
@@ -28,8 +29,7 @@ from workers.storage.base import (
     StorageUnavailable,
     StorageVerifier,
 )
-from workers.storage.locations import ObjectLocation, locate
-from workers.storage.verifiers import VERIFIERS
+from workers.storage.locations import ObjectLocation
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,14 @@ class Target:
     verifier: StorageVerifier
     provider: str
     emulators: Emulators
-    azure_emulator: str | None
+    settings: Settings
 
     def at(self, container: str, key: str, account: str = "devstoreaccount1") -> ObjectLocation:
         uri = self.emulators.uri(self.provider, container, key, account)
         if self.provider == "azure_blob":  # the URI names the endpoint the verifier was given
-            uri = uri.replace(self.emulators.azurite.url, self.azure_emulator.rsplit("/", 1)[0])
-        return locate(self.provider, uri, azure_emulator=self.azure_emulator)
+            endpoint = emulator_endpoint(self.settings.azure_storage_connection_string)
+            uri = uri.replace(self.emulators.azurite.url, endpoint.rsplit("/", 1)[0])
+        return verifiers.locate(self.provider, uri, self.settings)
 
 
 def target(
@@ -66,7 +67,9 @@ def target(
         monkeypatch.setenv(key, value)
     connection = env["AZURE_STORAGE_CONNECTION_STRING"]
     settings = Settings(storage_timeout_seconds=timeout, azure_storage_connection_string=connection)
-    return Target(VERIFIERS[provider](settings), provider, emulators, emulator_endpoint(connection))
+    return Target(
+        verifiers.PROVIDERS[provider].from_settings(settings), provider, emulators, settings
+    )
 
 
 def new_key() -> str:

@@ -37,7 +37,7 @@ def test_only_configured_destinations_become_label_values() -> None:
 
 
 def test_unknown_channels_and_severities_are_other() -> None:
-    metrics.alert_delivery("pager-9000", "failed")
+    metrics.alert_delivery("pager-9000", "failed", {"log", "slack"})
     metrics.alert_raised("apocalyptic")
     assert sample("tavus_callbacks_alert_deliveries_total", channel="other", outcome="failed") >= 1
     assert sample("tavus_callbacks_alerts_raised_total", severity="other") >= 1

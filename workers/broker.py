@@ -38,6 +38,10 @@ from typing import Any
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis import sentinel
+
+from schemas.broker import redis_client
+from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +207,53 @@ def _push_back_taken(channel: Channel) -> None:
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+# kombu's pool options that our client factory takes as they are; host, port and db come from
+# the sentinels and REDIS_URL instead.
+_POOL_OPTIONS = (
+    "connection_class",
+    "max_connections",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "health_check_interval",
+    "retry_on_timeout",
+    "client_name",
+)
+
+
+class SentinelChannel(Channel):
+    """The channel above, on the primary the sentinels name (``REDIS_SENTINELS``): its pools
+    come from ``schemas.broker.redis_client``, the one place a client is built, with kombu's
+    connection classes (Sentinel-managed, so that every new connection asks the sentinels, and
+    kombu's subclass that leaves the event loop on disconnect). After a failover the worker's
+    connections fail, kombu reconnects, and the sentinels name the promoted replica; the take
+    stays one script on whichever node is the primary."""
+
+    from_transport_options = (*Channel.from_transport_options, "tavus_settings")
+    connection_class = sentinel.SentinelManagedConnection
+    connection_class_ssl = redis.SentinelManagedSSLConnection
+    tavus_settings: Settings | None = None
+
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        if self.tavus_settings is None:
+            raise ValueError("the 'tavus_settings' transport option must be set")
+        params = self._connparams(asynchronous=asynchronous)
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        client = redis_client(
+            self.tavus_settings,
+            params["socket_timeout"],
+            params["socket_connect_timeout"],
+            **{key: params[key] for key in _POOL_OPTIONS if key in params},
+        )
+        pool = client.connection_pool
+        # kombu closes the connections to the sentinels themselves with the pools.
+        if asynchronous:
+            self._async_sentinel_manager = pool.sentinel_manager
+        else:
+            self._sentinel_manager = pool.sentinel_manager
+        return pool
+
+
+class SentinelTransport(Transport):
+    Channel = SentinelChannel

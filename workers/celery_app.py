@@ -16,9 +16,9 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from schemas.messages import QUEUES, RECONCILE, TASK_ROUTES
+from schemas.messages import PURGE, QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
-from workers import destinations, logs
+from workers import destinations, extensions, logs
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ TASK_MODULES = (
     "workers.tasks.alerts",
     "workers.tasks.reconcile",
     "workers.tasks.forward",
+    "workers.tasks.lifecycle",
 )
 
 
@@ -35,10 +36,15 @@ def create_celery(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set (tavus-callbacks dev starts a Redis for you)")
     destinations.check(settings)  # a FORWARD_<NAME>_* no type takes stops the worker at start
+    extensions.load(settings)  # TAVUS_EXTENSIONS, and the routes and locations checked
     app = Celery("tavus_callbacks", broker=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
-        # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py).
-        broker_transport="workers.broker:Transport",
+        # kombu's Redis transport with a reconnect crash fixed (see workers/broker.py); on the
+        # primary the sentinels name when REDIS_SENTINELS is set.
+        broker_transport=broker_transport(settings),
+        # Celery's prefork pool, whose cold shutdown cannot hang on a job half written to a pool
+        # process (see workers/prefork.py).
+        worker_pool="workers.prefork:TaskPool",
         # Publishing routes by queue name (Celery sends to the anonymous exchange), so no
         # message depends on kombu's `_kombu.binding.*` keys: after a Redis wipe, routing works.
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
@@ -100,7 +106,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     killed worker's messages are back within ``visibility_timeout + restore_interval`` seconds.
     """
     timeout = settings.visibility_timeout_seconds
+    sentinel = {"tavus_settings": settings} if settings.redis_sentinels else {}
     return {
+        **sentinel,  # the Sentinel channel builds its pools with schemas.broker.redis_client
         "visibility_timeout": timeout,
         "unacked_restore_interval": restore_interval(timeout),
         "unacked_restore_throttle": 1,
@@ -109,24 +117,33 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def broker_transport(settings: Settings) -> str:
+    if settings.redis_sentinels:
+        return "workers.broker:SentinelTransport"
+    return "workers.broker:Transport"
+
+
 def restore_interval(visibility_timeout: int) -> int:
     """Seconds between sweeps for overdue messages: often enough, cheap enough (one ZRANGE)."""
     return max(1, min(10, visibility_timeout // 10))
 
 
 def periodic_tasks(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What `celery beat` sends. Reconciliation needs the Tavus API key; nothing runs without it."""
-    if not settings.tavus_api_key:
-        return {}
-    every = settings.reconcile_interval_seconds
-    return {
-        "reconcile-missed-callbacks": {
-            "task": RECONCILE,
-            "schedule": float(every),
-            # A run not started within one period is dropped: the next one does the same work.
-            "options": {"expires": every},
-        }
-    }
+    """What `celery beat` sends. Reconciliation needs the Tavus API key; the purge a retention
+    (`RETENTION_DAYS=0` keeps everything)."""
+    schedule = {}
+    if settings.tavus_api_key:
+        schedule["reconcile-missed-callbacks"] = _every(
+            RECONCILE, settings.reconcile_interval_seconds
+        )
+    if settings.retention_days:
+        schedule["purge-expired"] = _every(PURGE, settings.purge_interval_seconds)
+    return schedule
+
+
+def _every(task: str, seconds: float) -> dict[str, Any]:
+    # A run not started within one period is dropped: the next one does the same work.
+    return {"task": task, "schedule": float(seconds), "options": {"expires": seconds}}
 
 
 class _EtaCap:

@@ -18,10 +18,11 @@ hook must be idempotent: ``event.id`` is the key.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from schemas.extensions import import_modules
 
 Hook = Callable[[Any], Any]
 
@@ -58,11 +59,5 @@ class HookModuleError(RuntimeError):
 
 def load(modules: Iterable[str]) -> list[str]:
     """Import each hook module (registering its ``@on`` functions); the names registered."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # whatever the module raised, it is one clear line
-            raise HookModuleError(
-                f"TAVUS_HOOKS: cannot import {module!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+    import_modules(modules, "TAVUS_HOOKS", HookModuleError)
     return sorted(HOOKS)

@@ -8,7 +8,7 @@ child is forked), and ``serve`` answers scrapes from the main process. Without
 ``WORKER_METRICS_PORT`` nothing is served and the instruments count in memory only.
 
 Labels are bounded: kinds from the classifier, outcomes and statuses from fixed lists, task
-names of ours, channels from ``ALERT_CHANNELS`` and destinations from the configured set
+names of ours, channels and destinations from the sets this process has
 (anything else is "other"). Never an id, a URL or a payload value.
 """
 
@@ -28,20 +28,19 @@ from prometheus_client import (
     start_http_server,
 )
 
-from schemas.callbacks import KINDS
-from schemas.messages import ALERT_CHANNELS, SEVERITIES
+from schemas.callbacks import KIND_TABLE
+from schemas.messages import SEVERITIES
 from schemas.settings import Settings, multiprocess_dir_set
 
 log = logging.getLogger(__name__)
 
 UNCLASSIFIED = "unclassified"
 OTHER = "other"
-_KINDS = frozenset(KINDS)
 
 EVENTS_PROCESSED = Counter(
     "tavus_callbacks_events_processed",
     "Event processing attempts, by callback kind and outcome (processed, unhandled, "
-    "quarantined, failed, retrying, error).",
+    "quarantined, failed, retrying, error; erased: about an erased id, dropped).",
     ["kind", "outcome"],
 )
 PROCESSING_SECONDS = Histogram(
@@ -84,7 +83,7 @@ DELIVERIES = Counter(
 
 
 def kind_label(kind: Any) -> str:
-    return kind if kind in _KINDS else UNCLASSIFIED
+    return kind if kind in KIND_TABLE else UNCLASSIFIED  # registered kinds included
 
 
 def event_processed(message: Any, outcome: str, started: float) -> None:
@@ -99,8 +98,9 @@ def alert_raised(severity: Any) -> None:
     ALERTS_RAISED.labels(severity if severity in SEVERITIES else OTHER).inc()
 
 
-def alert_delivery(channel: str, outcome: str) -> None:
-    ALERT_DELIVERIES.labels(channel if channel in ALERT_CHANNELS else OTHER, outcome).inc()
+def alert_delivery(channel: str, outcome: str, known: Collection[str]) -> None:
+    """As ``delivery``: only channels in ``known`` (the registered ones) become label values."""
+    ALERT_DELIVERIES.labels(channel if channel in known else OTHER, outcome).inc()
 
 
 def delivery(destination: str, outcome: str, configured: Collection[str]) -> None:

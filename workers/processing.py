@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from schemas import tolerant
 from schemas.callbacks import KIND_TABLE
 from schemas.messages import RAISE_ALERT, EventMessage
-from workers import errors, retry
+from workers import errors, lifecycle, retry
 from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
@@ -34,6 +34,7 @@ from workers.store.records import Records, Row
 log = logging.getLogger(__name__)
 
 SendTask = Callable[[str, list[Any]], None]
+ERASED = "erased"  # the outcome of an event about something erased: dropped
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def process(
     try:
         expected = _planned(message)
         with _transaction(store) as records:
+            if lifecycle.erased(records.connection, message):
+                return Outcome(message["event_id"], ERASED)  # acked, never stored nor forwarded
             event = store_event(records, message, expected)
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
                 event = _locked_event(records, message["event_key"])
@@ -157,6 +160,8 @@ def dead_letter(
     "store", with the error and the raw body, and its alert. Replay sends it again."""
     failure = HandlerFailed(error, stage="store") if isinstance(error, Exception) else None
     with _transaction(store) as records:
+        if lifecycle.erased(records.connection, message):
+            return Outcome(message["event_id"], ERASED)
         event = store_event(records, message, None, failed=failure)
         if event is None:
             event = _locked_event(records, message["event_key"])

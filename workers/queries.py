@@ -6,19 +6,19 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import ScalarResult, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from schemas.messages import ALERT_CHANNELS
 from schemas.times import iso
 from workers.storage import state
 from workers.store.models import (
     Alert,
     AlertAttempt,
     AlertDelivery,
+    Base,
     Conversation,
     DeliveryStatus,
-    Document,
     Event,
     ForwardAttempt,
     ForwardDelivery,
@@ -26,8 +26,7 @@ from workers.store.models import (
     Objective,
     PostCallAction,
     Recording,
-    Replica,
-    Video,
+    ToolDelivery,
 )
 
 
@@ -63,6 +62,7 @@ def conversation_record(session: Session, conversation_id: str) -> dict[str, Any
     record["objectives"] = _objectives(session, conversation_id)
     record["guardrails"] = _guardrails(session, conversation_id)
     record["post_call_actions"] = _post_call_actions(session, conversation_id)
+    record["tool_deliveries"] = _tool_deliveries(session, conversation_id)
     record["events"] = [event_summary(event) for event in events]
     # What deviated from the documented shapes, event by event: the record above holds the rest.
     record["warnings"] = [
@@ -103,11 +103,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
 
 
 def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(Objective)
-        .where(Objective.conversation_id == conversation_id)
-        .order_by(Objective.completed_at, Objective.objective_name)
-    )
+    order = (Objective.completed_at, Objective.objective_name)
+    rows = _of_conversation(session, Objective, conversation_id, *order)
     return [
         {
             "objective_name": row.objective_name,
@@ -119,11 +116,8 @@ def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(GuardrailTrigger)
-        .where(GuardrailTrigger.conversation_id == conversation_id)
-        .order_by(GuardrailTrigger.triggered_at)
-    )
+    order = GuardrailTrigger.triggered_at
+    rows = _of_conversation(session, GuardrailTrigger, conversation_id, order)
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = by_name.setdefault(row.guardrail, {"guardrail": row.guardrail, "triggered_at": []})
@@ -132,11 +126,7 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 
 def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(PostCallAction)
-        .where(PostCallAction.conversation_id == conversation_id)
-        .order_by(PostCallAction.executed_at)
-    )
+    rows = _of_conversation(session, PostCallAction, conversation_id, PostCallAction.executed_at)
     return [
         {
             "tool_name": row.tool_name,
@@ -147,6 +137,27 @@ def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str,
         }
         for row in rows
     ]
+
+
+def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, Any]]:
+    rows = _of_conversation(session, ToolDelivery, conversation_id, ToolDelivery.delivered_at)
+    return [
+        {
+            "tool_name": row.tool_name,
+            "tool_call_id": row.tool_call_id,
+            "arguments": row.arguments,
+            "delivered_at": iso(row.delivered_at),
+        }
+        for row in rows
+    ]
+
+
+def _of_conversation(
+    session: Session, model: type[Any], conversation_id: str, *order: Any
+) -> ScalarResult[Any]:
+    """One conversation's rows of a per-conversation table, in ``order``."""
+    query = select(model).where(model.conversation_id == conversation_id).order_by(*order)
+    return session.scalars(query)
 
 
 def _events(session: Session, conversation_id: str) -> list[Event]:
@@ -202,15 +213,27 @@ def event_summary(event: Event) -> dict[str, Any]:
     }
 
 
-# The field naming the resource an event is about, by kind; the rest are about a conversation.
-RESOURCE_ID_FIELDS = {"replica": "replica_id", "video": "video_id", "document": "document_id"}
+def resource_models() -> dict[str, type[Base]]:
+    """The kinds with a record of their own, by kind: every model naming its ``resource_kind``."""
+    found = {
+        mapper.class_.resource_kind: mapper.class_
+        for mapper in Base.registry.mappers
+        if "resource_kind" in vars(mapper.class_)
+    }
+    return dict(sorted(found.items()))
+
+
+def _id_field(model: type[Base]) -> str:
+    """The field of a callback naming its record: the model's primary key (``video_id``)."""
+    return sa_inspect(model).primary_key[0].name
 
 
 def resource_id(event: Event) -> str | None:
     """The conversation, replica, video or document the event belongs to (None: unknown)."""
-    field = RESOURCE_ID_FIELDS.get(event.kind or "")
-    if field is None:
+    model = resource_models().get(event.kind or "")
+    if model is None:  # the rest are about a conversation
         return event.conversation_id
+    field = _id_field(model)
     try:
         body = orjson.loads(event.body)
     except orjson.JSONDecodeError:
@@ -219,12 +242,9 @@ def resource_id(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-RESOURCE_MODELS = {"replica": Replica, "video": Video, "document": Document}
-
-
 def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, Any] | None:
     """A replica, video or document: its columns, dates as ISO strings."""
-    row = session.get(RESOURCE_MODELS[kind], resource_id)
+    row = session.get(resource_models()[kind], resource_id)
     if row is None:
         return None
     values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
@@ -275,7 +295,7 @@ def _deliveries(session: Session, alert_ids: list[str]) -> dict[str, list[dict[s
     if not alert_ids:
         return {}
     rows = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids)))
-    deliveries = sorted(rows, key=lambda d: ALERT_CHANNELS.index(d.channel))
+    deliveries = sorted(rows, key=lambda d: d.id)  # made in route order, the log first
     attempts: dict[int, list[dict[str, Any]]] = {}
     query = (
         select(AlertAttempt)

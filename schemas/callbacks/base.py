@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,3 +86,8 @@ def _usable(value: str) -> None:
         raise ValidationError("Must not be empty.")
     if "\x00" in value:
         raise ValidationError("Must not contain a NUL character.")
+
+
+def having(*names: str) -> Callable[[dict[str, Any]], bool]:
+    """A kind's rule: a body is of the kind when it has all these top-level fields."""
+    return lambda body: all(name in body for name in names)

@@ -51,6 +51,13 @@ def document_key(data: dict[str, Any], raw: bytes) -> str:
     return f"document:{data['document_id']}:{data.get('status')}:{stamp}"
 
 
+def tool_key(data: dict[str, Any], raw: bytes) -> str:
+    # Tavus documents no retry of a tool delivery: the same bytes are the same delivery, and a
+    # tool_call_id, where the body has one, names it.
+    call = data.get("tool_call_id")
+    return f"tool:{call}" if call else f"tool:{content_key(raw)}"
+
+
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 

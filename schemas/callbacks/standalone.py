@@ -95,3 +95,18 @@ class DocumentCallback(TavusSchema):
     tags = fields.List(fields.String(), load_default=None, allow_none=True)
     created_at = TavusDateTime(load_default=None, allow_none=True)
     updated_at = TavusDateTime(load_default=None, allow_none=True)
+
+
+def is_objective(body: dict[str, Any]) -> bool:
+    properties = body.get("properties")
+    nested = isinstance(properties, dict) and "objective_name" in properties
+    # Never str() a payload value: a list nested a thousand deep overflows the stack.
+    event_type = body.get("event_type")
+    named = isinstance(event_type, str) and "objective" in event_type
+    return "objective_name" in body or nested or named
+
+
+def is_guardrail(body: dict[str, Any]) -> bool:
+    properties = body.get("properties")
+    nested = isinstance(properties, dict) and "guardrail" in properties
+    return "conversation_id" in body and (nested or "guardrail" in body)

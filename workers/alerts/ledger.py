@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.messages import SEVERITIES, AlertMessage
-from workers import ledger
+from workers import ledger, lifecycle
 from workers.ledger import Busy
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
 from workers.store.records import locked_record
@@ -65,8 +65,11 @@ def record_alert(
     """Store the alert unless its cause is stored; add a delivery per channel not yet there.
 
     Returns the channels whose delivery is not final yet: the ones to (re)send a task for.
-    The first message of a cause is the one kept.
+    The first message of a cause is the one kept. An alert about an erased conversation is
+    dropped: its text would bring it back.
     """
+    if lifecycle.erased(session.connection(), message):
+        return []
     defaults = {
         "id": str(uuid.uuid4()),
         "severity": message["severity"],

@@ -21,14 +21,18 @@ from urllib.parse import unquote, urlsplit
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from schemas.times import iso
 from workers.errors import Permanent
-from workers.storage.azure_blob import emulator_endpoint
+from workers.storage.azure_blob import AzureBlobVerifier, emulator_endpoint
 from workers.storage.base import Missing
-from workers.storage.locations import AZURE_BLOB, GCS, S3, ObjectLocation
+from workers.storage.gcs import GcsVerifier
+from workers.storage.locations import ObjectLocation
+from workers.storage.s3 import S3Verifier
 from workers.storage.verifiers import verifier_for
 
 from .base import Answer, ForwardedEvent, UrlDestination
 
-PROVIDERS = {"s3": S3, "gs": GCS, "azure_blob": AZURE_BLOB}  # scheme -> workers/storage name
+AZURE_BLOB = AzureBlobVerifier.provider
+# scheme -> the workers/storage provider that writes it
+PROVIDERS = {"s3": S3Verifier.provider, "gs": GcsVerifier.provider, "azure_blob": AZURE_BLOB}
 
 SETTINGS = DestinationSettings(
     "archive",
@@ -47,7 +51,7 @@ class ArchiveDestination(UrlDestination):
     def __init__(self, config: ForwardDestination, settings: Settings) -> None:
         super().__init__(config, settings)
         self.query(config, ())  # no options: a ?... would be read as part of nothing
-        self.provider = PROVIDERS[config.scheme]
+        self.scheme, self.provider = config.scheme, PROVIDERS[config.scheme]
         segments = [unquote(part) for part in config.parts.path.split("/") if part]
         self.account = None
         if self.provider == AZURE_BLOB:
@@ -71,8 +75,11 @@ class ArchiveDestination(UrlDestination):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def deliver(self, event: ForwardedEvent) -> Answer:
+        key = self.key(event)
+        place = f"{self.account}/{self.container}" if self.account else self.container
+        uri = f"{self.scheme}://{place}/{key}"
         where = ObjectLocation(
-            self.provider, self.container, self.key(event), self.account, self._endpoint()
+            self.provider, self.container, key, self.account, self._endpoint(), uri=uri
         )
         described = {
             "kind": event.kind,

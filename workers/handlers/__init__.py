@@ -1,18 +1,18 @@
-"""Event handlers, one module per event kind; importing this package registers them all."""
+"""Event handlers, one module per event kind or conversation event type.
+
+The conversation event types' modules are imported here (importing the package registers them);
+every other kind names its handler module in its ``Kind`` (``schemas.callbacks``), imported on
+its first event, and by ``import_kind_handlers`` when a worker starts.
+"""
 
 from . import (  # noqa: F401  (imported to register their handlers)
-    document,
-    guardrail,
     joined,
-    objective,
     perception,
     post_call,
     recording,
-    replica,
     shutdown,
     transcript,
-    video,
 )
-from .registry import HandlerContext, handler_for
+from .registry import HandlerContext, handler_for, import_kind_handlers
 
-__all__ = ["HandlerContext", "handler_for"]
+__all__ = ["HandlerContext", "handler_for", "import_kind_handlers"]

@@ -1,16 +1,19 @@
 """Which handler runs for which event, and what a handler is given.
 
 A handler is registered with ``@handles(...)`` under a conversation ``event_type`` or, for the
-shapes that have none, under their kind (``"guardrail"``, ``"video"``...). Adding an event is
-adding a module with one decorated function.
+shapes that have none, under their kind (``"guardrail"``, ``"video"``...), in a module the kind
+names (``Kind.handlers``). Adding an event is adding a module with one decorated function.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.callbacks import KIND_TABLE
+from schemas.extensions import import_modules
 from workers.store.records import Records, Row
 
 
@@ -49,5 +52,18 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
 
 
 def handler_for(kind: str | None, event_type: str | None) -> Handler | None:
-    name = event_type if kind == "conversation" else kind
-    return HANDLERS.get(name) if name else None
+    if kind == "conversation":  # the one kind whose handlers go by event_type
+        return HANDLERS.get(event_type) if event_type else None
+    declared = KIND_TABLE.get(kind or "")
+    if declared is None:
+        return None
+    if declared.handlers:
+        importlib.import_module(declared.handlers)  # once; then a lookup in sys.modules
+    return HANDLERS.get(declared.name)
+
+
+def import_kind_handlers() -> None:
+    """Import every kind's handler module (a worker's start): a broken one stops it there."""
+    for kind in KIND_TABLE.values():
+        if kind.handlers:
+            import_modules([kind.handlers], f"the {kind.name} kind's handlers")

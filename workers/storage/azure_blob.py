@@ -10,9 +10,10 @@ a 20 s connect / 60 s read timeout; here there are no SDK retries and explicit t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -38,11 +39,14 @@ from .base import (
     checksum,
     unquote_etag,
 )
-from .locations import AZURE_HOST_SUFFIX, ObjectLocation
+from .locations import LocationRefused, ObjectLocation, object_key
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+AZURE_HOST_SUFFIX = ".blob.core.windows.net"
+_AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_AZURE_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def emulator_endpoint(connection_string: str | None) -> str | None:
@@ -56,7 +60,28 @@ def emulator_endpoint(connection_string: str | None) -> str | None:
 
 
 class AzureBlobVerifier:
+    """``https://<account>.blob.core.windows.net/<container>/<blob>``, and Azurite's path style
+    ``http(s)://<host>:<port>/<account>/<container>/<blob>`` only on the emulator endpoint
+    AZURE_STORAGE_CONNECTION_STRING names (exactly its scheme, host and port);
+    ``azure_blob:<account>/<container>`` in RECORDING_LOCATIONS."""
+
     provider: ClassVar[str] = "azure_blob"
+    schemes: ClassVar[tuple[str, ...]] = ("https", "http")
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        try:
+            emulator = emulator_endpoint(settings.azure_storage_connection_string)
+        except ValueError as exc:  # not refused: the configuration is wrong, not the payload
+            raise ValueError(f"AZURE_STORAGE_CONNECTION_STRING: {exc}") from None
+        return _azure(uri, emulator)
+
+    @staticmethod
+    def entry(name: str) -> str:
+        account, slash, container = name.partition("/")
+        if not (account and slash and container) or "/" in container:
+            raise ValueError("wrong shape: expected azure_blob:<account>/<container>")
+        return name.lower()  # account names are case-insensitive
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureBlobVerifier:
@@ -106,11 +131,7 @@ class AzureBlobVerifier:
 
     def _service(self, where: ObjectLocation) -> BlobServiceClient:
         """The client for the location's account, with the credential that account gets."""
-        account_url = (
-            f"{where.endpoint}/{where.account}"
-            if where.endpoint
-            else f"https://{where.account}{AZURE_HOST_SUFFIX}"
-        )
+        account_url = _account_url(where.account or "", where.endpoint)
         primary = self._primary
         if primary is not None and primary.url.rstrip("/") == account_url:
             return primary
@@ -128,6 +149,62 @@ class AzureBlobVerifier:
         if self._default_credential is None:
             self._default_credential = DefaultAzureCredential()
         return self._default_credential
+
+
+def _azure(uri: str, azure_emulator: str | None) -> ObjectLocation:
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise LocationRefused(f"malformed URL: {exc}") from exc
+    if parts.query or parts.fragment:
+        # A SAS token would be a secret in a payload; we read with our own credentials only.
+        raise LocationRefused("the URL has a query string or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise LocationRefused("the URL carries credentials")
+    host = (parts.hostname or "").lower()
+    segments = parts.path.split("/")[1:]  # the path starts with "/"
+    if parts.scheme.lower() == "https" and port is None and host.endswith(AZURE_HOST_SUFFIX):
+        account, endpoint = host[: -len(AZURE_HOST_SUFFIX)], None
+    elif azure_emulator and _same_origin(parts, azure_emulator):
+        if not segments or not segments[0]:
+            raise LocationRefused("emulator URL without an account")
+        account, endpoint, segments = segments[0], _origin(urlsplit(azure_emulator)), segments[1:]
+    else:
+        raise LocationRefused(
+            f"{host or 'the URL'} is not an Azure Blob endpoint "
+            f"(https://<account>{AZURE_HOST_SUFFIX}/<container>/<blob>)"
+        )
+    if not _AZURE_ACCOUNT.match(account):
+        raise LocationRefused(f"{account!r} is not a valid Azure storage account name")
+    if len(segments) < 2 or not segments[0]:
+        raise LocationRefused("the URL names no container and blob")
+    container, blob = unquote(segments[0]), object_key(unquote("/".join(segments[1:])))
+    if not _AZURE_CONTAINER.match(container):
+        raise LocationRefused(f"{container!r} is not a valid Azure container name")
+    return ObjectLocation(
+        AzureBlobVerifier.provider,
+        container,
+        blob,
+        account=account,
+        endpoint=endpoint,
+        uri=f"{_account_url(account, endpoint)}/{container}/{blob}",
+    )
+
+
+def _account_url(account: str, endpoint: str | None) -> str:
+    return f"{endpoint}/{account}" if endpoint else f"https://{account}{AZURE_HOST_SUFFIX}"
+
+
+def _origin(parts: SplitResult) -> str:
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port}"
+
+
+def _same_origin(parts: SplitResult, emulator: str) -> bool:
+    configured = urlsplit(emulator)
+    if configured.port is None or parts.port is None:
+        return False
+    return _origin(parts) == _origin(configured)
 
 
 def _failure(exc: AzureError) -> StorageError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
 
+from schemas.settings import Settings
 from workers import errors
 
 from .locations import ObjectLocation
@@ -41,11 +42,28 @@ class ObjectFacts:
 
 
 class StorageVerifier(Protocol):
-    """One per provider: ``stat`` a location, or raise Missing, StorageUnavailable or
-    StorageRefused. ``put`` writes one (an archive destination), failing the same way, Missing
-    for a bucket or container that does not exist."""
+    """One per provider: how its locations are written (``schemes``, ``parse``, ``entry``);
+    ``stat`` a location, or raise Missing, StorageUnavailable or StorageRefused; ``put`` writes
+    one (an archive destination), failing the same way, Missing for a bucket or container that
+    does not exist."""
 
-    provider: ClassVar[str]
+    provider: ClassVar[str]  # its name in RECORDING_LOCATIONS and in ``storage_provider``
+    schemes: ClassVar[tuple[str, ...]]  # the URI schemes it parses
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        """The location ``uri`` names, by the service's naming rules, or LocationRefused with
+        the reason. No network."""
+        ...
+
+    @staticmethod
+    def entry(name: str) -> str:
+        """A RECORDING_LOCATIONS name (after ``<provider>:``) in the form ``ObjectLocation.
+        allow_entry`` gives, or ValueError saying what shape it should have."""
+        ...
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageVerifier: ...
 
     def stat(self, where: ObjectLocation) -> ObjectFacts: ...
 

@@ -31,16 +31,30 @@ from .base import (
     checksum,
     unquote_etag,
 )
-from .locations import ObjectLocation
+from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)
 
 _REQUEST_LINE = re.compile(r"^[A-Z]+ \S+: ")
 _SDK_ERRORS = (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException)
+_GCS_BUCKET = re.compile(r"^(?!goog)[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
 class GcsVerifier:
+    """``gs://<bucket>/<object>``; ``gcs:<bucket>`` in RECORDING_LOCATIONS."""
+
     provider: ClassVar[str] = "gcs"
+    schemes: ClassVar[tuple[str, ...]] = ("gs",)
+    entry = staticmethod(plain_entry)
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        bucket, key = bucket_and_key(uri)
+        if not _GCS_BUCKET.match(bucket) or any(len(part) > 63 for part in bucket.split(".")):
+            raise LocationRefused(f"{bucket!r} is not a valid GCS bucket name")
+        if key in (".", ".."):
+            raise LocationRefused("'.' and '..' are not GCS object names")
+        return ObjectLocation(cls.provider, bucket, key, uri=f"gs://{bucket}/{key}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcsVerifier:

@@ -8,6 +8,7 @@ connect and read timeout and no SDK-level retry: the task retries, by cause, wit
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -37,7 +38,7 @@ from .base import (
     checksum,
     unquote_etag,
 )
-from .locations import ObjectLocation
+from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,28 @@ _CHECKSUMS = (
     ("ChecksumCRC32", "crc32"),
 )
 _SDK_ERRORS = (ClientError, BotoCoreError)
+# S3's bucket naming rules, so a typo fails here with a reason rather than at the SDK.
+_S3_BUCKET = re.compile(
+    r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+)
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "429"}
 
 
 class S3Verifier:
+    """``s3://<bucket>/<key>`` (and the older ``bucket_name`` + ``s3_key``, which the
+    recording's handler writes in that form); ``s3:<bucket>`` in RECORDING_LOCATIONS."""
+
     provider: ClassVar[str] = "s3"
+    schemes: ClassVar[tuple[str, ...]] = ("s3",)
+    entry = staticmethod(plain_entry)
+
+    @classmethod
+    def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
+        bucket, key = bucket_and_key(uri)
+        if not _S3_BUCKET.match(bucket):
+            raise LocationRefused(f"{bucket!r} is not a valid S3 bucket name")
+        return ObjectLocation(cls.provider, bucket, key, uri=f"s3://{bucket}/{key}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Verifier:

@@ -34,10 +34,10 @@ from workers.alerts.pipeline import pipeline_failure
 from workers.store.db import Store
 from workers.store.models import Recording
 
-from . import azure_blob, state, unverified
+from . import state, unverified
 from .base import Missing, ObjectFacts, StorageRefused, StorageUnavailable, StorageVerifier
-from .locations import Allowlist, LocationRefused, ObjectLocation, locate, redact
-from .verifiers import verifier_for
+from .locations import LocationRefused, ObjectLocation, redact
+from .verifiers import allowlist, locate, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class Claim:
     ready_at: datetime | None
     event_id: str | None
     provider: str | None
-    uri: str | None
-    bucket: str | None
-    key: str | None
+    uri: str | None  # the handler writes the older bucket_name + s3_key as an s3:// URI
 
 
 @dataclass(frozen=True)
@@ -97,16 +95,15 @@ def verify(
 
 def inspect(claim: Claim, settings: Settings, verifiers: VerifierLookup = verifier_for) -> Finding:
     """Parse and allow-list the location, then (only then) ask the provider."""
-    allowed = Allowlist.parse(settings.recording_locations)
+    allowed = allowlist(settings)
     if not allowed:
         return Finding(state.SKIPPED, "RECORDING_LOCATIONS is empty: verification is off")
     try:
-        emulator = azure_blob.emulator_endpoint(settings.azure_storage_connection_string)
-        where = locate(claim.provider, claim.uri, claim.bucket, claim.key, emulator)
+        where = locate(claim.provider, claim.uri, settings)
     except LocationRefused as exc:
         return Finding(state.REFUSED, exc.reason)
-    except ValueError as exc:  # a malformed AZURE_STORAGE_CONNECTION_STRING
-        return Finding(state.ERROR, f"AZURE_STORAGE_CONNECTION_STRING: {exc}")
+    except ValueError as exc:  # the provider's own settings are wrong (a connection string)
+        return Finding(state.ERROR, str(exc))
     try:
         allowed.check(where)
     except LocationRefused as exc:
@@ -185,8 +182,6 @@ def _claim(
                 event_id=row.ready_event_id,
                 provider=row.provider,
                 uri=row.uri,
-                bucket=row.bucket,
-                key=row.object_key,
             )
     if pending:
         _send_alert(store, conversation_id, row.verification_round, pending, send)

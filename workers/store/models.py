@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -148,24 +148,25 @@ class Objective(Base):
     completed_at: Mapped[datetime | None]
 
 
-class GuardrailTrigger(Base):
-    __tablename__ = "guardrail_triggers"
+class ConversationEventRow:
+    """A row one event adds to its conversation's record (a trigger, an action, a delivery)."""
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.conversation_id"), index=True
     )
+
+
+class GuardrailTrigger(ConversationEventRow, Base):
+    __tablename__ = "guardrail_triggers"
+
     guardrail: Mapped[str] = mapped_column(ID)
     triggered_at: Mapped[datetime]
 
 
-class PostCallAction(Base):
+class PostCallAction(ConversationEventRow, Base):
     __tablename__ = "post_call_actions"
 
-    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.conversation_id"), index=True
-    )
     tool_name: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str | None] = mapped_column(ID)
     request: Mapped[Any | None] = mapped_column(JSON)
@@ -173,8 +174,24 @@ class PostCallAction(Base):
     executed_at: Mapped[datetime | None]
 
 
+class ToolDelivery(ConversationEventRow, Base):
+    """A signed tool delivery (a post-call action's or an API-delivered tool's call)."""
+
+    __tablename__ = "tool_deliveries"
+
+    tool_name: Mapped[str] = mapped_column(ID)
+    tool_call_id: Mapped[str | None] = mapped_column(ID)
+    arguments: Mapped[Any | None] = mapped_column(JSON)
+    delivered_at: Mapped[datetime]
+
+
 class StatusRecordMixin:
-    """A resource whose status moves forward: later or more final updates win, repeats don't."""
+    """A resource whose status moves forward: later or more final updates win, repeats don't.
+
+    A model with a ``resource_kind`` is the record of that callback kind: the queries, the API,
+    the console and the CLI find it by that attribute (``queries.resource_models``), and the
+    id its callbacks name is its primary key's column (``video_id``).
+    """
 
     status: Mapped[str] = mapped_column(String(32))
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
@@ -183,6 +200,7 @@ class StatusRecordMixin:
 
 class Replica(StatusRecordMixin, Base):
     __tablename__ = "replicas"
+    resource_kind: ClassVar[str] = "replica"  # /replicas/<id> in the API, console and CLI
 
     replica_id: Mapped[str] = mapped_column(ID, primary_key=True)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -190,6 +208,7 @@ class Replica(StatusRecordMixin, Base):
 
 class Video(StatusRecordMixin, Base):
     __tablename__ = "videos"
+    resource_kind: ClassVar[str] = "video"  # /videos/<id> in the API, console and CLI
 
     video_id: Mapped[str] = mapped_column(ID, primary_key=True)
     video_name: Mapped[str | None] = mapped_column(Text)
@@ -204,6 +223,7 @@ class Video(StatusRecordMixin, Base):
 
 class Document(StatusRecordMixin, Base):
     __tablename__ = "documents"
+    resource_kind: ClassVar[str] = "document"  # /documents/<id> in the API, console and CLI
 
     document_id: Mapped[str] = mapped_column(ID, primary_key=True)
     progress: Mapped[str | None] = mapped_column(String(64))
@@ -316,3 +336,30 @@ class ForwardAttempt(Base):
     latency_ms: Mapped[float | None]
     answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Erasure(Base):
+    """What remains of an erased conversation, replica, video or document: its id, when, by
+    whom, how many rows went. A later callback for it is acked and dropped, never stored."""
+
+    __tablename__ = "erasures"
+
+    target: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<kind>:<id>"
+    erased_at: Mapped[datetime]
+    erased_by: Mapped[str] = mapped_column(String(255))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    """One action that changed state or revealed content: who, what, on what, how it ended.
+    Only ever inserted (and removed after AUDIT_RETENTION_DAYS); it holds no payload content."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(255))  # cli:<user>@<host>, api:<token>, console:…
+    action: Mapped[str] = mapped_column(String(64))  # replay, redeliver, erase, purge, sign-in…
+    target: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(32))  # done, refused, failed, nothing
+    detail: Mapped[dict[str, Any] | None]  # counts and names, never content

@@ -10,6 +10,7 @@ from schemas.messages import DELIVER_ALERT, RAISE_ALERT
 from workers import metrics, retry
 from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
+from workers.alerts.notifiers import NOTIFIERS
 from workers.tasks.base import StageTask, stage_task
 from workers.tasks.events import send_task
 
@@ -51,7 +52,7 @@ def deliver_alert(self: StageTask, cause_key: str, channel: str) -> str:
         lambda: delivery.deliver(store, cause_key, channel, settings, self.carried()),
         lambda exc, failures: delivery.give_up(store, cause_key, channel, exc, failures),
     )
-    metrics.alert_delivery(channel, outcome.status)
+    metrics.alert_delivery(channel, outcome.status, NOTIFIERS)
     if outcome.status == "failed":
         self.dead_lettered()
     if outcome.retry_in is not None:

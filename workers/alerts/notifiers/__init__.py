@@ -1,9 +1,9 @@
-"""The channels, by name: adding one is a module with a ``Notifier`` class and a line here."""
+"""The channels, by name: adding one is a module with a ``Notifier`` class and one line, in
+``BUILT_IN`` here or ``register(TheNotifier)`` in a module of TAVUS_EXTENSIONS."""
 
 from __future__ import annotations
 
-from schemas.messages import ALERT_CHANNELS
-from schemas.settings import Settings
+from schemas.settings import Settings, SettingsError
 
 from .base import (
     Alert,
@@ -17,10 +17,29 @@ from .log import LogNotifier
 from .slack import SlackNotifier
 from .webhook import WebhookNotifier
 
-NOTIFIERS: dict[str, type[Notifier]] = {
-    cls.channel: cls for cls in (LogNotifier, SlackNotifier, WebhookNotifier, EmailNotifier)
-}
-assert set(NOTIFIERS) == set(ALERT_CHANNELS), "schemas.messages.ALERT_CHANNELS drifted"
+BUILT_IN: tuple[type[Notifier], ...] = (LogNotifier, SlackNotifier, WebhookNotifier, EmailNotifier)
+NOTIFIERS: dict[str, type[Notifier]] = {cls.channel: cls for cls in BUILT_IN}
+
+
+def register(cls: type[Notifier]) -> type[Notifier]:
+    """Add a channel (from a TAVUS_EXTENSIONS module); usable as a class decorator."""
+    known = NOTIFIERS.get(cls.channel)
+    if known is not None and known is not cls:
+        raise ValueError(f"alert channel {cls.channel!r} is already {known.__qualname__}")
+    NOTIFIERS[cls.channel] = cls
+    return cls
+
+
+def check(settings: Settings) -> None:
+    """ALERT_ROUTES names only channels this process has (its extensions loaded): checked at
+    start, since a route to no channel would drop alerts in silence."""
+    routed = {channel for _severity, channels in settings.alert_routes for channel in channels}
+    unknown = sorted(routed - set(NOTIFIERS))
+    if unknown:
+        raise SettingsError(
+            f"ALERT_ROUTES: unknown channel {unknown[0]!r}; known: {', '.join(NOTIFIERS)} "
+            "(a channel of TAVUS_EXTENSIONS must be listed there)"
+        )
 
 
 def notifier_for(channel: str, settings: Settings) -> Notifier | None:
@@ -45,6 +64,8 @@ __all__ = [
     "Notifier",
     "PermanentDeliveryError",
     "TransientDeliveryError",
+    "check",
     "configured_channels",
     "notifier_for",
+    "register",
 ]

@@ -2,14 +2,14 @@
 redis_stream, amqp, ...), recorded so that a listing and a redeliver need not guess it
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,26 @@
+"""The soak in the suite: three minutes of load and chaos (``tavus-callbacks soak``), every
+fault of its schedule once, ending with nothing lost, duplicated, stuck or growing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.services import ROOT, base_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_minute_soak_with_chaos_loses_nothing() -> None:
+    command = [sys.executable, "-m", "cli.main", "soak", "--minutes", "3", "--rate", "3",
+               "--seed", "22", "--quiet-timeout", "45"]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=330
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    for fault in ("kill worker", "kill web worker", "redis SIGKILL", "redis SIGTERM",
+                  "destination 429", "spool disk full"):  # fmt: skip
+        assert fault in done.stdout, done.stdout
+    assert "ok: seed 22" in done.stdout
