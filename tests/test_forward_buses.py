@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import amqp
 import boto3
@@ -34,7 +35,7 @@ from schemas.settings import (
     SettingsError,
     per_destination,
 )
-from tests.console_fixtures import BEARER, console_settings, sign_in
+from tests.console_fixtures import BEARER, add_event, console_settings, sign_in
 from tests.helpers import TOKEN, deliver_all, stored_event, worker_env
 from tests.services import ROOT, RedisServer, Worker, free_port, listening, wait_until
 from tests.sinks import HttpSink, verified
@@ -112,8 +113,8 @@ def test_migration_0008_gives_the_deliveries_before_it_their_type(tmp_path):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = store.engine
-    command.upgrade(config, "0006")
-    event_id, _ = stored_event(store, next(iter(conversation_lifecycle("c-0008"))))
+    command.upgrade(config, "0007")  # the revision before 0008
+    event_id = add_event(store, datetime.now(UTC), conversation_id="c-0008")
     with store.begin() as connection:
         for name in ("app", "hook:myapp.hooks.notify"):
             connection.execute(
