@@ -1,5 +1,5 @@
-"""``tavus-callbacks deliveries`` and ``redeliver``: what went to the user's destinations
-(webhooks and hooks), every attempt, and sending again. Destinations are named, never shown by
+"""``tavus-callbacks deliveries`` and ``redeliver``: what went to the user's destinations (of
+every type, hooks too), every attempt, and sending again. Destinations are named, never shown by
 URL: a URL may hold a credential."""
 
 from __future__ import annotations

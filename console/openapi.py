@@ -131,7 +131,7 @@ def build_spec() -> dict[str, Any]:
     spec.path("/alerts", operations=_list("Alerts, with each channel's delivery", AlertArgs))
     spec.path(
         "/deliveries",
-        operations=_list("Deliveries to your destinations (webhooks, hooks)", DeliveryArgs),
+        operations=_list("Deliveries to your destinations, with their type", DeliveryArgs),
     )
     redeliver = {
         "post": {

@@ -289,7 +289,7 @@ def id_page(
 
 
 def deliveries_page(session: Session, args: dict[str, Any]) -> Page:
-    """Deliveries to the user's destinations (webhooks, hooks), newest first by id."""
+    """Deliveries to the user's destinations (of every type, hooks too), newest first by id."""
     query = select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id).join(
         Event, Event.id == ForwardDelivery.event_id
     )

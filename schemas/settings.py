@@ -122,6 +122,20 @@ class CommaList(f.Field):
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Rate(f.String):
+    """``"10/s"``, ``"600/m"``, ``"3600/h"`` -> ``(10, 1.0)``...: at most that many per period."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        count, _, period = text.strip().partition("/")
+        if not (count.isdigit() and int(count) > 0 and period in RATE_PERIODS):
+            raise ValidationError("expected <count>/s, <count>/m or <count>/h, e.g. 10/s")
+        return (int(count), RATE_PERIODS[period])
+
+
 class DatabaseUrl(f.String):
     """A SQLAlchemy URL; Heroku's ``postgres://`` and a bare ``postgresql://`` mean psycopg 3."""
 
@@ -942,6 +956,7 @@ class ForwardDestination:
     # Its other FORWARD_<NAME>_<SUFFIX> variables, by suffix ({"SECRET": "whsec_..."}). Not
     # hashed (a dict cannot be), so that Settings stays a key of the caches that take it.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    rate: tuple[int, float] | None = None  # at most (count, per seconds), FORWARD_<NAME>_RATE
 
     @property
     def parts(self) -> SplitResult:
@@ -1044,6 +1059,14 @@ FORWARD_DESTINATION = DestinationSettings(
             "`objective`, `replica`, `video`, `document`), prefix patterns (`application.*`) "
             "or `*`",
         ),
+        per_destination(
+            "RATE",
+            Rate(),
+            None,
+            "at most this many deliveries to it (`10/s`, `600/m`, `3600/h`), counted in Redis "
+            "across every worker process on every host; a delivery held back waits, without "
+            "using an attempt. Unset: no limit",
+        ),
     ),
 )
 _COMMON_SUFFIXES = {d.env for d in FORWARD_DESTINATION.settings}
@@ -1059,7 +1082,8 @@ def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination
         own = {k: v for k, v in variables.items() if k not in _COMMON_SUFFIXES}
         common = FORWARD_DESTINATION.load(name, variables)
         events = common["events"] or ("*",)  # "," says no filter too
-        found.append(ForwardDestination(name.lower(), common["url"], events, own))
+        destination = ForwardDestination(name.lower(), common["url"], events, own, common["rate"])
+        found.append(destination)
     return tuple(found)
 
 

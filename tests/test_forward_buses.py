@@ -6,18 +6,24 @@ its variable and never by its credentials."""
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import amqp
 import boto3
 import orjson
 import pytest
 import redis
+from alembic import command
+from alembic.config import Config
 from marshmallow import fields as marshmallow_fields
+from sqlalchemy import text
 
 from cli.simulate import conversation_lifecycle
 from console.app import create_app
@@ -29,14 +35,15 @@ from schemas.settings import (
     SettingsError,
     per_destination,
 )
-from tests.console_fixtures import BEARER, console_settings, sign_in
+from tests.console_fixtures import BEARER, add_event, console_settings, sign_in
 from tests.helpers import TOKEN, deliver_all, stored_event, worker_env
 from tests.services import ROOT, RedisServer, Worker, free_port, listening, wait_until
 from tests.sinks import HttpSink, verified
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
 from workers.destinations import Answer, ForwardedEvent, UrlDestination
-from workers.store.db import Store
+from workers.storage.verifiers import verifier_for
+from workers.store.db import MIGRATIONS, Store
 
 PASSWORD = "pa55-w0rd-never-shown"  # in destination URLs: never in an error, a row or a log
 
@@ -53,7 +60,7 @@ def lifecycle(store: Store, conversation_id: str) -> list[tuple[str, dict]]:
     return [stored_event(store, body) for body in conversation_lifecycle(conversation_id)]
 
 
-def rows(store: Store, destination: str) -> list[dict]:
+def rows(store: Store, destination: str | None) -> list[dict]:
     with store.session() as session:
         return queries.list_deliveries(session, destination=destination, limit=1000)
 
@@ -95,6 +102,43 @@ def test_a_bad_url_stops_the_worker_naming_its_variable_not_its_password(store, 
     refused = refusal(settings_with(store, "out", url.format(password=PASSWORD)))
     assert "FORWARD_OUT_URL" in refused and why in refused
     assert PASSWORD not in refused and "example.com" not in refused
+
+
+# --- the delivery's type, recorded ----------------------------------------------------------
+
+
+def test_migration_0008_gives_the_deliveries_before_it_their_type(tmp_path):
+    """Before 0008 only webhooks and hooks existed, told apart by the hooks' "hook:" names."""
+    store = Store(f"sqlite:///{tmp_path / 'before.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = store.engine
+    command.upgrade(config, "0007")  # the revision before 0008
+    event_id = add_event(store, datetime.now(UTC), conversation_id="c-0008")
+    with store.begin() as connection:
+        for name in ("app", "hook:myapp.hooks.notify"):
+            connection.execute(
+                text(
+                    "INSERT INTO forward_deliveries (event_id, destination, source, status, "
+                    "attempts) VALUES (:event_id, :name, 'callback', 'delivered', 1)"
+                ),
+                {"event_id": event_id, "name": name},
+            )
+    store.upgrade()
+    assert {(r["destination"], r["type"]) for r in rows(store, None)} == {
+        ("app", "webhook"),
+        ("hook:myapp.hooks.notify", "hook"),
+    }
+    store.dispose()
+
+
+def test_settings_with_destinations_stay_a_cache_key():
+    """The storage clients are cached per Settings: a webhook's FORWARD_<NAME>_SECRET must not
+    make recording verification (or an archive destination) raise TypeError: unhashable."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    env = {"FORWARD_APP_URL": "https://app.example.com/hook", "FORWARD_APP_SECRET": secret}
+    settings = Settings.from_env(env)
+    assert verifier_for("s3", settings) is verifier_for("s3", Settings.from_env(env))
 
 
 # --- redis://host/db?stream=<name>&maxlen=<n> ------------------------------------------------
@@ -161,6 +205,50 @@ def test_a_wrong_redis_password_fails_at_once_and_is_never_written(store, stream
     assert status == "failed"
     assert row["last_error"] == "127.0.0.1 refused the credentials"
     assert PASSWORD not in str(row)
+
+
+def test_a_rate_limited_destination_never_exceeds_its_rate_and_loses_nothing(
+    store, stream_redis, redis_url
+):
+    """Four "workers" (threads) deliver at once to a stream limited to 5/s, retrying when told
+    to wait, as the task does; the stream's own entry ids are its arrival times."""
+    settings = settings_with(store, "bus", f"{stream_redis.url}?stream=tavus").with_overrides(
+        redis_url=redis_url
+    )
+    env = {"FORWARD_BUS_URL": settings.forward_destinations[0].url, "FORWARD_BUS_RATE": "5/s"}
+    settings = settings.with_overrides(
+        forward_destinations=Settings.from_env(env).forward_destinations
+    )
+    assert settings.forward_destinations[0].rate == (5, 1.0)
+    for bad in ("5", "5/d", "0/s", "five/s"):
+        with pytest.raises(SettingsError, match="FORWARD_BUS_RATE"):
+            Settings.from_env({**env, "FORWARD_BUS_RATE": bad})
+    events = lifecycle(store, "c-rate")
+    held = []
+
+    def deliver_until_done(event_id: str) -> None:
+        while (
+            outcome := forwarding.deliver(store, event_id, "bus", "callback", settings)
+        ).retry_in:
+            held.append(outcome.status)
+            time.sleep(outcome.retry_in)
+        assert outcome.status == "delivered"
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(deliver_until_done, [event_id for event_id, _ in events]))
+    arrived = [
+        int(entry.split(b"-")[0])
+        for entry, _ in redis.Redis.from_url(stream_redis.url).xrange("tavus")
+    ]
+    assert len(arrived) == len(events) and held and set(held) == {"rate_limited"}
+    # The limit spaces the attempts' starts 200 ms apart, whichever process makes them; what
+    # arrives is that, give or take how long each attempt took to reach the stream (the claim in
+    # the store comes between: on SQLite, with four threads on one file, tens of ms).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
+    in_any_second = max(sum(t <= a < t + 950 for a in arrived) for t in arrived)  # 50 ms of that
+    assert in_any_second <= 5, gaps
+    assert arrived[-1] - arrived[0] >= 200 * (len(arrived) - 1) - 100, gaps
+    assert {r["attempts"] for r in rows(store, "bus")} == {1}  # waiting took no attempt
 
 
 # --- amqp://guest:guest@127.0.0.1:5672/?exchange=<name> -------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
-from workers import ledger
+from workers import ledger, rate
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import answer_of
 from workers.errors import Permanent, Transient, is_transient
@@ -67,7 +67,8 @@ def tasks_for(
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # delivered, retrying, failed; or, when nothing was attempted: sending, unknown
+    # delivered, retrying, failed; or, when nothing was attempted: sending, unknown, rate_limited
+    status: str
     retry_in: float | None = None  # seconds until this task should run again
 
 
@@ -94,6 +95,12 @@ def deliver(
     that it is not made again once its lease runs out.
     """
     destination = configured(settings).get(name)
+    if destination is not None and destination.rate and carried is None:
+        held = rate.wait_seconds(settings, name, destination.rate)
+        if held:  # FORWARD_<NAME>_RATE: wait for a slot, taking no attempt
+            return Outcome(
+                "rate_limited", min(held, cap_seconds(settings.visibility_timeout_seconds))
+            )
     lease = timedelta(seconds=destination.lease_seconds() if destination else 60)
     gives_up = destination.gives_up if destination else _never
     with store.session() as session:

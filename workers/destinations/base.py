@@ -69,6 +69,7 @@ class Destination(Protocol):
     type: ClassVar[str]
     task: ClassVar[str]  # the Celery task that delivers to it (and so its queue)
     name: str
+    rate: tuple[int, float] | None  # at most (count, per seconds): FORWARD_<NAME>_RATE
 
     @classmethod
     def configured(cls, settings: Settings) -> list[Destination]:
@@ -119,6 +120,7 @@ class UrlDestination:
 
     def __init__(self, config: ForwardDestination, settings: Settings) -> None:
         self.name = config.name
+        self.rate = config.rate
         self.host = config.host  # what errors may name: never the URL, it may hold a password
         self.options = self.settings.read(config)  # FORWARD_<NAME>_<SUFFIX>, by lower suffix
         self._events = config.events

@@ -38,6 +38,7 @@ class HookTimeout(Exception):
 class HookDestination:
     type = "hook"
     task = RUN_HOOK
+    rate = None  # a hook runs in the worker: its pool is its limit
 
     def __init__(self, hook: hooks.Registered, timeout: float, max_attempts: int) -> None:
         self.name = hook.name
