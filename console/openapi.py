@@ -59,11 +59,12 @@ def _list(summary: str, args: type) -> dict[str, Any]:
     }
 
 
-def _one(summary: str, name: str) -> dict[str, Any]:
-    """Reading one record (``GET``) and erasing it (``DELETE``, admin tokens only)."""
+def _one(summary: str, name: str, erasable: bool = True) -> dict[str, Any]:
+    """Reading one record (``GET``) and, where it can be erased, erasing it (``DELETE``, admin
+    tokens only). An event is erased with its conversation or resource, never alone."""
     parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
     what = summary.removeprefix("One ").split(",")[0]
-    return {
+    operations = {
         "get": {
             "summary": summary,
             "parameters": [parameter],
@@ -86,6 +87,9 @@ def _one(summary: str, name: str) -> dict[str, Any]:
             },
         },
     }
+    if not erasable:
+        del operations["delete"]
+    return operations
 
 
 def build_spec() -> dict[str, Any]:
@@ -100,7 +104,10 @@ def build_spec() -> dict[str, Any]:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.options["security"] = [{"bearer": []}]
     spec.path("/events", operations=_list("Events, filtered", EventArgs))
-    spec.path("/events/{event_id}", operations=_one("One event: raw body, attempts", "event_id"))
+    spec.path(
+        "/events/{event_id}",
+        operations=_one("One event: raw body, attempts", "event_id", erasable=False),
+    )
     replay = {
         "post": {
             "summary": "Process the event again (after the cause of its failure is fixed)",

@@ -73,7 +73,11 @@ class ConversationArgs(PageArgs):
     since = _when("First seen at or after this ISO 8601 time.")
     q = f.String(
         load_default=None,
-        validate=validate.Length(max=search.MAX_QUERY_LENGTH),
+        validate=[
+            validate.Length(max=search.MAX_QUERY_LENGTH),
+            # No engine takes a NUL, and nothing said in a call holds a control character.
+            validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not hold control characters"),
+        ],
         metadata={
             "description": "Words said in the conversation (all in one line of its transcript), "
             'or a "quoted phrase": the best matches first, each with its `match` (line, role, '
