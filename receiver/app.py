@@ -8,11 +8,11 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from schemas import extensions, redaction
+from schemas import extensions, redaction, tracing
 from schemas.broker import redis_client
 from schemas.settings import Settings, SettingsError
 
-from . import health, intake, metrics, openapi
+from . import health, intake, metrics, openapi, traced
 from .auth import SignatureChecker, TokenChecker
 from .deadlines import ReadDeadlines
 from .errors import IntakeError
@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     metrics.instrument(app)
+    if tracing.start("tavus-callbacks-web"):  # OTEL_EXPORTER_OTLP_ENDPOINT (docs/tracing.md)
+        traced.instrument(app)
     _register_error_handlers(app)
     return app
 

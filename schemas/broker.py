@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import redis
 from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
+from . import tracing
 from .messages import PROCESS_EVENT, QUEUES, EventMessage, celery_envelope, queue_for
 from .settings import Settings
 
@@ -118,8 +120,10 @@ class TaskQueue:
 
     def send(self, task_name: str, args: list[Any], task_id: str | None = None) -> None:
         queue = queue_for(task_name)
-        envelope = celery_envelope(task_name, task_id or str(uuid.uuid4()), args, queue)
-        self._replicated(lambda pipe: pipe.lpush(queue, envelope))
+        task_id = task_id or str(uuid.uuid4())
+        with _sending(task_name, task_id, queue) as headers:
+            envelope = celery_envelope(task_name, task_id, args, queue, headers)
+            self._replicated(lambda pipe: pipe.lpush(queue, envelope))
 
     def publish_event(self, message: EventMessage) -> None:
         """Queue one event for processing (replay, reconciliation): its id is the task id."""
@@ -132,12 +136,15 @@ class TaskQueue:
         round trip, unless the key is claimed already: then nothing is queued and the holder's
         task id is returned (once replicated too: the claim is what a later resend relies on)."""
         queue = queue_for(task_name)
-        envelope = celery_envelope(task_name, task_id, args, queue)
-        first = self._replicated(
-            lambda pipe: self._claim_and_push(
-                keys=[claim_key, queue], args=[task_id, ttl_seconds, envelope], client=pipe
+        with _sending(task_name, task_id, queue) as headers:
+            envelope = celery_envelope(task_name, task_id, args, queue, headers)
+            first = self._replicated(
+                lambda pipe: self._claim_and_push(
+                    keys=[claim_key, queue], args=[task_id, ttl_seconds, envelope], client=pipe
+                )
             )
-        )
+            if first is not None:
+                tracing.annotate(**{"tavus.duplicate_of": first.decode()})
         return None if first is None else first.decode()
 
     def _replicated(self, write: Callable[[Any], Any]) -> Any:
@@ -155,6 +162,26 @@ class TaskQueue:
             )
         return result
 
+
+@contextmanager
+def _traced_send(task_name: str, task_id: str, queue: str) -> Iterator[dict[str, str]]:
+    """The producer span of one publish; yields the headers that carry it to the worker."""
+    attributes = {
+        "messaging.system": "celery",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": queue,
+        "messaging.message.id": task_id,
+    }
+    with tracing.span(f"send {task_name}", "producer", attributes):
+        yield dict(tracing.inject({}))
+
+
+def _sending(task_name: str, task_id: str, queue: str) -> AbstractContextManager[Any]:
+    """Tracing off: nothing (no headers added to the message); on: ``_traced_send``."""
+    return _traced_send(task_name, task_id, queue) if tracing.on() else _NO_HEADERS
+
+
+_NO_HEADERS: AbstractContextManager[None] = nullcontext()
 
 _QUEUES: dict[tuple[int, str], TaskQueue] = {}
 

@@ -4,14 +4,16 @@ A JSON line carries ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``
 with the traceback, if any), and the context where it is known: ``event_id``,
 ``conversation_id``, ``task`` (and ``task_id``), ``trace_id`` and ``span_id``. The context comes
 from a log call's ``extra``, else from what ``bind`` set for the work under way (a worker binds
-each task's ids while it runs). The trace fields are ``null`` until OpenTelemetry's logging
-instrumentation fills them (it sets ``otelTraceID`` and ``otelSpanID`` on every record).
+each task's ids while it runs). The trace fields are those of the span current where the line
+is logged, with tracing on (``schemas.tracing``), or what OpenTelemetry's logging
+instrumentation set on the record (``otelTraceID``, ``otelSpanID``); ``null`` otherwise.
 
 The formatter only lays out what the handler's filters left: the redaction filter
 (``schemas.redaction``) sits on the same handlers and rewrites each record before any formatter
 sees it, so both formats are redacted alike.
 
-Standard library only, so gunicorn's master can load it without the app.
+Standard library only (``schemas.tracing`` imports OpenTelemetry only once tracing is on), so
+gunicorn's master can load it without the app.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
+
+from . import tracing
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -71,6 +75,9 @@ class JsonFormatter(logging.Formatter):
 def _context_of(record: logging.LogRecord) -> dict[str, Any]:
     bound_now = _context.get()
     context = {name: getattr(record, name, bound_now.get(name)) for name in CONTEXT_FIELDS}
+    ids = tracing.current_ids()  # the span current where the line is logged (same thread)
+    if ids is not None:
+        context["trace_id"], context["span_id"] = ids
     for name, attribute in _OTEL_FIELDS.items():
         traced = getattr(record, attribute, None)
         if traced not in _NO_TRACE:

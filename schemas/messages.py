@@ -62,7 +62,13 @@ class EventMessage(TypedDict):
     claim_ttl: NotRequired[int]
 
 
-def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> bytes:
+def celery_envelope(
+    task_name: str,
+    task_id: str,
+    args: list[Any],
+    queue: str,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """The JSON that kombu's Redis transport stores for one Celery protocol-2 task message.
 
     Lean on purpose: only what Celery's worker and kombu's Redis transport read without a
@@ -73,7 +79,8 @@ def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -
     ``delivery_info`` (where an unacked message goes back to). With no ``body_encoding`` the
     body is taken as is: JSON text inside JSON, smaller than base64 for callback bodies and
     nothing to decode. tests/test_celery_app.py runs a real worker on these messages. The
-    receiver queues events with it, the workers their follow-up tasks.
+    receiver queues events with it, the workers their follow-up tasks. ``headers`` adds to the
+    message's headers: the ``traceparent`` of the span that sent it, when tracing is on.
     """
     try:
         body = orjson.dumps([args, {}, {}]).decode()
@@ -84,7 +91,12 @@ def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -
             "body": body,
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": {"task": task_name, "id": task_id, "argsrepr": f"[<{task_name} {task_id}>]"},
+            "headers": {
+                "task": task_name,
+                "id": task_id,
+                "argsrepr": f"[<{task_name} {task_id}>]",
+                **(headers or {}),
+            },
             "properties": {
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "delivery_tag": str(uuid.uuid4()),

@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 
 from schemas.messages import PURGE, QUEUES, RECONCILE, TASK_ROUTES
 from schemas.settings import Settings, SettingsError, prepare_multiprocess_dir
-from workers import destinations, extensions, logs
+from workers import destinations, extensions, logs, traces
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def create_celery(settings: Settings) -> Celery:
         app.conf.broker_use_ssl = {"ssl_cert_reqs": verify}
     app.conf.tavus_settings = settings
     logs.install(app, settings)
+    traces.install(app)  # spans, when OTEL_EXPORTER_OTLP_ENDPOINT asks for them
     signals.before_task_publish.connect(_EtaCap(settings.max_countdown_seconds), weak=False)
     if settings.worker_metrics_port is not None:
         signals.import_modules.connect(_MetricsDirectory(settings), sender=app, weak=False)

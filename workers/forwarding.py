@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from schemas import tracing
 from schemas.settings import Settings
 from workers import ledger, rate
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
@@ -116,7 +117,17 @@ def deliver(
     try:
         if destination is None:
             raise Permanent(f"no destination {name!r} here (FORWARD_<NAME>_URL or TAVUS_HOOKS)")
-        answer = destination.deliver(claim.event)
+        with tracing.span(
+            f"deliver {destination.type} {name}",
+            "internal" if destination.type == "hook" else "client",
+            {
+                "tavus.destination": name,
+                "tavus.destination.type": destination.type,
+                "tavus.event_id": event_id,
+                "tavus.attempt": claim.attempt,
+            },
+        ):
+            answer = destination.deliver(claim.event)
     except Permanent as exc:
         status, error, answer = "failed", str(exc), answer_of(exc)
     except Transient as exc:

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schemas import tolerant
+from schemas import tolerant, tracing
 from schemas.callbacks import KIND_TABLE
 from schemas.messages import RAISE_ALERT, EventMessage
 from workers import errors, lifecycle, retry
@@ -236,11 +236,22 @@ _INSERT_EVENT = {
 }
 
 
+def _traced(event: Row) -> dict[str, Any]:
+    """What the handler's span says of its event (only read with tracing on)."""
+    return {
+        "tavus.event_id": event.id,
+        "tavus.kind": event.kind,
+        "tavus.event_type": event.event_type,
+        "tavus.conversation_id": event.conversation_id,
+    }
+
+
 def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy) -> None:
     """Run the handler; its writes are saved here so that they too fail inside this boundary."""
     context = HandlerContext(records=records, event=event, raw=expected.raw, data=expected.data)
     try:
-        expected.handler(context)
+        with tracing.span(f"handle {event.event_type or event.kind}", attributes=_traced(event)):
+            expected.handler(context)
         _ask_alert_rules(context, alerts)
         if context.follow_ups:
             event.pending_tasks = context.follow_ups

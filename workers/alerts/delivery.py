@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas import tracing
 from schemas.settings import Settings
 from workers import retry
 from workers.errors import Transient
@@ -71,7 +72,9 @@ def deliver(
         notifier = notifier_for(channel, settings)
         if notifier is None:
             raise PermanentDeliveryError(f"the {channel} channel is not configured any more")
-        notifier.send(claim.alert)
+        attributes = {"tavus.alert.channel": channel, "tavus.attempt": claim.attempt}
+        with tracing.span(f"alert {channel}", "client", attributes):
+            notifier.send(claim.alert)
         status = "delivered"
     except PermanentDeliveryError as exc:
         status, error = "failed", str(exc)

@@ -6,7 +6,8 @@ durable **topic** exchange that the worker declares when it starts, so that a co
 its queue before the first event. The routing key is the event type (``application.
 transcription_ready``), or the kind for kinds without one (``replica``); so ``application.#``
 binds every application event. Headers ``tavus-event-kind``, ``tavus-event-type``,
-``tavus-event-source`` and ``tavus-event-id``; the message id is our event id too (the same on
+``tavus-event-source`` and ``tavus-event-id`` (and, with tracing on, ``traceparent``: the
+consumer's spans continue the callback's trace); the message id is our event id too (the same on
 every retry: the consumer's idempotency key); the body is the bytes Tavus sent.
 
 A broker that is down, slow or that nacks is retried; refused credentials, a missing vhost or an
@@ -26,6 +27,7 @@ from urllib.parse import unquote
 import amqp
 from amqp import exceptions as amqp_errors
 
+from schemas import tracing
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from workers.errors import Permanent, Transient
 
@@ -95,12 +97,14 @@ class AmqpDestination(UrlDestination):
             content_type="application/json",
             delivery_mode=PERSISTENT,
             message_id=event.id,
-            application_headers={
-                "tavus-event-kind": event.kind or "",
-                "tavus-event-type": event.event_type or "",
-                "tavus-event-source": event.source,
-                "tavus-event-id": event.id,
-            },
+            application_headers=tracing.inject(
+                {
+                    "tavus-event-kind": event.kind or "",
+                    "tavus-event-type": event.event_type or "",
+                    "tavus-event-source": event.source,
+                    "tavus-event-id": event.id,
+                }
+            ),
         )
         routing_key = event.event_type or event.kind or "unclassified"
         self._attempt(

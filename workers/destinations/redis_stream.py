@@ -4,7 +4,8 @@
 Each event is one ``XADD`` with an approximate ``MAXLEN`` (``~``: Redis trims whole nodes, so
 the stream keeps at least ``maxlen`` entries, cheaply), fields ``id`` (our event id, the same on
 every retry: the consumer's idempotency key), ``kind``, ``type``, ``source`` and ``body`` (the
-bytes Tavus sent). The stream's entry id is kept as the attempt's answer.
+bytes Tavus sent), and ``traceparent`` with tracing on. The stream's entry id is kept as the
+attempt's answer.
 
 A refused connection, a timeout, a replica that is read-only during a failover or a Redis out of
 memory is retried; a wrong password or a key of another type fails at once.
@@ -16,6 +17,7 @@ from urllib.parse import urlunsplit
 
 import redis
 
+from schemas import tracing
 from schemas.broker import redis_client
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from workers.errors import Permanent, Transient
@@ -57,6 +59,7 @@ class RedisStreamDestination(UrlDestination):
             "source": event.source,
             "body": event.raw,
         }
+        tracing.inject(fields)  # the delivery's span, as a `traceparent` field
         try:
             entry = self._client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         except redis.AuthenticationError:

@@ -4,7 +4,8 @@ queue looked up by name, at ``AWS_ENDPOINT_URL_SQS`` when set), or the queue's o
 is a webhook). Credentials come from boto3's own chain (``AWS_ACCESS_KEY_ID``..., a role).
 
 Each event is one message: the body Tavus sent, with string attributes ``kind``, ``type``,
-``source`` and ``event_id`` (those with a value: SQS refuses empty ones). A FIFO queue
+``source`` and ``event_id`` (those with a value: SQS refuses empty ones), and ``traceparent``
+with tracing on (docs/tracing.md). A FIFO queue
 (``.fifo``) gets ``MessageGroupId`` = the conversation id (the kind, for events of no
 conversation), so a conversation's events are read in order, and ``MessageDeduplicationId`` =
 our event id, so that SQS itself drops a second send within its five-minute window. A standard
@@ -30,6 +31,7 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
+from schemas import tracing
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from workers.errors import Permanent, Transient
 
@@ -80,6 +82,7 @@ class SqsDestination(UrlDestination):
                     ("type", event.event_type),
                     ("source", event.source),
                     ("event_id", event.id),
+                    *tracing.inject({}).items(),  # the delivery's span: `traceparent`
                 )
                 if value
             },

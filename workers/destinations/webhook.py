@@ -4,7 +4,8 @@ Webhooks (standardwebhooks.com), so any handler written for Tavus works behind u
 Headers: ``webhook-id`` (our event id, the same on every retry: the receiver's idempotency key),
 ``webhook-timestamp`` (epoch seconds of this attempt), ``webhook-signature``
 (``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``), and ours: ``tavus-event-kind``,
-``tavus-event-type``, ``tavus-event-source`` (callback, reconciled, replay).
+``tavus-event-type``, ``tavus-event-source`` (callback, reconciled, replay); with tracing on
+(docs/tracing.md), ``traceparent``: the user's own tracing continues the callback's trace.
 
 2xx is delivered; timeouts, refused connections, 408, 425, 429 and 5xx are retried (honouring
 ``Retry-After``) for ``FORWARD_RETRY_HOURS`` from the first attempt; a redirect is not followed
@@ -18,6 +19,7 @@ import time
 import requests
 from marshmallow import fields, validate
 
+from schemas import tracing
 from schemas.settings import (
     DestinationSettings,
     ForwardDestination,
@@ -67,7 +69,7 @@ class WebhookDestination(UrlDestination):
 
     def headers(self, event: ForwardedEvent, body: bytes) -> dict[str, str]:
         timestamp = str(int(time.time()))
-        return {
+        headers = {
             "Content-Type": "application/json",
             "webhook-id": event.id,
             "webhook-timestamp": timestamp,
@@ -76,6 +78,9 @@ class WebhookDestination(UrlDestination):
             "tavus-event-type": event.event_type or "",
             "tavus-event-source": event.source,
         }
+        # The delivery's span, as `traceparent`: the user's own tracing continues the trace.
+        tracing.inject(headers)
+        return headers
 
     def deliver(self, event: ForwardedEvent) -> Answer:
         body = event.raw.encode("utf-8")

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from schemas import tracing
 from schemas.messages import RAISE_ALERT
 from schemas.settings import Settings
 from workers import retry
@@ -110,7 +111,9 @@ def inspect(claim: Claim, settings: Settings, verifiers: VerifierLookup = verifi
         return Finding(state.REFUSED, exc.reason, where=where)
     started = time.monotonic()
     try:
-        facts = verifiers(where.provider, settings).stat(where)
+        provider = {"tavus.storage.provider": where.provider}
+        with tracing.span(f"verify recording {where.provider}", "client", provider):
+            facts = verifiers(where.provider, settings).stat(where)
     except Missing as exc:
         return Finding(state.MISSING, exc.reason, where=where, call_seconds=_since(started))
     except StorageUnavailable as exc:
