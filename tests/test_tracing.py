@@ -1,0 +1,194 @@
+"""OpenTelemetry traces (docs/tracing.md): one callback's trace, from the intake to the user's
+endpoint, as a real OTLP/HTTP receiver gets it from the web process (real gunicorn) and a real
+Celery worker, both exporting with the SDK's own OTLP/HTTP exporter; the user's endpoint sees
+the same trace in ``traceparent``. With the variables unset, nothing of OpenTelemetry is even
+imported by the receiver, and the queue message carries nothing more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import requests
+
+from cli import simulate
+from schemas.settings import Settings
+from tests.helpers import TOKEN, worker_env
+from tests.otlp import OtlpReceiver, ReceivedSpan
+from tests.services import ROOT, Web, Worker, wait_until
+from tests.sinks import HttpSink, verified
+from workers.store.db import Store
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_" + "dHJhY2luZy10ZXN0LXNlY3JldC0zMi1ieXRlcyEhISE="
+
+
+def otel_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
+    """The standard variables, as an operator sets them; a short batch delay for the test."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        **extra,
+    }
+
+
+def a_callback() -> bytes:
+    body = next(iter(simulate.scenario("conversation")))
+    return orjson.dumps(body)
+
+
+def by_name(spans: list[ReceivedSpan], prefix: str) -> list[ReceivedSpan]:
+    return [span for span in spans if span.name.startswith(prefix)]
+
+
+def the(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
+    found = [span for span in spans if span.name == name]
+    assert len(found) == 1, (name, [s.name for s in spans])
+    return found[0]
+
+
+def test_one_callback_is_one_trace_from_the_intake_to_the_users_endpoint(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    store = Store(sqlite_url)
+    store.upgrade()
+    store.dispose()
+    receiver = OtlpReceiver().start()
+    sink = HttpSink().start()
+    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+    env = worker_env(settings, LOG_FORMAT="json", **otel_env(receiver))
+    worker = Worker(
+        {**env, "FORWARD_APP_URL": f"{sink.url}/hook", "FORWARD_APP_SECRET": SECRET},
+        tmp_path / "worker.log",
+        queues="events,storage,alerts,forward,hooks",
+    ).start()
+    web = Web(env, tmp_path / "web.log", workers=1).start()
+    try:
+        answer = requests.post(
+            f"{web.url}/callbacks/{TOKEN}",
+            data=a_callback(),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        event_id = answer.json()["event_id"]
+        wait_until(lambda: sink.received, timeout=30)
+        [delivered] = verified(sink.received, SECRET)
+        assert delivered.headers["webhook-id"] == event_id
+        # The user's endpoint continues the trace: W3C `traceparent`, sampled.
+        version, trace_id, parent_id, flags = delivered.headers["traceparent"].split("-")
+        assert version == "00" and int(flags, 16) & 1  # sampled
+
+        def complete() -> list[ReceivedSpan] | None:
+            spans = receiver.trace(trace_id)
+            ids = {span.span_id for span in spans}
+            if parent_id in ids and all(s.parent_id in ids for s in spans if s.parent_id):
+                return spans
+            return None
+
+        spans = wait_until(complete, timeout=30)
+    finally:
+        web.stop()
+        worker.stop()
+        sink.stop()
+        receiver.stop()
+
+    # One root, the intake's SERVER span, and every other span's parent received too.
+    [root] = [span for span in spans if span.parent_id is None]
+    assert (root.name, root.kind) == ("POST /callbacks", "server")
+    assert root.service == "tavus-callbacks-web"
+    assert root.attributes["http.response.status_code"] == 202
+    assert root.attributes["http.route"] == "/callbacks/<token>"
+    # The enqueue, in the web process, carried the trace to the worker in the queue message.
+    enqueue = the(spans, "send tavus.events.process")
+    assert (enqueue.kind, enqueue.parent_id) == ("producer", root.span_id)
+    assert enqueue.service == root.service
+    assert enqueue.attributes["messaging.message.id"] == event_id
+    process = the(spans, "process tavus.events.process")
+    assert (process.kind, process.parent_id) == ("consumer", enqueue.span_id)
+    assert process.service == "tavus-callbacks-worker"
+    assert process.attributes["tavus.event_id"] == event_id
+    [handler] = by_name(spans, "handle ")
+    assert handler.parent_id == process.span_id
+    assert handler.attributes["tavus.event_id"] == event_id
+    # The forward task, queued by the worker, then its delivery: the span the endpoint saw.
+    follow_up = the(spans, "send tavus.forward.deliver")
+    assert follow_up.parent_id == process.span_id
+    forward = the(spans, "process tavus.forward.deliver")
+    assert (forward.kind, forward.parent_id) == ("consumer", follow_up.span_id)
+    delivery = the(spans, "deliver webhook app")
+    assert (delivery.kind, delivery.parent_id) == ("client", forward.span_id)
+    assert delivery.span_id == parent_id
+    assert delivery.attributes["tavus.destination"] == "app"
+    assert not any(span.error for span in spans)
+    # In time order, as a trace viewer lays them out.
+    assert root.start_ns <= enqueue.start_ns <= process.start_ns <= delivery.start_ns
+    assert delivery.end_ns <= forward.end_ns
+    # No secret in any span: the token is in the path, never in a span.
+    assert TOKEN not in json.dumps([span.attributes for span in spans], default=str)
+
+    # The JSON log lines written within a span carry its trace id.
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    traced = [line for line in lines if line.get("event_id") == event_id and line["trace_id"]]
+    assert traced and {line["trace_id"] for line in traced} == {trace_id}
+
+
+IMPORTS = """
+import sys
+from receiver import create_app
+from schemas.settings import Settings
+app = create_app(Settings.from_env())
+answer = app.test_client().post(
+    "/callbacks/{token}", data={body!r}, content_type="application/json"
+)
+assert answer.status_code == 202, answer.json
+print(sorted(name for name in sys.modules if name in TRACING_MODULES))
+"""
+# What tracing brings in. (Not the API as such: redis-py 8 imports the SDK's *metrics* package
+# for its own optional metrics whenever the SDK is installed, which we never turn on.)
+TRACING_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.propagate",
+)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["off", "on"])
+def test_tracing_off_imports_nothing_and_adds_nothing_to_the_queue_message(
+    redis_url: str, traced: bool
+) -> None:
+    receiver = OtlpReceiver().start()
+    env = {
+        **worker_env(Settings(callback_tokens=(TOKEN,), redis_url=redis_url)),
+        **(otel_env(receiver) if traced else {}),
+    }
+    for name in [key for key in env if key.startswith("OTEL_") and not traced]:
+        del env[name]
+    script = f"TRACING_MODULES = {TRACING_MODULES!r}\n" + IMPORTS.format(
+        token=TOKEN, body=a_callback()
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        imported = done.stdout.strip().splitlines()[-1]
+        envelope = orjson.loads(redis.Redis.from_url(redis_url).lrange("events", 0, -1)[0])
+        if traced:
+            assert imported == str(sorted(TRACING_MODULES))
+            assert envelope["headers"]["traceparent"].startswith("00-")
+            wait_until(lambda: by_name(receiver.received(), "POST /callbacks"), timeout=10)
+        else:
+            assert imported == "[]"  # not the tracing SDK, its exporter or the propagators
+            assert set(envelope["headers"]) == {"task", "id", "argsrepr"}
+    finally:
+        receiver.stop()
