@@ -86,6 +86,14 @@ def flush(timeout_millis: int = 5000) -> None:
         _provider.force_flush(timeout_millis)
 
 
+def shutdown() -> None:
+    """Export what is waiting and turn tracing off in this process (its end; the tests)."""
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
 def span(
     name: str,
     kind: str = "internal",

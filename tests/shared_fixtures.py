@@ -12,10 +12,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import amqp
+import boto3
 import pytest
 
 from tests.helpers import FakeTavus
-from tests.services import base_env, free_port, wait_until
+from tests.services import base_env, free_port, listening, wait_until
 from workers.store.db import Store
 
 
@@ -71,3 +73,44 @@ def sqlite_store_fixture(sqlite_url: str) -> Iterator[Store]:
     store.upgrade()
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def rabbit():
+    """A channel on the machine's RabbitMQ, for the test to bind and read; what it made goes."""
+    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    connection.connect()
+    channel = connection.channel()
+    made: list[str] = []
+    yield channel, made
+    for exchange in made:
+        channel.exchange_delete(exchange)
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def moto_sqs():
+    """A private moto_server (no IAM enforced) for SQS, and the worker's AWS environment."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: listening(port), timeout=30)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def sqs(moto_sqs, monkeypatch):
+    env = {
+        "AWS_ENDPOINT_URL_SQS": moto_sqs,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_sqs)

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import amqp
-import boto3
 import orjson
 import pytest
 import redis
@@ -37,7 +36,7 @@ from schemas.settings import (
 )
 from tests.console_fixtures import BEARER, add_event, console_settings, sign_in
 from tests.helpers import TOKEN, deliver_all, stored_event, worker_env
-from tests.services import ROOT, RedisServer, Worker, free_port, listening, wait_until
+from tests.services import ROOT, RedisServer, Worker, wait_until
 from tests.sinks import HttpSink, verified
 from tests.storage_fixtures import BUCKET, PROVIDERS
 from workers import destinations, forwarding, queries
@@ -256,19 +255,6 @@ def test_a_rate_limited_destination_never_exceeds_its_rate_and_loses_nothing(
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-@pytest.fixture
-def rabbit():
-    """A channel on the machine's RabbitMQ, for the test to bind and read; what it made goes."""
-    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-    connection.connect()
-    channel = connection.channel()
-    made: list[str] = []
-    yield channel, made
-    for exchange in made:
-        channel.exchange_delete(exchange)
-    connection.close()
-
-
 def bound_queue(channel: amqp.Channel, exchange: str, pattern: str) -> str:
     queue, _count, _consumers = channel.queue_declare("", exclusive=True)
     channel.queue_bind(queue, exchange, pattern)
@@ -405,34 +391,6 @@ def test_a_bucket_that_does_not_exist_fails_at_once(store, emulators, monkeypatc
 
 
 # --- sqs://<queue-name>?region=<region>, sqs+http(s)://<the queue's URL> -------------------
-
-
-@pytest.fixture(scope="module")
-def moto_sqs():
-    """A private moto_server (no IAM enforced) for SQS, and the worker's AWS environment."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_until(lambda: listening(port), timeout=30)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
-
-
-@pytest.fixture
-def sqs(moto_sqs, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL_SQS": moto_sqs,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_sqs)
 
 
 def received(sqs, queue_url: str) -> list[dict]:

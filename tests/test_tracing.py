@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -17,10 +19,11 @@ import redis
 import requests
 
 from cli import simulate
-from schemas.settings import Settings
-from tests.helpers import TOKEN, worker_env
+from schemas import tracing
+from schemas.settings import ForwardDestination, Settings
+from tests.helpers import TOKEN, deliver_all, stored_event, worker_env
 from tests.otlp import OtlpReceiver, ReceivedSpan
-from tests.services import ROOT, Web, Worker, wait_until
+from tests.services import ROOT, RedisServer, Web, Worker, wait_until
 from tests.sinks import HttpSink, verified
 from workers.store.db import Store
 
@@ -143,7 +146,7 @@ def test_one_callback_is_one_trace_from_the_intake_to_the_users_endpoint(
 IMPORTS = """
 import sys
 from receiver import create_app
-from schemas.settings import Settings
+from schemas.settings import ForwardDestination, Settings
 app = create_app(Settings.from_env())
 answer = app.test_client().post(
     "/callbacks/{token}", data={body!r}, content_type="application/json"
@@ -192,3 +195,79 @@ def test_tracing_off_imports_nothing_and_adds_nothing_to_the_queue_message(
             assert set(envelope["headers"]) == {"task", "id", "argsrepr"}
     finally:
         receiver.stop()
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    """Tracing on in this process, exporting to a real OTLP/HTTP receiver; off again after."""
+    receiver = OtlpReceiver().start()
+    for name, value in otel_env(receiver).items():
+        monkeypatch.setenv(name, value)
+    assert tracing.start("tavus-callbacks-test")
+    yield receiver
+    tracing.shutdown()
+    receiver.stop()
+
+
+def amqp_bus(request: pytest.FixtureRequest, _: Path) -> tuple[str, Callable[[], dict]]:
+    channel, made = request.getfixturevalue("rabbit")
+    exchange = f"tavus-trace-{uuid.uuid4().hex[:8]}"
+    made.append(exchange)
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    queue, _count, _consumers = channel.queue_declare("", exclusive=True)
+    channel.queue_bind(queue, exchange, "#")
+
+    def read() -> dict:
+        headers = channel.basic_get(queue, no_ack=True).properties["application_headers"]
+        return {"event_id": headers["tavus-event-id"], "traceparent": headers["traceparent"]}
+
+    return f"amqp://guest:guest@127.0.0.1:5672/?exchange={exchange}", read
+
+
+def sqs_bus(request: pytest.FixtureRequest, _: Path) -> tuple[str, Callable[[], dict]]:
+    sqs = request.getfixturevalue("sqs")
+    queue_url = sqs.create_queue(QueueName=f"tavus-trace-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+
+    def read() -> dict:
+        [got] = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
+        return {name: value["StringValue"] for name, value in got["MessageAttributes"].items()}
+
+    return "sqs+" + queue_url, read
+
+
+def redis_bus(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[], dict]]:
+    server = RedisServer(tmp_path / "stream-redis").start()
+    request.addfinalizer(server.stop)
+
+    def read() -> dict:
+        [(_entry, fields)] = redis.Redis.from_url(server.url, decode_responses=True).xrange("tavus")
+        return {"event_id": fields["id"], "traceparent": fields["traceparent"]}
+
+    return f"{server.url}?stream=tavus", read
+
+
+BUSES = {"amqp": amqp_bus, "sqs": sqs_bus, "redis_stream": redis_bus}
+
+
+@pytest.mark.parametrize("bus", list(BUSES))
+def test_a_bus_message_carries_the_delivery_span_as_traceparent(
+    bus: str,
+    traced: OtlpReceiver,
+    sqlite_store: Store,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    url, read = BUSES[bus](request, tmp_path)
+    destination = ForwardDestination("bus", url, ("*",), {})
+    settings = Settings(database_url=sqlite_store.url, forward_destinations=(destination,))
+    event_id, message = stored_event(sqlite_store, a_callback())
+    with tracing.span("process tavus.forward.deliver", "consumer"):
+        outcomes = deliver_all(sqlite_store, settings, event_id, message)
+    assert [outcome.status for outcome in outcomes] == ["delivered"]
+    tracing.flush()
+    [delivery] = wait_until(lambda: by_name(traced.received(), "deliver "))
+    assert (delivery.name, delivery.kind) == (f"deliver {bus} bus", "client")
+    assert delivery.attributes["tavus.event_id"] == event_id
+    got = read()
+    assert got["event_id"] == event_id
+    assert got["traceparent"].startswith(f"00-{delivery.trace_id}-{delivery.span_id}-")
