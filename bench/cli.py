@@ -66,6 +66,12 @@ STORE_CHOICES = ("sqlite", "postgres")
     "worker=N`): over a network one worker's consumer caps the rate, whatever its pool size.",
 )
 @click.option(
+    "--tracing",
+    is_flag=True,
+    help="Also measure the intake and the real worker with OpenTelemetry tracing on (every "
+    "span sampled, exported over OTLP/HTTP to a local sink), beside the same without.",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help="Tiny sizes, a few seconds: checks, not figures (nothing written, no verdicts).",
@@ -106,7 +112,8 @@ def bench(
     chosen = run.Sizes(**sizes, processes=processes)
     if smoke:  # tiny sizes; where and how many processes run still as asked
         where = {
-            key: sizes[key] for key in ("network_delay_ms", "web_concurrency", "worker_instances")
+            key: sizes[key]
+            for key in ("network_delay_ms", "web_concurrency", "worker_instances", "tracing")
         }
         chosen = run.Sizes(**{**run.SMOKE.__dict__, **where})
     wanted = stores or chosen.stores

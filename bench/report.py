@@ -157,11 +157,53 @@ def render(results: Results) -> str:
             worker_rows(results),
         ),
         "",
+        *_tracing_table(results),
         "**Peak RSS** of one process:",
         "",
         *_table(["process", "MiB"], memory_rows(results)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def tracing_rows(results: Results) -> list[list[str]]:
+    """Tracing off, then on: the intake's measures, and each worker's events per second."""
+    rows = []
+    for mode, traced in results.traced.items():
+        off = results.intake[mode]
+        if mode == SATURATION:
+            rows.append(
+                [
+                    "intake throughput at saturation (req/s)",
+                    f"{off.throughput:.0f}",
+                    f"{traced.throughput:.0f}",
+                    f"{traced.throughput / off.throughput:.2f}",
+                ]
+            )
+            continue  # fmt: skip
+        for p in (50, 99):
+            before, after = off.percentile(p), traced.percentile(p)
+            label = f"intake ack p{p} at {int(mode):,} req/s (ms)"
+            rows.append([label, _ms(before), _ms(after), f"{after / before:.2f}"])
+    for (store, processes), traced_rate in results.traced_per_second.items():
+        off_rate = results.events_per_second[store, processes]
+        label = f"worker events/s, {store}, {results.sizes.workers_label(processes)}"
+        ratio = traced_rate / off_rate
+        rows.append([label, f"{off_rate:.0f}", f"{traced_rate:.0f}", f"{ratio:.2f}"])
+    return rows
+
+
+def _tracing_table(results: Results) -> list[str]:
+    if not results.traced:
+        return []
+    return [
+        "**Tracing** (`--tracing`): the same intake and real worker with OpenTelemetry on "
+        "(`OTEL_EXPORTER_OTLP_ENDPOINT` set, `parentbased_always_on`: every span sampled, "
+        "exported over OTLP/HTTP to `bench/otlp_sink.py`), in the same turns as without; "
+        f"{results.spans_exported:,} spans exported in all:",
+        "",
+        *_table(["measure", "tracing off", "tracing on", "on / off"], tracing_rows(results)),
+        "",
+    ]
 
 
 def _network_lines(results: Results) -> list[str]:

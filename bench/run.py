@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+import requests
 
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings
@@ -36,6 +38,7 @@ REAL_WORKER_APP = "workers.celery_app"
 NOOP_WORKER_APP = "bench.noop"
 SATURATION = "saturation"
 ROLES = ("noop", "events")  # the no-op worker, the real one
+TRACED = "traced"  # with --tracing: the intake and the real worker again, tracing on
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ class Sizes:
     # worker's consumer (its parent process, a round trip to take and one to ack each message)
     # caps the rate whatever its pool size, and more workers (dynos) are how it scales.
     worker_instances: int = 1
+    # Also the intake and the real worker with OpenTelemetry tracing on (every span sampled,
+    # exported over OTLP/HTTP to `bench/otlp_sink.py`), in the same turns as without.
+    tracing: bool = False
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (*ROLES, TRACED) if self.tracing else ROLES
 
     def workers_label(self, processes: int) -> str:
         """How a measure's workers read in the tables: x2 (one worker of two processes), or
@@ -84,12 +94,15 @@ class Results:
     intake: dict[str, LoadResult] = field(default_factory=dict)  # SATURATION or "<rate>"
     baseline: dict[str, LoadResult] = field(default_factory=dict)
     unmetered: dict[str, LoadResult] = field(default_factory=dict)  # UNMETERED_APP, same modes
+    traced: dict[str, LoadResult] = field(default_factory=dict)  # INTAKE_APP, tracing on
     # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
     mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
     mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
     e2e_seconds: dict[str, list[float]] = field(default_factory=dict)  # store -> latencies, sorted
     events_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
     noop_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
+    traced_per_second: dict[tuple[str, int], float] = field(default_factory=dict)
+    spans_exported: int = 0  # what the OTLP sink received, with --tracing
     peak_rss: dict[str, int] = field(default_factory=dict)  # role -> bytes
     proxy_cpu_seconds: dict[str, float] = field(default_factory=dict)  # netdelay, per scheme
     web_workers: int = 0  # sync workers per web server
@@ -132,6 +145,7 @@ class Run:
             self.redis = redis.Redis.from_url(direct_url)
             self.stack.callback(self.redis.close)
             self._time_round_trip("Redis", self.redis_url)
+            self.tracing_env = self._otlp_sink() if self.sizes.tracing else {}
             self._intake_against_baseline()
             self._mixes()
             for kind in self.sizes.stores:
@@ -142,6 +156,8 @@ class Run:
                     self._time_round_trip(kind, url)
                     self._workers(kind, url)
             self.memory.sample()
+            if self.sizes.tracing:
+                self.results.spans_exported = int(requests.get(self.sink_url, timeout=5).text)
         self.results.peak_rss = dict(self.memory.peaks)
         self.results.elapsed = time.monotonic() - clock
         return self.results
@@ -164,11 +180,25 @@ class Run:
         self.stack.callback(process.stop)
         return process
 
-    def _web(self, name: str, app: str) -> str:
+    def _otlp_sink(self) -> dict[str, str]:
+        """The OTLP/HTTP sink of the traced processes; the variables that point them at it."""
+        port = services.free_port()
+        command = [sys.executable, "-m", "bench.otlp_sink", str(port)]
+        log = self.work_dir / "otlp.log"
+        sink = services.Process("otlp-sink", command, services.python_env(), log)
+        self._start(sink.start()).wait_ready(lambda: services.listening(port))
+        self.sink_url = f"http://127.0.0.1:{port}/spans"
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",  # every span: the dearest case
+        }
+
+    def _web(self, name: str, app: str, **extra: str) -> str:
         env = services.python_env(
             REDIS_URL=self.redis_url,
             CALLBACK_TOKENS=self.token,
             SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
+            **extra,
         )
         if self.sizes.web_concurrency:
             env["WEB_CONCURRENCY"] = str(self.sizes.web_concurrency)
@@ -197,6 +227,8 @@ class Run:
         urls = {"baseline": self._web("baseline", BASELINE_APP)}
         urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
         urls["unmetered"] = self._web("unmetered", UNMETERED_APP)
+        if self.sizes.tracing:
+            urls[TRACED] = self._web(TRACED, INTAKE_APP, **self.tracing_env)
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
@@ -251,14 +283,14 @@ class Run:
                 settings, self.templates, self.sizes.events, f"w{count}{role}{kind}"
             )
             for count in self.sizes.processes
-            for role in ROLES
+            for role in self.sizes.roles
         }
         workers = self._start_workers(kind, database_url)
         store = Store(database_url)
         self.stack.callback(store.dispose)
         timeout = 60 + self.sizes.events / 10
         for count in self.sizes.processes:
-            for role in ROLES:  # turn by turn, so both see the same machine
+            for role in self.sizes.roles:  # turn by turn, so all see the same machine
                 queued = messages[role, count]
                 queue = self._queue(role, count)
                 rate = pipeline.drain_rate(self.redis, queue, queued, timeout)
@@ -266,11 +298,16 @@ class Run:
                     self.results.noop_per_second[kind, count] = rate
                     continue
                 self._check_processed(store, f"w{count}{role}{kind}", len(queued))
-                self.results.events_per_second[kind, count] = rate
+                if role == TRACED:
+                    self.results.traced_per_second[kind, count] = rate
+                else:
+                    self.results.events_per_second[kind, count] = rate
+            traced = self.results.traced_per_second.get((kind, count))
             self.say(
                 f"workers  {kind:>8} {self.sizes.workers_label(count)}: "
                 f"{self.results.events_per_second[kind, count]:.0f} "
                 f"events/s, no-op {self.results.noop_per_second[kind, count]:.0f} tasks/s"
+                + (f", traced {traced:.0f} events/s" if traced is not None else "")
             )
         self._end_to_end(kind, store)
         for process in workers:
@@ -283,15 +320,19 @@ class Run:
             REDIS_URL=self.redis_url, DATABASE_URL=database_url, CALLBACK_TOKENS=self.token
         )
         workers = []
-        for role in ROLES:
+        for role in self.sizes.roles:
             app = NOOP_WORKER_APP if role == "noop" else REAL_WORKER_APP
-            label = "Celery worker process" + (" (no-op)" if role == "noop" else "")
+            label = "Celery worker process" + {"noop": " (no-op)", TRACED: " (tracing on)"}.get(
+                role, ""
+            )
+            role_env = {**env, **self.tracing_env} if role == TRACED else env
             for count in self.sizes.processes:
                 queues = self._queue(role, count)
                 for instance in range(self.sizes.worker_instances):
                     name = f"worker-{kind}-{role}-{count}-{instance}"
                     command = services.worker_command(queues, count, name, app=app)
-                    process = services.Process(name, command, env, self.work_dir / f"{name}.log")
+                    log = self.work_dir / f"{name}.log"
+                    process = services.Process(name, command, role_env, log)
                     workers.append(self._start(process.start()))
                     self.memory.watch(label, process.tree)
         for process in workers:
@@ -332,9 +373,10 @@ def _load_line(result: LoadResult) -> str:
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
     # Three apps take turns on the conversations (intake, unmetered, baseline), two on each mix.
-    conversations = 3 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
+    apps = 3 + sizes.tracing  # intake, unmetered, baseline (and traced)
+    conversations = apps * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
     loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
-    drains = len(sizes.processes) * sizes.events / 100
+    drains = len(sizes.processes) * sizes.events / 100 * (1 + sizes.tracing / 2)
     return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)
 
 

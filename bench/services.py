@@ -113,7 +113,10 @@ class Process:
 
 def python_env(**overrides: str) -> dict[str, str]:
     """This environment, minus what would point the processes elsewhere, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "GUNICORN_"))}
+    # OTEL_*: tracing is on only where a measure asks for it (--tracing)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "GUNICORN_", "OTEL_"))
+    }
     env.pop("WEB_CONCURRENCY", None)  # the deploy config's default, as in production
     # gunicorn's INFO holds the start-up lines ("Worker serving"), which say when it is ready.
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})

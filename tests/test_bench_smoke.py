@@ -106,8 +106,20 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
 def test_smoke_run_writes_where_output_says(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\nNotes kept across runs.\n")
-    smoke(tmp_path, "--output", str(output), "--note", "smoke test")
+    smoke(tmp_path, "--output", str(output), "--note", "smoke test", "--tracing")
     written = output.read_text()
+    # --tracing: the intake and the worker again with tracing on, which exported spans.
+    traced = tables(written)["measure", "tracing off", "tracing on", "on / off"]
+    assert [row[0] for row in traced] == [
+        "intake throughput at saturation (req/s)",
+        "intake ack p50 at 200 req/s (ms)",
+        "intake ack p99 at 200 req/s (ms)",
+        "worker events/s, sqlite, x1",
+    ]
+    assert all(positive_numbers(row) for row in traced), traced
+    spans = re.search(r"([\d,]+) spans exported in all", written)
+    assert spans and int(spans[1].replace(",", "")) > 0
+    assert "Celery worker process (tracing on)" in written
     assert written.startswith("# Benchmarks\n\nNotes kept across runs.\n")
     assert "- command: `tavus-callbacks bench --smoke" in written
     assert "- machine: " in written and "- note: smoke test" in written
