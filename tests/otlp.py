@@ -44,6 +44,7 @@ class ReceivedSpan:
     kind: str
     attributes: dict[str, Any]
     error: bool
+    status_message: str
     start_ns: int
     end_ns: int
     events: list[str] = field(default_factory=list)
@@ -96,6 +97,7 @@ class OtlpReceiver:
                             kind=KINDS.get(span.kind, "unspecified"),
                             attributes=_attributes(span.attributes),
                             error=span.status.code == Status.STATUS_CODE_ERROR,
+                            status_message=span.status.message,
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             events=[event.name for event in span.events],

@@ -47,6 +47,10 @@ def a_callback() -> bytes:
     return orjson.dumps(body)
 
 
+def start(span: ReceivedSpan) -> int:
+    return span.start_ns
+
+
 def by_name(spans: list[ReceivedSpan], prefix: str) -> list[ReceivedSpan]:
     return [span for span in spans if span.name.startswith(prefix)]
 
@@ -64,7 +68,8 @@ def test_one_callback_is_one_trace_from_the_intake_to_the_users_endpoint(
     store.upgrade()
     store.dispose()
     receiver = OtlpReceiver().start()
-    sink = HttpSink().start()
+    sink = HttpSink(statuses=(503,)).start()  # the user's endpoint fails once: a retry
+    sink.headers = {"Retry-After": "1"}
     settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
     env = worker_env(settings, LOG_FORMAT="json", **otel_env(receiver))
     worker = Worker(
@@ -82,17 +87,21 @@ def test_one_callback_is_one_trace_from_the_intake_to_the_users_endpoint(
         )
         assert answer.status_code == 202, answer.text
         event_id = answer.json()["event_id"]
-        wait_until(lambda: sink.received, timeout=30)
-        [delivered] = verified(sink.received, SECRET)
+        wait_until(lambda: sink.accepted(), timeout=30)
+        failed, delivered = verified(sink.received, SECRET)
         assert delivered.headers["webhook-id"] == event_id
-        # The user's endpoint continues the trace: W3C `traceparent`, sampled.
+        # The user's endpoint continues the trace: W3C `traceparent`, sampled; the attempt
+        # that failed, and its retry, in the same trace.
         version, trace_id, parent_id, flags = delivered.headers["traceparent"].split("-")
         assert version == "00" and int(flags, 16) & 1  # sampled
+        assert failed.headers["traceparent"].split("-")[1] == trace_id
+        first_id = failed.headers["traceparent"].split("-")[2]
 
         def complete() -> list[ReceivedSpan] | None:
             spans = receiver.trace(trace_id)
             ids = {span.span_id for span in spans}
-            if parent_id in ids and all(s.parent_id in ids for s in spans if s.parent_id):
+            ended = parent_id in ids and first_id in ids
+            if ended and all(s.parent_id in ids for s in spans if s.parent_id):
                 return spans
             return None
 
@@ -121,16 +130,23 @@ def test_one_callback_is_one_trace_from_the_intake_to_the_users_endpoint(
     [handler] = by_name(spans, "handle ")
     assert handler.parent_id == process.span_id
     assert handler.attributes["tavus.event_id"] == event_id
-    # The forward task, queued by the worker, then its delivery: the span the endpoint saw.
+    # The forward task, queued by the worker, then its delivery: the span the endpoint saw,
+    # once failing (503), then, in the retry Celery queued from the first task, delivered.
     follow_up = the(spans, "send tavus.forward.deliver")
     assert follow_up.parent_id == process.span_id
-    forward = the(spans, "process tavus.forward.deliver")
-    assert (forward.kind, forward.parent_id) == ("consumer", follow_up.span_id)
-    delivery = the(spans, "deliver webhook app")
-    assert (delivery.kind, delivery.parent_id) == ("client", forward.span_id)
-    assert delivery.span_id == parent_id
-    assert delivery.attributes["tavus.destination"] == "app"
-    assert not any(span.error for span in spans)
+    first, retried = sorted(by_name(spans, "process tavus.forward.deliver"), key=start)
+    assert (first.kind, first.parent_id) == ("consumer", follow_up.span_id)
+    assert retried.parent_id == first.span_id and retried.attributes["celery.retries"] == 1
+    attempts = sorted(by_name(spans, "deliver webhook app"), key=start)
+    assert [(a.kind, a.parent_id) for a in attempts] == [
+        ("client", first.span_id), ("client", retried.span_id)
+    ]  # fmt: skip
+    assert [a.span_id for a in attempts] == [first_id, parent_id]
+    assert [a.attributes["tavus.attempt"] for a in attempts] == [1, 2]
+    assert attempts[0].error and attempts[0].events == ["exception"]
+    assert "Transient: HTTP 503" in attempts[0].status_message
+    assert [span.name for span in spans if span.error] == ["deliver webhook app"]
+    delivery, forward = attempts[1], retried
     # In time order, as a trace viewer lays them out.
     assert root.start_ns <= enqueue.start_ns <= process.start_ns <= delivery.start_ns
     assert delivery.end_ns <= forward.end_ns

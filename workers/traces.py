@@ -44,9 +44,10 @@ def _start(**_: Any) -> None:
 
 def _begin(task_id: str, task: Any, args: Any = (), **_: Any) -> None:
     request = task.request
-    headers = request.headers or {}
+    # The message's own headers (ours, or Celery's with ``_carry``'s), then any nested copy.
+    nested = request.headers or {}
     carrier = {
-        name: headers.get(name) or getattr(request, name, None) for name in tracing.PROPAGATED
+        name: getattr(request, name, None) or nested.get(name) for name in tracing.PROPAGATED
     }
     delivery = request.delivery_info or {}
     ids = ids_of(task.name, args)
