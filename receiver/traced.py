@@ -35,7 +35,6 @@ def traced_view(view: Callable[..., Response]) -> Callable[..., Response]:
             "http.request.method": request.method,
             "http.route": request.url_rule.rule if request.url_rule else None,
             "url.scheme": request.scheme,
-            "user_agent.original": request.user_agent.string or None,
             "http.request.body.size": request.content_length,
         }
         refused: Exception | None = None

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ PROPAGATED = (TRACEPARENT, TRACESTATE)
 _OFF: AbstractContextManager[None] = nullcontext()
 _tracer: Any = None  # the SDK's tracer, once ``start`` turned tracing on in this process
 _provider: Any = None
+_kinds: dict[str, Any] = {}  # "server" -> SpanKind.SERVER...
 
 
 def wanted(env: Mapping[str, str] = os.environ) -> bool:
@@ -57,7 +58,7 @@ def start(service_name: str, env: Mapping[str, str] = os.environ) -> bool:
     forked child keeps its parent's: the SDK restarts its export thread after a fork).
     ``service_name`` names the process unless ``OTEL_SERVICE_NAME`` (or ``service.name`` in
     ``OTEL_RESOURCE_ATTRIBUTES``) does. Returns whether tracing is on."""
-    global _tracer, _provider
+    global _tracer, _provider, _kinds
     if _tracer is not None or not wanted(env):
         return _tracer is not None
     from opentelemetry import trace
@@ -65,6 +66,7 @@ def start(service_name: str, env: Mapping[str, str] = os.environ) -> bool:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind
 
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
@@ -74,6 +76,7 @@ def start(service_name: str, env: Mapping[str, str] = os.environ) -> bool:
     # The global provider too, so that a hook's own spans (TAVUS_HOOKS) join the same trace.
     trace.set_tracer_provider(provider)
     _provider = provider
+    _kinds = {kind.name.lower(): kind for kind in SpanKind}
     _tracer = provider.get_tracer("tavus_callbacks")
     log.info("tracing on: spans go to the OTLP/HTTP endpoint as %s", resource.attributes.get(
         SERVICE_NAME))  # fmt: skip
@@ -106,20 +109,12 @@ def span(
     shared empty context manager (the block gets None)."""
     if _tracer is None:
         return _OFF
-    return _span(name, kind, attributes, carrier)
-
-
-@contextmanager
-def _span(
-    name: str, kind: str, attributes: Mapping[str, Any] | None, carrier: Mapping[str, Any] | None
-) -> Iterator[Any]:
-    from opentelemetry.trace import SpanKind
-
-    context = extract(carrier) if carrier else None
-    with _tracer.start_as_current_span(
-        name, context=context, kind=SpanKind[kind.upper()], attributes=_clean(attributes)
-    ) as current:
-        yield current
+    return _tracer.start_as_current_span(
+        name,
+        context=extract(carrier) if carrier else None,
+        kind=_kinds[kind],
+        attributes=_clean(attributes),
+    )
 
 
 def start_span(
@@ -134,11 +129,10 @@ def start_span(
         return None
     from opentelemetry import context as otel_context
     from opentelemetry import trace
-    from opentelemetry.trace import SpanKind
 
     parent = extract(carrier) if carrier else None
     started = _tracer.start_span(
-        name, context=parent, kind=SpanKind[kind.upper()], attributes=_clean(attributes)
+        name, context=parent, kind=_kinds[kind], attributes=_clean(attributes)
     )
     return started, otel_context.attach(trace.set_span_in_context(started))
 
