@@ -9,6 +9,9 @@ named by its number and the rest still goes in.
 from __future__ import annotations
 
 import base64
+import os
+import pty
+import select as io_select
 import subprocess
 import sys
 import time
@@ -212,6 +215,33 @@ def test_export_pages_by_keyset_and_filters(sqlite_store: Store, redis_url: str)
     later = cli(env, "export", "--since", transfer_time(at + 1).strftime("%Y-%m-%d %H:%M:%S"))
     assert later.returncode == 0, later.stderr
     assert [orjson.loads(x)["body"] for x in later.stdout.splitlines()] == ['{"n": 5}', '{"n": 6}']
+    # A person at a terminal sees a progress bar on stderr; the data on stdout is unchanged.
+    terminal, seen_by_terminal = pty.openpty()
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "cli.main", "export"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=seen_by_terminal, timeout=120,
+        )  # fmt: skip
+        os.close(seen_by_terminal)
+        assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 7
+        screen = read_all(terminal)
+        assert b"exporting" in screen and b"100%" in screen, screen
+    finally:
+        os.close(terminal)
+
+
+def read_all(fd: int) -> bytes:
+    """What a pseudo-terminal's other side wrote, until it is closed."""
+    chunks = []
+    while io_select.select([fd], [], [], 1)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # closed on the other side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def transfer_time(epoch: float) -> datetime:
