@@ -196,6 +196,8 @@ def measure(
     say: Any,
 ) -> Figures:
     figures = Figures(kind, rate)
+    work_dir = work_dir / kind  # logs of its own: a server is ready when its log says so
+    work_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     bodies = work_dir / "bodies.txt"
     payloads.write_templates(bodies)
@@ -313,8 +315,9 @@ def main(
             found.append(
                 measure(kind, work_dir, postgres_url, rate, seconds, slices, conversations, say)
             )
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    except (load.LoadError, services.ServiceError) as exc:
+        raise click.ClickException(f"{exc} (logs in {work_dir})") from exc
+    shutil.rmtree(work_dir, ignore_errors=True)
     click.echo(render(found, seconds))
 
 

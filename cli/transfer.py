@@ -25,6 +25,8 @@ from sqlalchemy import select
 
 from cli import failures
 from cli.lifecycle import cli_actor
+from receiver.errors import NotJSONObject
+from receiver.intake import parse_object
 from receiver.publisher import Publisher
 from schemas.broker import redis_client
 from schemas.classify import UnknownKind, classify
@@ -152,11 +154,9 @@ def import_message(line: bytes) -> EventMessage:
         raise BadLine("id is not an event id (a UUID)") from exc
     raw = _field(item, "body", str).encode("utf-8")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadLine(f"body is not JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise BadLine("body is not a JSON object")
+        body = parse_object(raw)  # as the intake reads a body
+    except NotJSONObject as exc:
+        raise BadLine(str(exc)) from exc
     try:
         received = datetime.fromisoformat(_field(item, "received_at", str))
     except ValueError as exc:

@@ -278,7 +278,7 @@ def test_bad_lines_are_named_and_the_good_ones_still_go_in(
     for expected in (
         "line 2: a line must be a JSON object, not list; skipped",
         "line 3: id is not an event id (a UUID); skipped",
-        "line 4: body is not a JSON object; skipped",
+        "line 4: body must be a JSON object, not list; skipped",
         "line 6: kind 'hologram' is unknown here",
         "line 7: received_at is not an ISO 8601 time; skipped",
         "line 8: body is missing or not a str; skipped",
