@@ -15,6 +15,7 @@ not done, which no purge may touch.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import threading
@@ -183,6 +184,7 @@ class Figures:
     purging: list[LoadResult] = field(default_factory=list)
     purges: list[PurgeRun] = field(default_factory=list)
     rows_before: int = 0
+    pinned: bool = False  # web and wrk on one core, the worker on the other
 
 
 def measure(
@@ -194,8 +196,9 @@ def measure(
     slices: int,
     conversations: int,
     say: Any,
+    pin: bool = False,
 ) -> Figures:
-    figures = Figures(kind, rate)
+    figures = Figures(kind, rate, pinned=pin)
     work_dir = work_dir / kind  # logs of its own: a server is ready when its log says so
     work_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
@@ -221,6 +224,11 @@ def measure(
         stack.callback(client.close)
         url = f"http://127.0.0.1:{port}/callbacks/{token}"
         connections = len(web.children())
+        if pin:  # as on separate dynos: the web and the load on core 0, the worker on core 1
+            _pin(web.tree(), {0})
+            _pin(worker.tree(), {1})
+            os.sched_setaffinity(0, {0})  # wrk, started from here, inherits it
+            stack.callback(os.sched_setaffinity, 0, set(range(os.cpu_count() or 1)))
         load.run(url, bodies, work_dir / "warmup.json", 2, rate, "warmup", connections)
         for turn in range(2 * slices):
             purging = turn % 2 == 1
@@ -242,6 +250,11 @@ def measure(
             extra = f"; purge {runs[0].rows} rows in {runs[0].seconds:.2f} s" if runs else ""
             say(f"{kind:8} {'purging' if purging else 'quiet':8} {rate} req/s: {line}{extra}")
     return figures
+
+
+def _pin(processes: list[Any], cores: set[int]) -> None:
+    for process in processes:
+        process.cpu_affinity(sorted(cores))
 
 
 def _purge(client: redis.Redis, store: Store, runs: list[PurgeRun]) -> None:
@@ -268,17 +281,18 @@ def _purge(client: redis.Redis, store: Store, runs: list[PurgeRun]) -> None:
 
 def render(all_figures: list[Figures], seconds: float) -> str:
     lines = [
-        "| store | rate (req/s) | intake p50 quiet (ms) | intake p50 purging (ms) "
+        "| store | cores | rate (req/s) | intake p50 quiet (ms) | intake p50 purging (ms) "
         "| intake p99 quiet (ms) | intake p99 purging (ms) | purge runs | rows per purge "
         "| purge seconds (median) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in all_figures:
         quiet, purging = LoadResult.combine(f.quiet), LoadResult.combine(f.purging)
         took = sorted(run.seconds for run in f.purges)
         rows = sorted(run.rows for run in f.purges)
         lines.append(
-            f"| {f.store} | {f.rate} | {quiet.percentile(50):.2f} | {purging.percentile(50):.2f} "
+            f"| {f.store} | {'pinned' if f.pinned else 'shared'} | {f.rate} "
+            f"| {quiet.percentile(50):.2f} | {purging.percentile(50):.2f} "
             f"| {quiet.percentile(99):.2f} | {purging.percentile(99):.2f} | {len(took)} "
             f"| {rows[len(rows) // 2]:,} | {took[len(took) // 2]:.2f} |"
         )
@@ -296,6 +310,10 @@ def render(all_figures: list[Figures], seconds: float) -> str:
     help="Expired conversations seeded before each purging slice (8 rows each).",
 )  # fmt: skip
 @click.option("--postgres-url", envvar="TEST_POSTGRES_URL", default=DEFAULT_POSTGRES_URL)
+@click.option(
+    "--pin", is_flag=True,
+    help="The web server and wrk on core 0, the worker on core 1, as on separate dynos.",
+)  # fmt: skip
 def main(
     stores: tuple[str, ...],
     rate: int,
@@ -303,6 +321,7 @@ def main(
     slices: int,
     conversations: int,
     postgres_url: str,
+    pin: bool,
 ) -> None:
     """The intake's p50 / p99 at a steady rate, with and without a purge running in the worker."""
     load.wrk_binary()
@@ -313,7 +332,9 @@ def main(
         for kind in stores or STORES:
             say = lambda line: click.echo(line, err=True)  # noqa: E731
             found.append(
-                measure(kind, work_dir, postgres_url, rate, seconds, slices, conversations, say)
+                measure(
+                    kind, work_dir, postgres_url, rate, seconds, slices, conversations, say, pin
+                )
             )
     except (load.LoadError, services.ServiceError) as exc:
         raise click.ClickException(f"{exc} (logs in {work_dir})") from exc

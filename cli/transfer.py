@@ -29,6 +29,7 @@ from receiver.errors import NotJSONObject
 from receiver.intake import parse_object
 from receiver.publisher import Publisher
 from schemas.broker import redis_client
+from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import UnknownKind, classify
 from schemas.messages import EventMessage, event_message
 from schemas.settings import Settings
@@ -65,6 +66,9 @@ def export_command(
 ) -> None:
     """Write the stored events to stdout as JSON Lines, oldest first: id, kind, event_type,
     source, received_at, status and the body as Tavus sent it. `import` reads them."""
+    if kind is not None and kind not in KIND_TABLE:  # TAVUS_EXTENSIONS are loaded by now
+        known = ", ".join(kinds())
+        raise click.BadParameter(f"{kind!r} is not one of {known}", param_hint="--kind")
     selection = transfer.Selection(_utc(since), _utc(until), kind, conversation_id)
     failures.check_store_exists(settings.database_url)
     store = Store(settings.database_url)

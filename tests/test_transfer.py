@@ -215,6 +215,8 @@ def test_export_pages_by_keyset_and_filters(sqlite_store: Store, redis_url: str)
     later = cli(env, "export", "--since", transfer_time(at + 1).strftime("%Y-%m-%d %H:%M:%S"))
     assert later.returncode == 0, later.stderr
     assert [orjson.loads(x)["body"] for x in later.stdout.splitlines()] == ['{"n": 5}', '{"n": 6}']
+    unknown = cli(env, "export", "--kind", "hologram")
+    assert unknown.returncode == 2 and b"'hologram' is not one of" in unknown.stderr
     # A person at a terminal sees a progress bar on stderr; the data on stdout is unchanged.
     terminal, seen_by_terminal = pty.openpty()
     try:
