@@ -27,7 +27,7 @@ from cli import failures
 from cli.lifecycle import cli_actor
 from receiver.errors import NotJSONObject
 from receiver.intake import parse_object
-from receiver.publisher import Publisher
+from receiver.publisher import Publisher, dedup_key
 from schemas.broker import redis_client
 from schemas.callbacks import KIND_TABLE, kinds
 from schemas.classify import UnknownKind, classify
@@ -203,7 +203,11 @@ def numbered_chunks(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[in
 
 
 def import_lines(
-    lines: Iterable[bytes], store: Store, publisher: Publisher, report: ImportReport
+    lines: Iterable[bytes],
+    store: Store,
+    client: redis.Redis,
+    publisher: Publisher,
+    report: ImportReport,
 ) -> ImportReport:
     """Send every good line through the intake; note the bad ones in ``report`` and go on."""
     for chunk in numbered_chunks(lines, CHUNK_LINES):
@@ -216,14 +220,24 @@ def import_lines(
         keys = [m["event_key"] for m in messages]
         with store.session() as session:
             stored = set(session.scalars(select(Event.event_key).where(Event.event_key.in_(keys))))
-        for message in messages:
-            if message["event_key"] in stored:
-                report.present += 1
-            elif publisher.publish(message) is not None:
+        new = [m for m in messages if m["event_key"] not in stored]
+        report.present += len(messages) - len(new)
+        for message, claimed in zip(new, _claimed(client, new), strict=True):
+            # A claim held: an earlier import queued it, and it is on its way. (The publish
+            # would change nothing either, but could not tell: the claim holds this same id.)
+            if claimed or publisher.publish(message) is not None:
                 report.duplicates += 1
             else:
                 report.queued += 1
     return report
+
+
+def _claimed(client: redis.Redis, messages: list[EventMessage]) -> list[bool]:
+    """Whether each message's claim is held, in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for message in messages:
+            pipe.exists(dedup_key(message["claim_key"]))
+        return [bool(found) for found in pipe.execute()]
 
 
 @click.command("import")
@@ -236,8 +250,9 @@ def import_command(settings: Settings, file: IO[bytes]) -> None:
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     store = Store(settings.database_url)
+    client = redis_client(settings, timeout=30.0)
     publisher = Publisher(
-        redis_client(settings, timeout=30.0),
+        client,
         settings.dedup_ttl_seconds,
         settings.redis_min_replicas,
         settings.redis_replica_timeout_ms,
@@ -246,7 +261,7 @@ def import_command(settings: Settings, file: IO[bytes]) -> None:
     report = ImportReport()
     with failures.explained(settings.database_url, redis_url):
         try:
-            import_lines(file, store, publisher, report)
+            import_lines(file, store, client, publisher, report)
         except redis.RedisError as exc:
             audit.record(store, cli_actor(), "import", name, "failed", **report.as_detail())
             reason = failures.explain(exc, settings.database_url, redis_url) or str(exc)

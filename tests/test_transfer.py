@@ -290,5 +290,9 @@ def test_bad_lines_are_named_and_the_good_ones_still_go_in(
     (message,) = queued(redis_client)
     assert message["event_id"] == good["id"] and message["source"] == "import"
     assert message["received_at"] == 1767323045.0 and message["settled"] is True
+    again = cli(env, "import", "-", stdin=lines[0])  # before any worker has stored it
+    assert again.returncode == 0, again.stderr
+    assert b"0 queued for the workers, 0 already stored, 1 queued by an earlier" in again.stdout
+    assert len(queued(redis_client)) == 1
     missing = cli(env, "import", str(sqlite_store.url) + ".nowhere")
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr
