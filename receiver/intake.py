@@ -21,6 +21,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from schemas.callbacks.tool import TOOL
 from schemas.classify import UnknownKind, Verdict, classify
+from schemas.crypto import Cipher
 from schemas.messages import EventMessage, event_message
 
 from . import metrics
@@ -59,8 +60,10 @@ class Intake:
         sources: SourceAllowlist,
         deadlines: ReadDeadlines,
         signatures: SignatureChecker,
+        cipher: Cipher | None = None,
     ) -> None:
         self.tokens = tokens
+        self.cipher = cipher  # ENCRYPTION_KEYS: bodies are sealed before Redis or the spool
         self.signatures = signatures
         self.publisher = publisher
         self.drainer = drainer
@@ -79,7 +82,7 @@ class Intake:
         body = parse_object(raw)
         received_at = time.time()
         verdict = _classify(body, raw, hint)
-        message = event_message(verdict, raw, received_at, source="callback")
+        message = event_message(verdict, raw, received_at, "callback", self.cipher)
         if not self.drainer.broker_suspect():
             try:
                 first_id = self.publisher.publish(message)
