@@ -82,7 +82,10 @@ def explain(exc: Exception, database_url: str, redis_url: str | None) -> str | N
     import sqlalchemy.exc
 
     from schemas.crypto import CryptoError
+    from workers.store.search import SearchOff
 
+    if isinstance(exc, SearchOff):
+        return str(exc)
     cause = getattr(exc, "orig", None)  # SQLAlchemy wraps what a column's type raised
     if isinstance(exc, CryptoError) or isinstance(cause, CryptoError):
         return str(exc if isinstance(exc, CryptoError) else cause)
