@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from schemas.crypto import generate_key
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings
 from workers.store.db import Store
@@ -84,6 +85,8 @@ class Results:
     intake: dict[str, LoadResult] = field(default_factory=dict)  # SATURATION or "<rate>"
     baseline: dict[str, LoadResult] = field(default_factory=dict)
     unmetered: dict[str, LoadResult] = field(default_factory=dict)  # UNMETERED_APP, same modes
+    # The intake with ENCRYPTION_KEYS set (bodies sealed before Redis), same modes.
+    encrypted: dict[str, LoadResult] = field(default_factory=dict)
     # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
     mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
     mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
@@ -164,11 +167,12 @@ class Run:
         self.stack.callback(process.stop)
         return process
 
-    def _web(self, name: str, app: str) -> str:
+    def _web(self, name: str, app: str, **extra: str) -> str:
         env = services.python_env(
             REDIS_URL=self.redis_url,
             CALLBACK_TOKENS=self.token,
             SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
+            **extra,
         )
         if self.sizes.web_concurrency:
             env["WEB_CONCURRENCY"] = str(self.sizes.web_concurrency)
@@ -197,6 +201,7 @@ class Run:
         urls = {"baseline": self._web("baseline", BASELINE_APP)}
         urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
         urls["unmetered"] = self._web("unmetered", UNMETERED_APP)
+        urls["encrypted"] = self._web("encrypted", INTAKE_APP, ENCRYPTION_KEYS=generate_key())
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
@@ -331,8 +336,9 @@ def _load_line(result: LoadResult) -> str:
 
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
-    # Three apps take turns on the conversations (intake, unmetered, baseline), two on each mix.
-    conversations = 3 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
+    # Four apps take turns on the conversations (intake, unmetered, encrypted, baseline), two on
+    # each mix.
+    conversations = 4 * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
     loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
     drains = len(sizes.processes) * sizes.events / 100
     return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)

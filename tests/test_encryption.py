@@ -177,6 +177,22 @@ def test_search_is_off_while_encrypted_and_says_so_everywhere(
     store.dispose()
 
 
+def test_the_api_names_a_missing_key_in_json(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    old, new = crypto.generate_key(), crypto.generate_key()
+    store = Store(sqlite_url, crypto.Cipher([old]))
+    store.upgrade()
+    process(store, conversation_bodies("c-lost", "Marker")[1], store.cipher)
+    store.dispose()
+    settings = console_settings(redis_url, sqlite_url, tmp_path, encryption_keys=(new,))
+    client = create_console(settings).test_client()
+    answer = client.get("/api/v1/conversations/c-lost", headers=BEARER)
+    assert answer.status_code == 500 and answer.json["error"] == "encryption_key_missing"
+    assert f"encrypted with key {crypto.key_id(old)}" in answer.json["message"]
+    assert "Marker" not in answer.get_data(as_text=True)
+
+
 # --- every byte, with real parts ---------------------------------------------------------------
 
 
