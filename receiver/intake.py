@@ -49,26 +49,17 @@ class Reply:
         return Response(orjson.dumps(self.body), status=self.status, mimetype="application/json")
 
 
+@dataclass(frozen=True)
 class Intake:
     """Everything one callback goes through, free of Flask so it reads (and tests) plainly."""
 
-    def __init__(
-        self,
-        tokens: TokenChecker,
-        publisher: Publisher,
-        drainer: Drainer,
-        sources: SourceAllowlist,
-        deadlines: ReadDeadlines,
-        signatures: SignatureChecker,
-        cipher: Cipher | None = None,
-    ) -> None:
-        self.tokens = tokens
-        self.cipher = cipher  # ENCRYPTION_KEYS: bodies are sealed before Redis or the spool
-        self.signatures = signatures
-        self.publisher = publisher
-        self.drainer = drainer
-        self.sources = sources
-        self.deadlines = deadlines
+    tokens: TokenChecker
+    publisher: Publisher
+    drainer: Drainer
+    sources: SourceAllowlist
+    deadlines: ReadDeadlines
+    signatures: SignatureChecker
+    cipher: Cipher | None = None  # ENCRYPTION_KEYS: bodies are sealed before Redis or the spool
 
     def accept(
         self, raw: bytes, presented: str | None, hint: str | None, signature: str | None = None

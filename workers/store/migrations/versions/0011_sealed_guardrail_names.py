@@ -1,8 +1,5 @@
 """guardrail_triggers.guardrail: TEXT, so that a name sealed with ENCRYPTION_KEYS fits
 
-Revision ID: 0011
-Revises: 0010
-
 A sealed value is longer than the 255 characters an id column allows. SQLite does not enforce a
 VARCHAR length, so only PostgreSQL's column changes.
 """
@@ -12,8 +9,6 @@ from alembic import op
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
