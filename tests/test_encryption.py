@@ -86,7 +86,15 @@ def test_a_bad_key_is_refused_at_boot_by_position_never_by_value() -> None:
 def test_keys_generate_prints_a_key_that_works(tmp_path: Path) -> None:
     made = cli(base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'e.db'}"), "keys", "generate")
     assert made.returncode == 0, made.stderr
-    assert crypto.is_key(made.stdout.strip())
+    key = made.stdout.strip()
+    assert crypto.is_key(key)
+    other = crypto.generate_key()
+    env = base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'e.db'}", ENCRYPTION_KEYS=f"{key},{other}")
+    listed = cli(env, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert crypto.key_id(key) in lines[-2] and "encrypts" in lines[-2]
+    assert crypto.key_id(other) in lines[-1] and key not in listed.stdout
 
 
 # --- the store ---------------------------------------------------------------------------------
