@@ -335,6 +335,18 @@ def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) 
 # Content markers: where a piece of content may be found ----------------------------------------
 
 
+def spooling_settings(redis_url: str, database_url: str, spool_dir: Path, **extra: Any) -> Settings:
+    """A receiver's settings whose spool is drained by hand only (it keeps what it takes)."""
+    return Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=redis_url,
+        database_url=database_url,
+        spool_dir=str(spool_dir),
+        spool_drain_interval_seconds=0,
+        **extra,
+    )
+
+
 def conversation_bodies(conversation_id: str, marker: str) -> list[dict[str, Any]]:
     """A conversation's content callbacks, each carrying ``marker``."""
     base = {"conversation_id": conversation_id, "timestamp": "2025-07-11T06:50:01.100000Z"}

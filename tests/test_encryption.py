@@ -30,6 +30,7 @@ from tests.helpers import (
     found_in_files,
     found_in_redis,
     queued,
+    spooling_settings,
     worker_env,
 )
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
@@ -250,14 +251,8 @@ def test_no_plain_content_at_rest_while_forwarded_bodies_stay_byte_for_byte_and_
     client = redis.Redis.from_url(server.url)
     Store(sqlite_url).upgrade()
     spool_dir = tmp_path / "spool"
-    settings = Settings(
-        callback_tokens=(TOKEN,),
-        redis_url=server.url,
-        database_url=sqlite_url,
-        spool_dir=str(spool_dir),
-        spool_drain_interval_seconds=0,  # drained below, by hand
-        encryption_keys=(old,),
-    )
+    # The spool is drained below, by hand.
+    settings = spooling_settings(server.url, sqlite_url, spool_dir, encryption_keys=(old,))
     sink = HttpSink().start()
     env = worker_env(
         settings,

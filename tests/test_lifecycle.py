@@ -25,13 +25,13 @@ from receiver import create_app
 from receiver.spool import Spool
 from schemas.classify import classify
 from schemas.messages import event_message
-from schemas.settings import Settings
 from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
 from tests.helpers import (
     TOKEN,
     conversation_bodies,
     found_in_files,
     found_in_redis,
+    spooling_settings,
     worker_env,
 )
 from tests.services import ROOT, RedisServer, Worker, base_env, free_port, wait_until
@@ -306,13 +306,8 @@ def test_erase_leaves_no_byte_of_a_conversation_and_its_pending_deliveries_never
     store = Store(sqlite_url)
     store.upgrade()
     spool_dir = tmp_path / "spool"
-    settings = Settings(
-        callback_tokens=(TOKEN,),
-        redis_url=server.url,
-        database_url=sqlite_url,
-        spool_dir=str(spool_dir),
-        spool_drain_interval_seconds=0,  # the spooled event stays there until erased
-    )
+    # The spooled event stays there until erased.
+    settings = spooling_settings(server.url, sqlite_url, spool_dir)
     port = free_port()  # the destination: down until the end
     env = worker_env(
         settings,
