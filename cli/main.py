@@ -19,7 +19,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, keys, lifecycle, simulate, soak
+from cli import config, deliveries, devstate, failures, keys, lifecycle, simulate, soak, transfer
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -555,6 +555,7 @@ deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and h
 config.register(main)  # config docs, config check: the settings themselves
 lifecycle.register(main)  # purge, erase: retention and erasure
 keys.register(main)  # keys generate|list, rotate-keys: encryption at rest
+transfer.register(main)  # export, import: the events of one deployment into another
 soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 
 

@@ -73,7 +73,7 @@ class Intake:
         body = parse_object(raw)
         received_at = time.time()
         verdict = _classify(body, raw, hint)
-        message = event_message(verdict, raw, received_at, "callback", self.cipher)
+        message = event_message(verdict, raw, received_at, "callback", cipher=self.cipher)
         if not self.drainer.broker_suspect():
             try:
                 first_id = self.publisher.publish(message)

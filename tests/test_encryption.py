@@ -17,8 +17,10 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from cli import transfer as cli_transfer
 from console.app import create_app as create_console
 from receiver import create_app
+from receiver.publisher import Publisher
 from schemas import crypto
 from schemas.classify import classify
 from schemas.messages import event_message
@@ -35,7 +37,7 @@ from tests.helpers import (
 )
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from tests.sinks import HttpSink
-from workers import keys, processing
+from workers import keys, processing, transfer
 from workers.store.db import Store
 from workers.store.models import Alert, AuditEntry, Conversation, Event, GuardrailTrigger, Objective
 
@@ -53,7 +55,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def process(store: Store, body: dict[str, Any], cipher: crypto.Cipher | None) -> str:
     """One callback through the worker's steps, as it arrives from the queue."""
     raw = orjson.dumps(body)
-    message = event_message(classify(body, raw), raw, time.time(), "callback", cipher)
+    message = event_message(classify(body, raw), raw, time.time(), "callback", cipher=cipher)
     plain = {**message, "body": crypto.opened(cipher, message["body"])}
     return processing.process(store, plain, lambda *_: None, max_attempts=3).event_id
 
@@ -200,6 +202,35 @@ def test_the_api_names_a_missing_key_in_json(
     assert answer.status_code == 500 and answer.json["error"] == "encryption_key_missing"
     assert f"encrypted with key {crypto.key_id(old)}" in answer.json["message"]
     assert "Marker" not in answer.get_data(as_text=True)
+
+
+def test_export_gives_bodies_back_as_sent_and_import_queues_them_sealed(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    key = crypto.generate_key()
+    settings = spooling_settings(redis_url, sqlite_url, tmp_path / "spool", encryption_keys=(key,))
+    store = Store(sqlite_url, settings.cipher)
+    store.upgrade()
+    bodies = conversation_bodies("c-x", "Marker")
+    raws = [orjson.dumps(body, option=orjson.OPT_INDENT_2) for body in bodies]
+    for raw in raws:
+        message = event_message(classify(orjson.loads(raw), raw), raw, time.time(), "callback")
+        processing.process(store, message, lambda *_: None, max_attempts=3)
+    exported = [transfer.line(event) for event in transfer.events(store, transfer.Selection())]
+    assert sorted(orjson.loads(line)["body"].encode() for line in exported) == sorted(raws)
+
+    client = redis.Redis.from_url(redis_url)
+    publisher = Publisher(client, 60, cipher=settings.cipher)
+    other = Store(f"sqlite:///{tmp_path / 'other.db'}", settings.cipher)
+    other.upgrade()
+    report = cli_transfer.ImportReport()
+    cli_transfer.import_lines(exported, other, client, publisher, report)
+    other.dispose()
+    assert report.queued == 4
+    waiting = queued(client)
+    assert len(waiting) == 4 and all(m["body"].startswith("fernet:") for m in waiting)
+    assert found_in_redis(client, b"Marker") == []
+    store.dispose()
 
 
 # --- every byte, with real parts ---------------------------------------------------------------
