@@ -13,7 +13,7 @@ from typing import Any, NotRequired, TypedDict
 import orjson
 
 from .classify import Verdict
-from .crypto import Cipher, opened
+from .crypto import PREFIX, Cipher, opened
 
 EVENTS_QUEUE = "events"
 STORAGE_QUEUE = "storage"
@@ -137,7 +137,7 @@ def opened_event(message: EventMessage, cipher: Cipher | None) -> EventMessage:
     """``message`` with its body in plain text (a copy when it was sealed): what a worker reads.
     ``schemas.crypto.MissingKey`` when its key is not held."""
     body = message.get("body")
-    if not isinstance(body, str) or not body.startswith("fernet:"):
+    if not isinstance(body, str) or not body.startswith(PREFIX):
         return message
     return {**message, "body": opened(cipher, body)}
 

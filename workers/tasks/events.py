@@ -55,7 +55,9 @@ def process_event(self: StageTask, message: EventMessage) -> str:
             message.get("event_id", "?") if isinstance(message, dict) else "?",
             lambda: processing.process(
                 store,
-                opened_event(message, settings.cipher),  # MissingKey: retried, then dead-lettered
+                # Opened once; when it could not be, again here, to fail (MissingKey) inside the
+                # policy: retried, then dead-lettered with its sealed body.
+                plain if plain is not message else opened_event(message, settings.cipher),
                 send_task,
                 self.max_attempts(),
                 AlertPolicy.from_settings(settings),
