@@ -360,6 +360,44 @@ def test_no_plain_content_at_rest_while_forwarded_bodies_stay_byte_for_byte_and_
         server.stop()
 
 
+@pytest.mark.integration
+def test_a_worker_without_the_key_names_it_and_keeps_the_event(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A body sealed with a key the worker lacks: dead-lettered at once (MAX_EVENT_ATTEMPTS=1),
+    stored with its sealed body, the error naming the key; never lost, never garbage."""
+    sender, worker_key = crypto.generate_key(), crypto.generate_key()
+    settings = spooling_settings(
+        redis_url, sqlite_url, tmp_path / "spool", encryption_keys=(sender,)
+    )
+    Store(sqlite_url).upgrade()
+    raw = orjson.dumps(conversation_bodies("c-nokey", "Marker")[1])
+    receiver = create_app(settings).test_client()
+    assert (
+        receiver.post(f"/callbacks/{TOKEN}", data=raw, content_type="application/json").status_code
+        == 202
+    )
+    env = worker_env(settings, ENCRYPTION_KEYS=worker_key, MAX_EVENT_ATTEMPTS="1")
+    worker = Worker(env, tmp_path / "worker.log", queues=ALL_QUEUES).start()
+    store = Store(sqlite_url, crypto.Cipher([worker_key, sender]))  # to read what it stored
+    try:
+        wait_until(lambda: _events(store) == 1, timeout=60, interval=0.25)
+    finally:
+        worker.stop()
+    with store.session() as session:
+        event = session.scalars(select(Event)).one()
+        assert event.status == "failed" and crypto.key_id(sender) in event.last_error
+        assert crypto.opened(store.cipher, event.body) == raw.decode()  # kept, sealed
+    log = (tmp_path / "worker.log").read_text()
+    assert f"encrypted with key {crypto.key_id(sender)}" in log and "Traceback" not in log
+    store.dispose()
+
+
+def _events(store: Store) -> int:
+    with store.session() as session:
+        return len(session.scalars(select(Event.id)).all())
+
+
 def _db_files(tmp_path: Path) -> list[Path]:
     """The database, its write-ahead log and shared memory: present or to come."""
     return [tmp_path / f"events.db{suffix}" for suffix in ("", "-wal", "-shm")]
