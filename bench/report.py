@@ -36,6 +36,7 @@ TARGETS = {
     "e2e_p50_ms": 50.0,  # end-to-end p50 at 200 events/s, at most
     "e2e_p99_ms": 250.0,  # end-to-end p99 at 200 events/s, at most
     "worker_ratio": 0.7,  # events / no-op tasks per second, at least
+    "encrypted_ratio": 0.9,  # intake with ENCRYPTION_KEYS / without, throughput, at least
 }
 
 
@@ -74,6 +75,44 @@ def intake_rows(results: Results) -> list[list[str]]:
                 f"{unmetered:.{digits}f}", f"{ours / unmetered:.2f}",
             ])  # fmt: skip
     return rows
+
+
+ENCRYPTED_HEADER = ["measure", "intake", "intake with ENCRYPTION_KEYS", "encrypted / plain"]
+
+
+def encrypted_rows(results: Results) -> list[list[str]]:
+    """Per measure: the intake, and the same with every body sealed (issue 18)."""
+    rows = []
+    for mode, intake in results.intake.items():
+        sealed = results.encrypted.get(mode)
+        if sealed is None:
+            continue
+        if mode == SATURATION:
+            measures = [("throughput at saturation (req/s)", intake.throughput, sealed.throughput)]
+        else:
+            rate = f"{int(mode):,}"
+            measures = [
+                (f"ack p{p} at {rate} req/s (ms)", intake.percentile(p), sealed.percentile(p))
+                for p in (50, 99)
+            ]
+        digits = 0 if mode == SATURATION else 2
+        for label, plain, encrypted in measures:
+            rows.append([
+                label, f"{plain:.{digits}f}", f"{encrypted:.{digits}f}", f"{encrypted / plain:.2f}",
+            ])  # fmt: skip
+    return rows
+
+
+def _encrypted_table(results: Results) -> list[str]:
+    if not results.encrypted:
+        return []
+    return [
+        "**Encryption at rest**: the same intake with `ENCRYPTION_KEYS` set (each body sealed "
+        "with Fernet before Redis or the spool), in the same turns:",
+        "",
+        *_table(ENCRYPTED_HEADER, encrypted_rows(results)),
+        "",
+    ]
 
 
 def mix_rows(results: Results) -> list[list[str]]:
@@ -142,6 +181,7 @@ def render(results: Results) -> str:
         "",
         *_table(INTAKE_HEADER, intake_rows(results)),
         "",
+        *_encrypted_table(results),
         *_mix_table(results),
         "**End to end**, from when the POST was due to the event processed in the store "
         f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes"
@@ -246,6 +286,11 @@ def verdicts(results: Results) -> list[str]:
     if all(saturation):
         ratio = saturation[0].throughput / saturation[1].throughput
         out.append(_verdict("intake / baseline throughput", ratio, TARGETS["intake_ratio"], ">="))
+    encrypted = results.encrypted.get(SATURATION)
+    if saturation[0] and encrypted:
+        ratio = encrypted.throughput / saturation[0].throughput
+        label = "intake with ENCRYPTION_KEYS / without, throughput"
+        out.append(_verdict(label, ratio, TARGETS["encrypted_ratio"], ">="))
     if "1000" in results.intake:
         p99 = results.intake["1000"].percentile(99)
         out.append(_verdict("intake p99 at 1,000 req/s (ms)", p99, TARGETS["p99_ms_at_1000"], "<="))

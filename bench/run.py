@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 import requests
 
+from schemas.crypto import generate_key
 from schemas.messages import EVENTS_QUEUE
 from schemas.settings import Settings
 from workers.store.db import Store
@@ -95,6 +96,8 @@ class Results:
     baseline: dict[str, LoadResult] = field(default_factory=dict)
     unmetered: dict[str, LoadResult] = field(default_factory=dict)  # UNMETERED_APP, same modes
     traced: dict[str, LoadResult] = field(default_factory=dict)  # INTAKE_APP, tracing on
+    # The intake with ENCRYPTION_KEYS set (bodies sealed before Redis), same modes.
+    encrypted: dict[str, LoadResult] = field(default_factory=dict)
     # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
     mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
     mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
@@ -227,6 +230,7 @@ class Run:
         urls = {"baseline": self._web("baseline", BASELINE_APP)}
         urls["intake"] = self.intake_url = self._web("intake", INTAKE_APP)
         urls["unmetered"] = self._web("unmetered", UNMETERED_APP)
+        urls["encrypted"] = self._web("encrypted", INTAKE_APP, ENCRYPTION_KEYS=generate_key())
         if self.sizes.tracing:
             urls[TRACED] = self._web(TRACED, INTAKE_APP, **self.tracing_env)
         for name, url in urls.items():
@@ -372,8 +376,9 @@ def _load_line(result: LoadResult) -> str:
 
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
-    # Three apps take turns on the conversations (intake, unmetered, baseline), two on each mix.
-    apps = 3 + sizes.tracing  # intake, unmetered, baseline (and traced)
+    # Four apps take turns on the conversations (intake, unmetered, encrypted, baseline), and
+    # the traced intake with --tracing; two on each mix.
+    apps = 4 + sizes.tracing
     conversations = apps * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
     loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
     drains = len(sizes.processes) * sizes.events / 100 * (1 + sizes.tracing / 2)

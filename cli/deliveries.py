@@ -37,7 +37,7 @@ def deliveries(
     limit: int,
 ) -> None:
     """List deliveries to destinations, newest first."""
-    with Store(settings.database_url).session() as session:
+    with Store(settings.database_url, settings.cipher).session() as session:
         rows = queries.list_deliveries(session, destination, failed, event_id, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -75,7 +75,7 @@ def redeliver(
     failures.check_redis_url(settings.redis_url)
     send = task_queue(redis_client(settings), settings).send
     try:
-        with Store(settings.database_url).session() as session:
+        with Store(settings.database_url, settings.cipher).session() as session:
             tasks = forwarding.redeliver(session, settings, event_id, destination, failed)
             for task in tasks:
                 send(task["name"], task["args"])
@@ -83,7 +83,7 @@ def redeliver(
         raise click.ClickException(f"Redis unreachable, nothing redelivered: {exc}") from exc
     target = "failed deliveries" if failed else f"event:{event_id}"
     outcome = "done" if tasks else "nothing"
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, settings.cipher)
     audit.record(store, cli_actor(), "redeliver", target, outcome, deliveries=len(tasks))
     if not tasks:
         click.echo("nothing to redeliver")

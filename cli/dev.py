@@ -68,7 +68,7 @@ def run(port: int, concurrency: int, folder: Path | None = None) -> int:
     with embedded_redis(env, data_dir):
         settings = _settings(env)
         with failures.explained(settings.database_url):
-            Store(settings.database_url).upgrade()
+            Store(settings.database_url, settings.cipher).upgrade()
         callback_url = f"http://127.0.0.1:{port}/callbacks/{settings.callback_tokens[0]}"
         state = {
             "pid": os.getpid(),

@@ -81,6 +81,14 @@ def explain(exc: Exception, database_url: str, redis_url: str | None) -> str | N
     import redis.exceptions
     import sqlalchemy.exc
 
+    from schemas.crypto import CryptoError
+    from workers.store.search import SearchOff
+
+    if isinstance(exc, SearchOff):
+        return str(exc)
+    cause = getattr(exc, "orig", None)  # SQLAlchemy wraps what a column's type raised
+    if isinstance(exc, CryptoError) or isinstance(cause, CryptoError):
+        return str(exc if isinstance(exc, CryptoError) else cause)
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.ProgrammingError):
         reason = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
         if "no such table" in reason or ("relation" in reason and "does not exist" in reason):

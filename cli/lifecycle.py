@@ -45,7 +45,10 @@ def purge(settings: Settings, days: float | None, dry_run: bool) -> None:
         days = settings.retention_days
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url):
-        store, audit_days = Store(settings.database_url), settings.audit_retention_days
+        store, audit_days = (
+            Store(settings.database_url, settings.cipher),
+            settings.audit_retention_days,
+        )
         removed = lifecycle.purge(store, days, dry_run, cli_actor(), audit_days)
     verb = "would remove" if dry_run else "removed"
     if not removed:
@@ -68,7 +71,7 @@ def erase(settings: Settings, kind: str, target_id: str, as_json: bool) -> None:
     target = lifecycle.Target(kind, target_id)
     with failures.explained(settings.database_url, redis_url):
         done = lifecycle.erase(
-            Store(settings.database_url),
+            Store(settings.database_url, settings.cipher),
             target,
             cli_actor(),
             redis_client(settings, timeout=30.0),
@@ -97,7 +100,7 @@ def audit_command(settings: Settings, as_json: bool, since: datetime | None, lim
     """Who replayed, redelivered, erased, purged or signed in, newest first."""
     failures.check_store_exists(settings.database_url)
     since = since.replace(tzinfo=UTC) if since else None
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, settings.cipher)
     with failures.explained(settings.database_url), store.session() as session:
         rows = audit.entries(session, since, limit)
     print_record(rows, as_json, _render_audit)

@@ -19,7 +19,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, lifecycle, simulate, soak, transfer
+from cli import config, deliveries, devstate, failures, keys, lifecycle, simulate, soak, transfer
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -70,7 +70,10 @@ def known_kind(value: str | None) -> str | None:
 def reading(settings: Settings) -> Iterator[Session]:
     """A session on the store, which must exist: a read never creates an empty one."""
     failures.check_store_exists(settings.database_url)
-    with failures.explained(settings.database_url), Store(settings.database_url).session() as s:
+    with (
+        failures.explained(settings.database_url),
+        Store(settings.database_url, settings.cipher).session() as s,
+    ):
         yield s
 
 
@@ -388,7 +391,7 @@ def verify_recording(settings: Settings, conversation_id: str) -> None:
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
-        with Store(settings.database_url).session() as session:
+        with Store(settings.database_url, settings.cipher).session() as session:
             row = session.get(Recording, conversation_id, with_for_update=True)
             if row is None or not (row.uri or row.object_key):
                 raise click.ClickException(
@@ -415,7 +418,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
     failures.check_store_exists(settings.database_url)
     with failures.explained(settings.database_url, redis_url):
         tasks = task_queue(redis_client(settings), settings)
-        with Store(settings.database_url).session() as session:
+        with Store(settings.database_url, settings.cipher).session() as session:
             if failed:
                 rows = replay.failed_events(session, limit)
             else:
@@ -426,7 +429,7 @@ def replay_command(settings: Settings, event_id: str | None, failed: bool, limit
             done = replay.replay(rows, tasks.publish_event)
         target = "failed events" if failed else f"event:{event_id}"
         outcome = "done" if done else "nothing"
-        store = Store(settings.database_url)
+        store = Store(settings.database_url, settings.cipher)
         audit.record(store, lifecycle.cli_actor(), "replay", target, outcome, events=len(done))
     if not done:
         click.echo("no failed events to replay")
@@ -451,7 +454,7 @@ def db() -> None:
 def upgrade(settings: Settings) -> None:
     """Migrate the store to the newest schema (the Procfile's release step)."""
     with failures.explained(settings.database_url):
-        Store(settings.database_url).upgrade()
+        Store(settings.database_url, settings.cipher).upgrade()
     click.echo("store schema is up to date")
 
 
@@ -551,6 +554,7 @@ main.add_command(_bench_command())
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
 config.register(main)  # config docs, config check: the settings themselves
 lifecycle.register(main)  # purge, erase: retention and erasure
+keys.register(main)  # keys generate|list, rotate-keys: encryption at rest
 transfer.register(main)  # export, import: the events of one deployment into another
 soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 

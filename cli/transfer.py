@@ -71,7 +71,7 @@ def export_command(
         raise click.BadParameter(f"{kind!r} is not one of {known}", param_hint="--kind")
     selection = transfer.Selection(_utc(since), _utc(until), kind, conversation_id)
     failures.check_store_exists(settings.database_url)
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, settings.cipher)
     written, outcome = 0, "done"
     out = click.get_binary_stream("stdout")
     with failures.explained(settings.database_url):
@@ -249,13 +249,14 @@ def import_command(settings: Settings, file: IO[bytes]) -> None:
     Importing twice doubles nothing."""
     redis_url = failures.check_redis_url(settings.redis_url)
     failures.check_store_exists(settings.database_url)
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, settings.cipher)
     client = redis_client(settings, timeout=30.0)
     publisher = Publisher(
         client,
         settings.dedup_ttl_seconds,
         settings.redis_min_replicas,
         settings.redis_replica_timeout_ms,
+        settings.cipher,  # ENCRYPTION_KEYS: bodies sealed before Redis, as the intake does
     )
     name = "stdin" if file.name == "<stdin>" else f"file:{file.name}"
     report = ImportReport()

@@ -13,8 +13,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from schemas import extensions
 from schemas.broker import TaskQueue, redis_client, task_queue
+from schemas.crypto import CryptoError
 from schemas.settings import Settings, SettingsError
 from workers.store.db import Store, store_for
+from workers.store.search import SearchOff
 
 from . import api, pages, security
 from .params import BadArgs
@@ -53,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = redis_client(settings)
     app.extensions["console"] = Console(
         settings=settings,
-        store=store_for(settings.database_url),
+        store=store_for(settings.database_url, settings.cipher),
         redis=client,
         tokens=security.ApiTokens(settings.api_tokens, settings.admin_api_tokens),
         tasks=task_queue(client, settings),
@@ -105,6 +107,15 @@ def _register_error_handlers(app: Flask) -> None:
             if exc.get_response().headers.get(name):
                 response.headers[name] = exc.get_response().headers[name]
         return response
+
+    @app.errorhandler(SearchOff)
+    def search_off(exc: SearchOff) -> Response:
+        return error_response(409, "search_off", str(exc))
+
+    @app.errorhandler(CryptoError)
+    def missing_key(exc: CryptoError) -> Response:
+        log.error("cannot decrypt in %s: %s", request.endpoint, exc)
+        return error_response(500, "encryption_key_missing", str(exc))
 
     @app.errorhandler(StoreError)
     def store_down(exc: StoreError) -> Response:

@@ -195,7 +195,7 @@ class PipelineCollector(Collector):
             oldest.append(pending_since.replace(tzinfo=pending_since.tzinfo or UTC).timestamp())
 
     def _store_handle(self) -> Store:
-        return store_for(self._settings.database_url)
+        return store_for(self._settings.database_url, self._settings.cipher)
 
     def _spool(self) -> Iterator[Metric]:
         files = spooled_files(self._settings.spool_dir)

@@ -122,13 +122,14 @@ def build_spec() -> dict[str, Any]:
         }
     }
     spec.path("/events/{event_id}/replay", operations=replay)
-    spec.path(
-        "/conversations",
-        operations=_list(
-            "Conversations; with `q`, those whose transcript holds the words, best first",
-            ConversationArgs,
-        ),
+    conversations = _list(
+        "Conversations; with `q`, those whose transcript holds the words, best first",
+        ConversationArgs,
     )
+    conversations["get"]["responses"]["409"] = _json(
+        "`q` while ENCRYPTION_KEYS is set: transcript search is off (`search_off`)", _ERROR
+    )
+    spec.path("/conversations", operations=conversations)
     spec.path(
         "/conversations/{conversation_id}",
         operations=_one("One conversation, as `conversation --json`", "conversation_id"),

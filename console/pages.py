@@ -29,6 +29,7 @@ from schemas.broker import queue_depths
 from schemas.callbacks import kinds
 from workers import queries
 from workers.store import audit
+from workers.store.search import SearchOff
 
 from . import actions, charts, reads, security
 from .api import replay_one
@@ -245,6 +246,8 @@ def _page(reader: Any, schema: Any) -> tuple[dict[str, Any], dict[str, Any], rea
             return args, {}, reader(s, args)
         except BadCursor as exc:
             return args, {"cursor": [str(exc)]}, reads.Page([], None)
+        except SearchOff as exc:  # ENCRYPTION_KEYS: said beside the search box
+            return args, {"q": [str(exc)]}, reads.Page([], None)
 
 
 @bp.get("/events/<event_id>")

@@ -100,11 +100,18 @@ def names_resource(resource_id: str) -> ColumnElement[bool]:
     callbacks and the conversations it joined, a video's, a document's.
 
     The body is stored as sent, so this matches the quoted id in the text rather than parsing
-    every body in SQL (which a body kept for being malformed would fail).
+    every body in SQL (which a body kept for being malformed would fail); encrypted, only the
+    resource's own callbacks are found.
     """
     quoted = orjson.dumps(resource_id).decode()
     escaped = quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return Event.body.like(f"%{escaped}%", escape="\\")
+    # With ENCRYPTION_KEYS the body is sealed and never matches: its own callbacks are still
+    # found by their key ("<kind>:<id>:...").
+    own = (
+        Event.event_key.startswith(f"{kind}:{resource_id}:", autoescape=True)
+        for kind in queries.resource_models()
+    )
+    return or_(Event.body.like(f"%{escaped}%", escape="\\"), *own)
 
 
 def event_record(session: Session, event_id: str) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         sources=SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
         deadlines=ReadDeadlines(settings.body_timeout_seconds),
         signatures=SignatureChecker(settings.tavus_signing_secrets),
+        cipher=settings.cipher,
     )
     app.extensions["readiness"] = health.Readiness(client, spool)
     app.register_blueprint(intake.bp)

@@ -21,6 +21,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from schemas.callbacks.tool import TOOL
 from schemas.classify import UnknownKind, Verdict, classify
+from schemas.crypto import Cipher
 from schemas.messages import EventMessage, event_message
 
 from . import metrics
@@ -58,6 +59,7 @@ class Intake:
     sources: SourceAllowlist
     deadlines: ReadDeadlines
     signatures: SignatureChecker
+    cipher: Cipher | None = None  # ENCRYPTION_KEYS: bodies are sealed before Redis or the spool
 
     def accept(
         self, raw: bytes, presented: str | None, hint: str | None, signature: str | None = None
@@ -71,7 +73,7 @@ class Intake:
         body = parse_object(raw)
         received_at = time.time()
         verdict = _classify(body, raw, hint)
-        message = event_message(verdict, raw, received_at, source="callback")
+        message = event_message(verdict, raw, received_at, "callback", cipher=self.cipher)
         if not self.drainer.broker_suspect():
             try:
                 first_id = self.publisher.publish(message)

@@ -9,6 +9,7 @@ import hashlib
 import redis
 
 from schemas.broker import TaskQueue
+from schemas.crypto import Cipher
 from schemas.messages import PROCESS_EVENT, EventMessage
 
 DEDUP_PREFIX = "tavus:seen:"
@@ -28,8 +29,11 @@ class Publisher:
         dedup_ttl_seconds: int,
         min_replicas: int = 0,
         replica_timeout_ms: int = 100,
+        cipher: Cipher | None = None,
     ) -> None:
-        self._queue = TaskQueue(client, min_replicas, replica_timeout_ms)
+        # The intake seals each body as it builds the message (the spool must hold it sealed
+        # too), so its publisher has no cipher; `import`'s seals here.
+        self._queue = TaskQueue(client, min_replicas, replica_timeout_ms, cipher)
         self._ttl = dedup_ttl_seconds
 
     def publish(self, message: EventMessage) -> str | None:

@@ -23,7 +23,8 @@ from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
 from . import tracing
-from .messages import PROCESS_EVENT, QUEUES, EventMessage, celery_envelope, queue_for
+from .crypto import Cipher
+from .messages import PROCESS_EVENT, QUEUES, EventMessage, celery_envelope, queue_for, sealed_args
 from .settings import Settings
 
 # kombu's Redis transport: a list per queue, one more per priority step ("<queue>\x06\x16<n>"),
@@ -108,13 +109,19 @@ class TaskQueue:
     With ``min_replicas``, each publish is followed, in the same round trip, by ``WAIT``: it
     returns only once that many replicas hold the write, or raises ``NotReplicated`` after
     ``replica_timeout_ms``. A Redis fault raises ``redis.RedisError``; the caller decides what
-    then.
+    then. With a ``cipher`` (``ENCRYPTION_KEYS``), what a task carries of content is sealed
+    (``schemas.messages.sealed_args``).
     """
 
     def __init__(
-        self, client: redis.Redis, min_replicas: int = 0, replica_timeout_ms: int = 100
+        self,
+        client: redis.Redis,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        cipher: Cipher | None = None,
     ) -> None:
         self._client = client
+        self._cipher = cipher
         self._claim_and_push = client.register_script(_CLAIM_AND_PUSH)
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
@@ -122,6 +129,7 @@ class TaskQueue:
     def send(self, task_name: str, args: list[Any], task_id: str | None = None) -> None:
         queue = queue_for(task_name)
         task_id = task_id or str(uuid.uuid4())
+        args = sealed_args(task_name, args, self._cipher)
         with _sending(task_name, task_id, queue) as headers:
             envelope = celery_envelope(task_name, task_id, args, queue, headers)
             self._replicated(lambda pipe: pipe.lpush(queue, envelope))
@@ -137,6 +145,7 @@ class TaskQueue:
         round trip, unless the key is claimed already: then nothing is queued and the holder's
         task id is returned (once replicated too: the claim is what a later resend relies on)."""
         queue = queue_for(task_name)
+        args = sealed_args(task_name, args, self._cipher)
         with _sending(task_name, task_id, queue) as headers:
             envelope = celery_envelope(task_name, task_id, args, queue, headers)
             first = self._replicated(
@@ -184,13 +193,13 @@ def _sending(task_name: str, task_id: str, queue: str) -> AbstractContextManager
 
 _NO_HEADERS: AbstractContextManager[None] = nullcontext()
 
-_QUEUES: dict[tuple[int, str], TaskQueue] = {}
+_QUEUES: dict[tuple[int, str, tuple[str, ...]], TaskQueue] = {}
 
 
 def task_queue_for(settings: Settings) -> TaskQueue:
     """The process's task queue, made on first use (after any fork: a connection must not cross
     one). Workers wait longer than a web request would, since a retry costs more than a wait."""
-    key = (os.getpid(), settings.redis_url or "")
+    key = (os.getpid(), settings.redis_url or "", settings.encryption_keys)
     if key not in _QUEUES:
         client = redis_client(settings, timeout=5.0, connect_timeout=2.0)
         _QUEUES[key] = task_queue(client, settings)
@@ -199,7 +208,9 @@ def task_queue_for(settings: Settings) -> TaskQueue:
 
 def task_queue(client: redis.Redis, settings: Settings) -> TaskQueue:
     """A task queue on ``client`` that waits for the replicas ``REDIS_MIN_REPLICAS`` asks."""
-    return TaskQueue(client, settings.redis_min_replicas, settings.redis_replica_timeout_ms)
+    return TaskQueue(
+        client, settings.redis_min_replicas, settings.redis_replica_timeout_ms, settings.cipher
+    )
 
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:

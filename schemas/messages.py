@@ -13,6 +13,7 @@ from typing import Any, NotRequired, TypedDict
 import orjson
 
 from .classify import Verdict
+from .crypto import PREFIX, Cipher, opened
 
 EVENTS_QUEUE = "events"
 STORAGE_QUEUE = "storage"
@@ -114,10 +115,16 @@ SEVERITIES = ("critical", "error", "warning", "info")
 
 
 def event_message(
-    verdict: Verdict, raw: bytes, received_at: float, source: str, event_id: str | None = None
+    verdict: Verdict,
+    raw: bytes,
+    received_at: float,
+    source: str,
+    event_id: str | None = None,
+    cipher: Cipher | None = None,
 ) -> EventMessage:
     """The PROCESS_EVENT message for one classified body, wherever it came from; a new event id
-    unless it keeps the one it had (an import)."""
+    unless it keeps the one it had (an import). With a ``cipher`` (``ENCRYPTION_KEYS``), its
+    body sealed, so that neither Redis nor the spool ever holds it in plain text."""
     event_id = event_id or str(uuid.uuid4())
     message: EventMessage = {
         "event_id": event_id,
@@ -127,7 +134,7 @@ def event_message(
         "conversation_id": verdict.conversation_id,
         "received_at": received_at,
         # The caller parsed it as JSON, so it is UTF-8.
-        "body": raw.decode("utf-8"),
+        "body": cipher.seal(raw) if cipher is not None else raw.decode("utf-8"),
         "errors": verdict.errors,
         "source": source,
     }
@@ -136,6 +143,43 @@ def event_message(
         message["claim_ttl"] = verdict.repeat_window
         message["event_key"] = f"{verdict.event_key}:{event_id}"
     return message
+
+
+def opened_event(message: EventMessage, cipher: Cipher | None) -> EventMessage:
+    """``message`` with its body in plain text (a copy when it was sealed): what a worker reads.
+    ``schemas.crypto.MissingKey`` when its key is not held."""
+    body = message.get("body")
+    if not isinstance(body, str) or not body.startswith(PREFIX):
+        return message
+    return {**message, "body": opened(cipher, body)}
+
+
+# The fields of an alert that may quote content (a guardrail's name, an error): sealed together
+# in a queued RAISE_ALERT message, under "sealed"; its cause, severity and ids stay readable.
+ALERT_CONTENT = ("title", "text", "facts")
+
+
+def sealed_args(task_name: str, args: list[Any], cipher: Cipher | None) -> list[Any]:
+    """A task's arguments as they may rest in Redis: with a cipher, an event's body and an
+    alert's texts sealed (the ids, which routing and erasure read, stay plain)."""
+    if cipher is None or not args or not isinstance(args[0], dict):
+        return args
+    first = args[0]
+    if task_name == PROCESS_EVENT and isinstance(first.get("body"), str):
+        return [{**first, "body": cipher.seal_body(first["body"])}, *args[1:]]
+    if task_name == RAISE_ALERT and any(name in first for name in ALERT_CONTENT):
+        content = {name: first[name] for name in ALERT_CONTENT if name in first}
+        rest = {name: value for name, value in first.items() if name not in ALERT_CONTENT}
+        return [{**rest, "sealed": cipher.seal(orjson.dumps(content))}, *args[1:]]
+    return args
+
+
+def opened_alert(message: Any, cipher: Cipher | None) -> Any:
+    """A queued RAISE_ALERT message with its texts in plain text again."""
+    if not isinstance(message, dict) or not isinstance(message.get("sealed"), str):
+        return message
+    rest = {name: value for name, value in message.items() if name != "sealed"}
+    return {**rest, **orjson.loads(opened(cipher, message["sealed"]))}
 
 
 class AlertMessage(TypedDict):

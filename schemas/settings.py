@@ -38,6 +38,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
+from . import crypto
 from .messages import SEVERITIES
 
 MIB = 1024 * 1024
@@ -259,6 +260,16 @@ def _long_enough(name: str) -> Any:
     return check
 
 
+def _fernet_keys(keys: tuple[str, ...]) -> bool:
+    bad = [str(place) for place, key in enumerate(keys, 1) if not crypto.is_key(key)]
+    if bad:  # by position: never the value
+        raise ValidationError(
+            f"entry {', '.join(bad)} is no Fernet key (32 bytes, URL-safe base64); "
+            "`tavus-callbacks keys generate` prints one"
+        )
+    return True
+
+
 _EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$")
 
 
@@ -332,7 +343,8 @@ CONSOLE = Section(
 )
 RETENTION = Section(
     "Retention and erasure",
-    "How long content is kept; `beat` purges what is older ([Privacy](privacy.md)).",
+    "How long content is kept, and how it is encrypted; `beat` purges what is older "
+    "([Privacy](privacy.md)).",
 )
 FORWARDING = Section(
     "Forwarding and hooks",
@@ -799,6 +811,19 @@ class Settings:
         "how long the audit trail (who replayed, redelivered, erased, purged, signed in) is kept; "
         "`0` keeps it for ever",
     )
+    encryption_keys: tuple[str, ...] = RETENTION.setting(
+        "ENCRYPTION_KEYS",
+        CommaList(validate=_fernet_keys),
+        (),
+        "Fernet keys, comma-separated: content (raw bodies, transcripts, perception, objective "
+        "outputs, post-call action and tool bodies, guardrail and alert texts) is encrypted "
+        "with the first in the store, the queued messages and the spool; every key decrypts. "
+        "`tavus-callbacks keys generate` prints a new key, `tavus-callbacks rotate-keys` "
+        "re-encrypts with the first so that an old key can be removed. Transcript search is "
+        "off while it is set",
+        secret=True,
+        shown_default="— (stored in plain text)",
+    )
     purge_interval_seconds: int = RETENTION.setting(
         "PURGE_INTERVAL_SECONDS",
         f.Integer(validate=_range(60)),
@@ -857,6 +882,12 @@ class Settings:
         except ValidationError as exc:
             raise SettingsError(f"invalid environment: {exc.messages}") from exc
         return cls(**values, forward_destinations=destinations)
+
+    @cached_property
+    def cipher(self) -> crypto.Cipher | None:
+        """``ENCRYPTION_KEYS`` as one cipher, built once per ``Settings`` (never per request);
+        None when encryption is off."""
+        return crypto.cipher_of(self.encryption_keys)
 
     @property
     def max_countdown_seconds(self) -> float:

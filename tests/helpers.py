@@ -330,3 +330,72 @@ def stored_event(store: Store, body: dict | bytes, source: str = "callback") -> 
 def deliver_all(store: Store, settings: Settings, event_id: str, message: dict) -> list:
     tasks = forwarding.tasks_for(event_id, message, message["status"], settings)
     return [forwarding.deliver(store, *task["args"], settings) for task in tasks]
+
+
+# Content markers: where a piece of content may be found ----------------------------------------
+
+
+def spooling_settings(redis_url: str, database_url: str, spool_dir: Path, **extra: Any) -> Settings:
+    """A receiver's settings whose spool is drained by hand only (it keeps what it takes)."""
+    return Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=redis_url,
+        database_url=database_url,
+        spool_dir=str(spool_dir),
+        spool_drain_interval_seconds=0,
+        **extra,
+    )
+
+
+def conversation_bodies(conversation_id: str, marker: str) -> list[dict[str, Any]]:
+    """A conversation's content callbacks, each carrying ``marker``."""
+    base = {"conversation_id": conversation_id, "timestamp": "2025-07-11T06:50:01.100000Z"}
+    return [
+        {
+            **base,
+            "event_type": "application.transcription_ready",
+            "message_type": "application",
+            "properties": {"transcript": [{"role": "user", "content": f"I am {marker}"}]},
+        },
+        {
+            **base,
+            "event_type": "application.perception_analysis",
+            "message_type": "application",
+            "properties": {"analysis": f"the user, {marker}, smiled"},
+        },
+        {
+            "conversation_id": conversation_id,
+            "objective_name": "get_name",
+            "output_variables": {"name": marker},
+        },
+        {"conversation_id": conversation_id, "properties": {"guardrail": f"no_{marker}"}},
+    ]
+
+
+def found_in_files(place: Path, marker: bytes) -> list[str]:
+    """The files of ``place`` (a file, or a folder's, recursively) that hold ``marker``."""
+    files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
+    # Lower case too: a search index keeps words folded.
+    return [str(p) for p in files if marker.lower() in p.read_bytes().lower()]
+
+
+def found_in_redis(client: redis.Redis, marker: bytes) -> list[str]:
+    """Keys whose value holds ``marker``, whatever their type."""
+    hits = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"zset":
+            values = client.zrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        else:
+            values = []
+        if any(marker in value for value in values):
+            hits.append(key.decode(errors="replace"))
+    return hits

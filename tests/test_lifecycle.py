@@ -31,7 +31,14 @@ from schemas.classify import classify
 from schemas.messages import PURGE, event_message
 from schemas.settings import Settings
 from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
-from tests.helpers import TOKEN, worker_env
+from tests.helpers import (
+    TOKEN,
+    conversation_bodies,
+    found_in_files,
+    found_in_redis,
+    spooling_settings,
+    worker_env,
+)
 from tests.services import ROOT, RedisServer, Web, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
 from workers import lifecycle, processing
@@ -55,31 +62,6 @@ from workers.store.models import (
 ALL_QUEUES = "events,storage,alerts,forward,hooks"
 DAY = 86400.0
 OLD = 100  # days: past the default retention of 90
-
-
-def conversation_bodies(conversation_id: str, marker: str) -> list[dict[str, Any]]:
-    """A conversation's content callbacks, each carrying ``marker``."""
-    base = {"conversation_id": conversation_id, "timestamp": "2025-07-11T06:50:01.100000Z"}
-    return [
-        {
-            **base,
-            "event_type": "application.transcription_ready",
-            "message_type": "application",
-            "properties": {"transcript": [{"role": "user", "content": f"I am {marker}"}]},
-        },
-        {
-            **base,
-            "event_type": "application.perception_analysis",
-            "message_type": "application",
-            "properties": {"analysis": f"the user, {marker}, smiled"},
-        },
-        {
-            "conversation_id": conversation_id,
-            "objective_name": "get_name",
-            "output_variables": {"name": marker},
-        },
-        {"conversation_id": conversation_id, "properties": {"guardrail": f"no_{marker}"}},
-    ]
 
 
 def feed(store: Store, body: dict[str, Any], days_ago: float = 0) -> str:
@@ -314,35 +296,6 @@ def test_the_console_erases_only_once_the_id_is_typed(
 SECRET = "whsec_" + base64.b64encode(b"lifecycle-test-secret-0123456789").decode()
 
 
-def found_in_files(place: Path, marker: bytes) -> list[str]:
-    """The files of ``place`` (a file, or a folder's, recursively) that hold ``marker``."""
-    files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
-    # Lower case too: a search index keeps words folded.
-    return [str(p) for p in files if marker.lower() in p.read_bytes().lower()]
-
-
-def found_in_redis(client: redis.Redis, marker: bytes) -> list[str]:
-    """Keys whose value holds ``marker``, whatever their type."""
-    hits = []
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        if kind == b"string":
-            values = [client.get(key) or b""]
-        elif kind == b"list":
-            values = client.lrange(key, 0, -1)
-        elif kind == b"hash":
-            values = list(client.hgetall(key).values())
-        elif kind == b"zset":
-            values = client.zrange(key, 0, -1)
-        elif kind == b"set":
-            values = list(client.smembers(key))
-        else:
-            values = []
-        if any(marker in value for value in values):
-            hits.append(key.decode(errors="replace"))
-    return hits
-
-
 def aof_rewritten(client: redis.Redis) -> bool:
     info = client.info("persistence")
     return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
@@ -358,13 +311,8 @@ def test_erase_leaves_no_byte_of_a_conversation_and_its_pending_deliveries_never
     store = Store(sqlite_url)
     store.upgrade()
     spool_dir = tmp_path / "spool"
-    settings = Settings(
-        callback_tokens=(TOKEN,),
-        redis_url=server.url,
-        database_url=sqlite_url,
-        spool_dir=str(spool_dir),
-        spool_drain_interval_seconds=0,  # the spooled event stays there until erased
-    )
+    # The spooled event stays there until erased.
+    settings = spooling_settings(server.url, sqlite_url, spool_dir)
     port = free_port()  # the destination: down until the end
     env = worker_env(
         settings,

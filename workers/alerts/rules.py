@@ -8,6 +8,7 @@ after the event's handler succeeded and queues the alert through the event's out
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,9 @@ class AlertPolicy:
     recording_retention_days: int = 30
     guardrail_alerts: bool = True
     guardrail_severity: str = "warning"
+    # ENCRYPTION_KEYS is set: a cause key (stored and queued in plain text, since it is what
+    # finds an alert) names what it is about by ids and digests, never by content.
+    encrypted: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:
@@ -38,6 +42,7 @@ class AlertPolicy:
             recording_retention_days=settings.recording_retention_days,
             guardrail_alerts=settings.alert_on_guardrail,
             guardrail_severity=settings.alert_guardrail_severity,
+            encrypted=bool(settings.encryption_keys),
         )
 
 
@@ -280,11 +285,14 @@ def guardrail_triggered(
         return None
     conversation = event.conversation_id
     guardrail = _properties(data).get("guardrail") or "unknown"
+    named = str(guardrail)
+    if policy.encrypted:  # its name may say what was said: the cause key takes a digest
+        named = hashlib.blake2b(named.encode(), digest_size=8).hexdigest()
     # One alert per guardrail and conversation: a guardrail that fires ten times in one call is
     # one thing to look at, and the conversation record counts the triggers.
     return _alert(
         event,
-        f"guardrail:{conversation}:{guardrail}",
+        f"guardrail:{conversation}:{named}",
         policy.guardrail_severity,
         f"Guardrail {guardrail} triggered in conversation {conversation}",
         [

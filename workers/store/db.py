@@ -19,6 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.crypto import Cipher
+
+from .sealed import give_cipher
+
 if sys.platform != "win32":
     import fcntl
 else:  # no flock: SQLite's own busy timeout alone keeps writers apart
@@ -28,11 +32,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Store:
-    """Owns the engine. Build one per process: engines must not cross a fork."""
+    """Owns the engine. Build one per process: engines must not cross a fork.
 
-    def __init__(self, database_url: str) -> None:
+    With a ``cipher`` (``Settings.cipher``, from ``ENCRYPTION_KEYS``), content columns are sealed
+    as they are written and opened as they are read (``workers/store/sealed.py``).
+    """
+
+    def __init__(self, database_url: str, cipher: Cipher | None = None) -> None:
         self.url = database_url
+        self.cipher = cipher
         self.engine = _engine(database_url)
+        give_cipher(self.engine.dialect, cipher)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -58,14 +68,14 @@ class Store:
         self.engine.dispose()
 
 
-_STORES: dict[tuple[int, str], Store] = {}
+_STORES: dict[tuple[int, str, tuple[str, ...]], Store] = {}
 
 
-def store_for(database_url: str) -> Store:
-    """The process's store for this URL, made on first use (after any fork)."""
-    key = (os.getpid(), database_url)
+def store_for(database_url: str, cipher: Cipher | None = None) -> Store:
+    """The process's store for this URL (and keys), made on first use (after any fork)."""
+    key = (os.getpid(), database_url, cipher.ids if cipher is not None else ())
     if key not in _STORES:
-        _STORES[key] = Store(database_url)
+        _STORES[key] = Store(database_url, cipher)
     return _STORES[key]
 
 

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .sealed import Sealed, SealedJSON
+
 ID = String(255)
 
 
@@ -66,15 +68,16 @@ class Event(Base):
     source: Mapped[str] = mapped_column(String(32), default="callback")
     received_at: Mapped[datetime] = mapped_column(index=True)
     occurred_at: Mapped[datetime | None]
-    body: Mapped[str] = mapped_column(Text)
-    errors: Mapped[dict[str, Any] | None]
+    # Content (sealed with ENCRYPTION_KEYS when set: workers/store/sealed.py) is marked Sealed.
+    body: Mapped[str] = mapped_column(Sealed)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON)
     status: Mapped[str] = mapped_column(String(16), index=True, default=EventStatus.RECEIVED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Sealed)
     processed_at: Mapped[datetime | None]
     # Tasks to send once this event's transaction has committed (a small outbox): cleared once
     # sent, so a crash in between sends them again on redelivery, never loses them.
-    pending_tasks: Mapped[list[Any] | None]
+    pending_tasks: Mapped[list[Any] | None] = mapped_column(SealedJSON)  # alerts quote content
     # What deviated from the documented shape (the tolerant reader took the rest), by field.
     warnings: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # Where a failed event failed: "plan" (schema load, dates), "handler", "store".
@@ -90,10 +93,10 @@ class Conversation(Base):
     ended_at: Mapped[datetime | None]
     shutdown_reason: Mapped[str | None] = mapped_column(Text)
     shutdown_is_failure: Mapped[bool | None]
-    transcript: Mapped[list[Any] | None]
+    transcript: Mapped[list[Any] | None] = mapped_column(SealedJSON)
     transcript_at: Mapped[datetime | None]
-    perception_analysis: Mapped[str | None] = mapped_column(Text)
-    perception_unavailable_reason: Mapped[str | None] = mapped_column(Text)
+    perception_analysis: Mapped[str | None] = mapped_column(Sealed)
+    perception_unavailable_reason: Mapped[str | None] = mapped_column(Sealed)
     first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # Reconciliation with the Tavus API: how often it was pulled, and not before when again.
@@ -128,7 +131,7 @@ class Recording(Base):
     verification_next_at: Mapped[datetime | None]
     verification_call_seconds: Mapped[float | None]
     # The alert to send once the result has committed (an outbox, like Event.pending_tasks).
-    verification_alert: Mapped[dict[str, Any] | None]
+    verification_alert: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON)
     object_size: Mapped[int | None] = mapped_column(BigInteger)
     object_etag: Mapped[str | None] = mapped_column(Text)
     object_checksum: Mapped[str | None] = mapped_column(Text)
@@ -144,7 +147,7 @@ class Objective(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.conversation_id"))
     objective_name: Mapped[str] = mapped_column(ID)
-    output_variables: Mapped[dict[str, Any] | None]
+    output_variables: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON)
     completed_at: Mapped[datetime | None]
 
 
@@ -160,7 +163,7 @@ class ConversationEventRow:
 class GuardrailTrigger(ConversationEventRow, Base):
     __tablename__ = "guardrail_triggers"
 
-    guardrail: Mapped[str] = mapped_column(ID)
+    guardrail: Mapped[str] = mapped_column(Sealed)  # its name says what it guards against
     triggered_at: Mapped[datetime]
 
 
@@ -169,8 +172,8 @@ class PostCallAction(ConversationEventRow, Base):
 
     tool_name: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str | None] = mapped_column(ID)
-    request: Mapped[Any | None] = mapped_column(JSON)
-    response: Mapped[Any | None] = mapped_column(JSON)
+    request: Mapped[Any | None] = mapped_column(SealedJSON)
+    response: Mapped[Any | None] = mapped_column(SealedJSON)
     executed_at: Mapped[datetime | None]
 
 
@@ -181,7 +184,7 @@ class ToolDelivery(ConversationEventRow, Base):
 
     tool_name: Mapped[str] = mapped_column(ID)
     tool_call_id: Mapped[str | None] = mapped_column(ID)
-    arguments: Mapped[Any | None] = mapped_column(JSON)
+    arguments: Mapped[Any | None] = mapped_column(SealedJSON)
     delivered_at: Mapped[datetime]
 
 
@@ -238,12 +241,12 @@ class Alert(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     cause_key: Mapped[str] = mapped_column(String(512), unique=True)
     severity: Mapped[str] = mapped_column(String(16), index=True)
-    title: Mapped[str] = mapped_column(Text)
-    text: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Sealed)
+    text: Mapped[str] = mapped_column(Sealed)
     conversation_id: Mapped[str | None] = mapped_column(ID, index=True)
     # No foreign key: an alert may come from a task that is not processing a stored event.
     event_id: Mapped[str | None] = mapped_column(String(36))
-    facts: Mapped[dict[str, Any]]
+    facts: Mapped[dict[str, Any]] = mapped_column(SealedJSON)
     raised_at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -334,7 +337,7 @@ class ForwardAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # sending, delivered, retrying, failed, lost
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float | None]
-    answer: Mapped[str | None] = mapped_column(Text)  # the first bytes of the reply
+    answer: Mapped[str | None] = mapped_column(Sealed)  # the first bytes of the reply
     error: Mapped[str | None] = mapped_column(Text)
 
 

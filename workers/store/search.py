@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .models import Conversation
+from .sealed import cipher_of
 
 # What the database puts around each matched word in a snippet: private-use characters, taken
 # out again by ``Match.of`` and given as offsets instead (a transcript that held one would only
@@ -94,6 +95,22 @@ class Match:
         }
 
 
+class SearchOff(Exception):
+    """Transcript search is off: with ENCRYPTION_KEYS set, transcripts are stored sealed and no
+    plain-text index of them is kept (the triggers of migration 0009 index only plain arrays)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "transcript search is off while ENCRYPTION_KEYS is set: transcripts are stored "
+            "encrypted and no plain-text index of them is kept"
+        )
+
+
+def available(session: Session) -> bool:
+    """False with ENCRYPTION_KEYS set (see ``SearchOff``)."""
+    return cipher_of(session.get_bind().dialect) is None
+
+
 def terms(words: str) -> list[str]:
     """The "quoted phrases" and single words of what a person typed, quotes taken off; what
     holds no letter or digit is dropped (it could match nothing)."""
@@ -110,7 +127,10 @@ def search(
     offset: int = 0,
 ) -> list[tuple[Conversation, Match]]:
     """The conversations (those ``where`` allows) with a line holding ``words``, best first,
-    each with its best line. Nothing when ``words`` holds no word."""
+    each with its best line. Nothing when ``words`` holds no word; ``SearchOff`` with
+    ENCRYPTION_KEYS set."""
+    if not available(session):
+        raise SearchOff()
     wanted = terms(words)
     if not wanted:
         return []

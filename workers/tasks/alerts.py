@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schemas.messages import DELIVER_ALERT, RAISE_ALERT
+from schemas.messages import DELIVER_ALERT, RAISE_ALERT, opened_alert
 from workers import metrics, retry
 from workers.alerts import delivery, ledger
 from workers.alerts.ledger import InvalidAlert
@@ -22,14 +22,15 @@ def raise_alert(self: StageTask, message: Any) -> str:
     settings, store = self.settings, self.store
 
     def work() -> str:
+        plain = opened_alert(message, settings.cipher)  # sealed in Redis (ENCRYPTION_KEYS)
         try:
-            cause_key, channels = delivery.raise_alert(store, message, settings)
+            cause_key, channels = delivery.raise_alert(store, plain, settings)
         except InvalidAlert as exc:
             # Nothing to store it under: said once, loudly, and counted.
             retry.COUNTS["alerts", "invalid"] += 1
             log.error("alert dropped: %s", exc)
             return "invalid"
-        metrics.alert_raised(ledger.normalise(message)["severity"])
+        metrics.alert_raised(ledger.normalise(plain)["severity"])
         # A repeat (the same cause, or this message redelivered) sends these again: each
         # delivery task finds its channel done, or being done, and sends nothing twice.
         for channel in channels:

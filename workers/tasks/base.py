@@ -37,7 +37,7 @@ class StageTask(Task):
 
     @property
     def store(self) -> Store:
-        return store_for(self.settings.database_url)
+        return store_for(self.settings.database_url, self.settings.cipher)
 
     def max_attempts(self) -> int:
         """How many times this stage's work may fail (not the infrastructure) before its dead

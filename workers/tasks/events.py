@@ -9,7 +9,8 @@ from typing import Any
 from celery.exceptions import Reject, Retry
 
 from schemas.broker import task_queue_for
-from schemas.messages import PROCESS_EVENT, EventMessage
+from schemas.crypto import CryptoError
+from schemas.messages import PROCESS_EVENT, EventMessage, opened_event
 from workers import forwarding, metrics, processing
 from workers.alerts.rules import AlertPolicy
 from workers.celery_app import celery
@@ -29,6 +30,15 @@ def publish_event(message: EventMessage) -> None:
     task_queue_for(celery.conf.tavus_settings).publish_event(message)
 
 
+def _opened(message: EventMessage, cipher: Any) -> EventMessage:
+    """The message with its body opened; as it is when its key is not held (a dead letter then
+    keeps the sealed body, and says which key it needs)."""
+    try:
+        return opened_event(message, cipher) if isinstance(message, dict) else message
+    except CryptoError:
+        return message
+
+
 @stage_task(PROCESS_EVENT, "events")
 def process_event(self: StageTask, message: EventMessage) -> str:
     """Handler failures are counted on the event (``MAX_EVENT_ATTEMPTS``); whatever escapes
@@ -37,13 +47,22 @@ def process_event(self: StageTask, message: EventMessage) -> str:
     only copy, so it is never acked before its outcome is in the store."""
     settings, store = self.settings, self.store
     started = time.perf_counter()
+    # Its body sealed (ENCRYPTION_KEYS) as it rested in Redis; opened here, in this task only:
+    # the message itself stays sealed, for a retry to queue again.
+    plain = _opened(message, settings.cipher)
     try:
         outcome = self.guarded(
             message.get("event_id", "?") if isinstance(message, dict) else "?",
             lambda: processing.process(
-                store, message, send_task, self.max_attempts(), AlertPolicy.from_settings(settings)
+                store,
+                # Opened once; when it could not be, again here, to fail (MissingKey) inside the
+                # policy: retried, then dead-lettered with its sealed body.
+                plain if plain is not message else opened_event(message, settings.cipher),
+                send_task,
+                self.max_attempts(),
+                AlertPolicy.from_settings(settings),
             ),
-            lambda exc, failures: processing.dead_letter(store, message, exc, failures, send_task),
+            lambda exc, failures: processing.dead_letter(store, plain, exc, failures, send_task),
         )
     except (Retry, Reject):
         metrics.event_processed(message, "retrying", started)
