@@ -9,13 +9,14 @@ import logging
 
 from celery import signals
 
-from schemas.messages import FORWARD_EVENT, RUN_HOOK
+from schemas.messages import FORWARD_EVENT, RAISE_ALERT, RUN_HOOK
 from workers import forwarding, hooks, metrics
 from workers.celery_app import celery
 from workers.destinations import configured, prepare
 from workers.destinations.hooks import hard_time_limit
 from workers.errors import TavusError
 from workers.tasks.base import StageTask, stage_task
+from workers.tasks.events import send_task
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> s
     )
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         return "unrecorded"
+    for alert in outcome.alerts:  # the destination paused, or resumed (once each: its cause)
+        try:
+            send_task(RAISE_ALERT, [alert])
+        except Exception as exc:  # a boundary: the delivery is recorded; say what was not sent
+            log.error("alert %s not queued: %s", alert["cause_key"], type(exc).__name__)
     if outcome.status in ("delivered", "failed", "retrying"):
         metrics.delivery(destination, outcome.status, configured(settings))
     if outcome.status == "failed":
