@@ -19,7 +19,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, lifecycle, simulate, soak
+from cli import config, deliveries, destinations, devstate, failures, lifecycle, simulate, soak
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -549,6 +549,7 @@ def _bench_command() -> click.Command:
 main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
+destinations.register(main)  # destinations [pause|resume NAME]: each destination's state
 config.register(main)  # config docs, config check: the settings themselves
 lifecycle.register(main)  # purge, erase: retention and erasure
 soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
