@@ -169,6 +169,17 @@ def deliver(
     return Outcome(status, retry_in, tuple(alerts))
 
 
+def register_destinations(store: Store, settings: Settings) -> None:
+    """At worker start: the guarded destinations' states exist from now on (``pausing``)."""
+    names = {
+        name: dest.type
+        for name, dest in configured(settings).items()
+        if dest.guard.pause_after is not None
+    }
+    with store.session() as session:
+        pausing.register(session, names, _now())
+
+
 def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Outcome:
     """The delivery task kept failing outside the destination (a bug, a bad row): mark the
     delivery ``failed``, so that ``deliveries --failed`` lists it and ``redeliver`` can retry."""

@@ -15,7 +15,7 @@ sees the same pause, and a restart forgets nothing.
   earlier event of its conversation (Tavus's ``timestamp``, then arrival) is still to be
   delivered there: stored and not processed yet, or its delivery not final. One that failed for
   good lets the next go (its error says so). Events stored before the destination was first
-  seen hold nothing back.
+  seen (a worker with it started) and never meant for it hold nothing back.
 
 Python hooks are not paused (they run in the worker: a failing hook is the code's own bug).
 """
@@ -85,6 +85,13 @@ def state_of(session: Session, name: str, type_name: str, now: datetime) -> Dest
     return locked_record(session, DestinationState, defaults, name=name)
 
 
+def register(session: Session, names: dict[str, str], now: datetime) -> None:
+    """At worker start: each guarded destination (name: type) has its state from now on, so that
+    the events stored since are the ones an ordered destination waits for."""
+    for name, type_name in names.items():
+        state_of(session, name, type_name, now)
+
+
 def gate(
     session: Session,
     name: str,
@@ -147,10 +154,9 @@ def _earlier_pending(
         .where(
             Event.conversation_id == event.conversation_id,
             Event.id != event.id,
-            Event.received_at >= since,
             Event.status != EventStatus.QUARANTINED,
             or_(
-                ForwardDelivery.status.is_(None),
+                and_(ForwardDelivery.status.is_(None), Event.received_at >= since),
                 ForwardDelivery.status.not_in(DeliveryStatus.FINAL),
             ),
             earlier,

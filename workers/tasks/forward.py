@@ -15,6 +15,7 @@ from workers.celery_app import celery
 from workers.destinations import configured, prepare
 from workers.destinations.hooks import hard_time_limit
 from workers.errors import TavusError
+from workers.store.db import store_for
 from workers.tasks.base import StageTask, stage_task
 from workers.tasks.events import send_task
 
@@ -36,6 +37,10 @@ def load_hooks(**_: object) -> None:
         prepare(settings)
     except TavusError as exc:  # a broker down now: each delivery prepares again, or fails
         log.warning("a destination is not ready yet: %s", exc)
+    try:
+        forwarding.register_destinations(store_for(settings.database_url), settings)
+    except Exception as exc:  # a boundary: the store down now; the first delivery makes them
+        log.warning("destination states not recorded at start: %s", type(exc).__name__)
 
 
 def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> str:
