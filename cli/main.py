@@ -103,15 +103,23 @@ def dev(port: int, concurrency: int) -> None:
 )
 @click.option("--shuffle", is_flag=True, help="Post in random order, as late callbacks arrive.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Post each body N times.")
+@click.pass_obj
 def simulate_command(
-    url: str | None, scenarios: tuple[str, ...], shuffle: bool, repeat: int
+    settings: Settings, url: str | None, scenarios: tuple[str, ...], shuffle: bool, repeat: int
 ) -> None:
-    """Post realistic Tavus callbacks to URL, like `stripe trigger`."""
+    """Post realistic Tavus callbacks to URL, like `stripe trigger`. With TAVUS_SIGNING_SECRETS
+    set, the conversation ends with a post-call action, signed with the first secret."""
     url = url or _dev_callback_url()
-    bodies = [body for name in scenarios or simulate.SCENARIOS for body in simulate.scenario(name)]
+    secret = next(iter(settings.tavus_signing_secrets), None)
+    bodies = [
+        body
+        for name in scenarios or simulate.SCENARIOS
+        for body in simulate.scenario(name, post_call=secret is not None)
+    ]
     failures_seen = 0
+    sent = simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat, signing_secret=secret)
     try:
-        for body, status, reply in simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat):
+        for body, status, reply in sent:
             kind = guess_kind(body)
             about = body.get(f"{kind}_id") or body.get("conversation_id", "-")
             label = body.get("event_type") or f"{kind} {about}"
