@@ -1086,8 +1086,8 @@ FORWARD_DESTINATION = DestinationSettings(
         ),
         per_destination(
             "ORDER",
-            f.String(validate=validate.OneOf(("", "conversation"))),
-            "",
+            f.String(validate=validate.OneOf(("conversation",))),
+            None,
             "`conversation`: a conversation's events reach it one at a time, in Tavus's order "
             "(`timestamp`, then arrival); a later one waits while an earlier one is pending, and "
             "one that failed for good lets the next go. Unset: as fast as they come",
