@@ -63,14 +63,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 @click.pass_obj
 def pause(settings: Settings, name: str) -> None:
     """Pause NAME: its deliveries wait until `destinations resume NAME` (no probe)."""
-    store = Store(settings.database_url)
-    try:
-        with store.session() as session:
-            done = forwarding.pause_destination(session, settings, name, cli_actor())
-    except forwarding.NoSuchDestination:
-        audit.record(store, cli_actor(), "pause", f"destination:{name}", "refused")
-        raise click.ClickException(f"no destination {name!r} (FORWARD_<NAME>_URL)") from None
-    audit.record(store, cli_actor(), "pause", f"destination:{name}", "done" if done else "nothing")
+    done = _audited(settings, "pause", name, forwarding.pause_destination, cli_actor())
     click.echo(f"{name}: paused" if done else f"{name}: already paused")
 
 
@@ -79,14 +72,7 @@ def pause(settings: Settings, name: str) -> None:
 @click.pass_obj
 def resume(settings: Settings, name: str) -> None:
     """Resume NAME at once: its waiting deliveries go at their next look."""
-    store = Store(settings.database_url)
-    try:
-        with store.session() as session:
-            done, alert = forwarding.resume_destination(session, settings, name)
-    except forwarding.NoSuchDestination:
-        audit.record(store, cli_actor(), "resume", f"destination:{name}", "refused")
-        raise click.ClickException(f"no destination {name!r} (FORWARD_<NAME>_URL)") from None
-    audit.record(store, cli_actor(), "resume", f"destination:{name}", "done" if done else "nothing")
+    done, alert = _audited(settings, "resume", name, forwarding.resume_destination)
     if alert is not None:  # its failures had paused it: say it resumed, as a probe would
         try:
             failures.check_redis_url(settings.redis_url)
@@ -95,6 +81,20 @@ def resume(settings: Settings, name: str) -> None:
             why = exc.message if isinstance(exc, click.ClickException) else type(exc).__name__
             click.echo(f"resumed, but its alert was not queued: {why}", err=True)
     click.echo(f"{name}: resumed" if done else f"{name}: was not paused")
+
+
+def _audited(settings: Settings, action: str, name: str, act: Any, *args: Any) -> Any:
+    """``act(session, settings, name, *args)``, in the audit trail whatever its outcome."""
+    store = Store(settings.database_url)
+    try:
+        with store.session() as session:
+            result = act(session, settings, name, *args)
+    except forwarding.NoSuchDestination:
+        audit.record(store, cli_actor(), action, f"destination:{name}", "refused")
+        raise click.ClickException(f"no destination {name!r} (FORWARD_<NAME>_URL)") from None
+    done = result[0] if isinstance(result, tuple) else result
+    audit.record(store, cli_actor(), action, f"destination:{name}", "done" if done else "nothing")
+    return result
 
 
 def register(main: click.Group) -> None:

@@ -230,19 +230,14 @@ def _pause(state: DestinationState, by: str, why: str, now: datetime) -> None:
 
 
 def _resume(state: DestinationState, how: str, now: datetime) -> AlertMessage:
-    paused_for = now - state.paused_at if state.paused_at else timedelta(0)
-    alert = AlertMessage(
-        cause_key=f"destination_resumed:{state.name}:{state.pauses}"[:512],
-        severity="info",
-        title=f"Destination {state.name} resumed",
-        text=(
-            f"Destination {state.name} is delivering again ({how}), after "
-            f"{int(paused_for.total_seconds())} s paused. The deliveries that waited go now, "
-            "each once."
-        ),
-        conversation_id=None,
-        event_id=None,
-        facts={"destination": state.name, "paused_seconds": round(paused_for.total_seconds())},
+    paused_for = round((now - state.paused_at).total_seconds()) if state.paused_at else 0
+    alert = _alert(
+        state,
+        "resumed",
+        "info",
+        f"Destination {state.name} is delivering again ({how}), after {paused_for} s paused. "
+        "The deliveries that waited go now, each once.",
+        paused_seconds=paused_for,
     )
     state.paused_at = None
     state.paused_by = None
@@ -253,20 +248,30 @@ def _resume(state: DestinationState, how: str, now: datetime) -> AlertMessage:
 
 
 def paused_alert(state: DestinationState, probe_seconds: float) -> AlertMessage:
+    return _alert(
+        state,
+        "paused",
+        "warning",
+        f"Destination {state.name} is paused: {state.pause_reason}\n"
+        f"Its deliveries wait (not attempted, not failed). One is tried every "
+        f"{probe_seconds:g} s; the first success resumes it. `tavus-callbacks destinations` "
+        f"shows it; `destinations resume {state.name}` resumes it at once.",
+        reason=state.pause_reason,
+    )
+
+
+def _alert(
+    state: DestinationState, what: str, severity: str, text: str, **facts: Any
+) -> AlertMessage:
+    """``destination_<what>:<name>:<n>``: once per pause (``n``) and what became of it."""
     return AlertMessage(
-        cause_key=f"destination_paused:{state.name}:{state.pauses}"[:512],
-        severity="warning",
-        title=f"Destination {state.name} paused",
-        text=(
-            f"Destination {state.name} is paused: {state.pause_reason}\n"
-            f"Its deliveries wait (not attempted, not failed). One is tried every "
-            f"{probe_seconds:g} s; the first success resumes it. "
-            f"`tavus-callbacks destinations` shows it; `destinations resume {state.name}` "
-            "resumes it at once."
-        ),
+        cause_key=f"destination_{what}:{state.name}:{state.pauses}"[:512],
+        severity=severity,
+        title=f"Destination {state.name} {what}",
+        text=text,
         conversation_id=None,
         event_id=None,
-        facts={"destination": state.name, "reason": state.pause_reason, "pauses": state.pauses},
+        facts={"destination": state.name, "pauses": state.pauses, **facts},
     )
 
 
