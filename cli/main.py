@@ -19,7 +19,17 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, destinations, devstate, failures, lifecycle, simulate, soak
+from cli import (
+    config,
+    deliveries,
+    destinations,
+    devstate,
+    failures,
+    lifecycle,
+    simulate,
+    soak,
+    transfer,
+)
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -560,6 +570,7 @@ deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and h
 destinations.register(main)  # destinations [pause|resume NAME]: each destination's state
 config.register(main)  # config docs, config check: the settings themselves
 lifecycle.register(main)  # purge, erase: retention and erasure
+transfer.register(main)  # export, import: the events of one deployment into another
 soak.register(main)  # soak: the Procfile's processes under load and chaos, checked
 
 

@@ -55,11 +55,15 @@ class EventMessage(TypedDict):
     received_at: float  # epoch seconds at the receiver
     body: str  # the raw JSON text exactly as posted
     errors: dict[str, Any] | None  # validation errors: set means quarantined
-    source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay"
+    source: str  # "callback", "reconciled" (pulled from the Tavus API), "replay", "import"
     # Only for events whose key marks a repeat for a short while (guardrails): the receiver's
     # dedup claim uses this key and TTL, while event_key is made unique to this event.
     claim_key: NotRequired[str]
     claim_ttl: NotRequired[int]
+    # An imported event that was settled where it came from (``tavus-callbacks import``): the
+    # deployment it came from raised its alerts and handed it on to its destinations, so this
+    # one rebuilds its records and sends neither again.
+    settled: NotRequired[bool]
 
 
 def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> bytes:
@@ -97,9 +101,12 @@ def celery_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -
 SEVERITIES = ("critical", "error", "warning", "info")
 
 
-def event_message(verdict: Verdict, raw: bytes, received_at: float, source: str) -> EventMessage:
-    """The PROCESS_EVENT message for one classified body, wherever it came from."""
-    event_id = str(uuid.uuid4())
+def event_message(
+    verdict: Verdict, raw: bytes, received_at: float, source: str, event_id: str | None = None
+) -> EventMessage:
+    """The PROCESS_EVENT message for one classified body, wherever it came from; a new event id
+    unless it keeps the one it had (an import)."""
+    event_id = event_id or str(uuid.uuid4())
     message: EventMessage = {
         "event_id": event_id,
         "event_key": verdict.event_key,

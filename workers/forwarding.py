@@ -58,8 +58,9 @@ Wants = Callable[[str | None, str | None], bool]
 def tasks_for(
     event_id: str, message: dict[str, Any], status: str, settings: Settings
 ) -> list[dict[str, Any]]:
-    """The delivery tasks for an event just committed: ``{"name", "args"}`` each."""
-    if status not in FORWARDED_STATUSES:
+    """The delivery tasks for an event just committed: ``{"name", "args"}`` each. None for an
+    import of an event settled where it came from: that deployment handed it on already."""
+    if status not in FORWARDED_STATUSES or message.get("settled"):
         return []
     kind, event_type = message["kind"], message["event_type"]
     source = message.get("source", "callback")

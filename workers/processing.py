@@ -118,6 +118,7 @@ def process(
     once and reads nothing back.
     """
     expected: Plan | None = None
+    policy = None if message.get("settled") else alerts  # its alerts went where it came from
     try:
         expected = _planned(message)
         with _transaction(store) as records:
@@ -127,9 +128,9 @@ def process(
             if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
                 event = _locked_event(records, message["event_key"])
                 if event.status not in EventStatus.FINAL:
-                    _retry(records, event, alerts)
+                    _retry(records, event, policy)
             elif expected.handler is not None:
-                _handle(records, event, expected, alerts)
+                _handle(records, event, expected, policy)
             outcome = Outcome(event.id, event.status, _retry_delay(event))
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
@@ -236,12 +237,14 @@ _INSERT_EVENT = {
 }
 
 
-def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy) -> None:
-    """Run the handler; its writes are saved here so that they too fail inside this boundary."""
+def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy | None) -> None:
+    """Run the handler; its writes are saved here so that they too fail inside this boundary.
+    ``alerts`` None: the rules are not asked (an import of an event settled elsewhere)."""
     context = HandlerContext(records=records, event=event, raw=expected.raw, data=expected.data)
     try:
         expected.handler(context)
-        _ask_alert_rules(context, alerts)
+        if alerts is not None:
+            _ask_alert_rules(context, alerts)
         if context.follow_ups:
             event.pending_tasks = context.follow_ups
         records.save()
@@ -251,7 +254,7 @@ def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy) -
         raise HandlerFailed(exc) from exc
 
 
-def _retry(records: Records, event: Row, alerts: AlertPolicy) -> None:
+def _retry(records: Records, event: Row, alerts: AlertPolicy | None) -> None:
     """Another attempt at an event stored earlier whose handler failed (or never ran)."""
     try:
         again = plan(event.body, event.kind, event.event_type, event.errors)
