@@ -261,6 +261,7 @@ def test_an_ordered_destination_gets_each_conversation_in_order_while_failing(sq
         for event_id in reversed(events):  # the latest first
             todo.put(event_id)
         outcomes: list[str] = []
+        woken: list[str] = []  # the next event of a conversation, woken when one settles
 
         def work() -> None:
             """As a worker does: one try, and a task told to wait goes back to the queue."""
@@ -270,6 +271,7 @@ def test_an_ordered_destination_gets_each_conversation_in_order_while_failing(sq
                 except queue.Empty:
                     continue
                 outcome = forwarding.deliver(sqlite_store, event_id, "app", "callback", settings)
+                woken.extend(task["args"][0] for task in outcome.wake)
                 if outcome.retry_in is None:
                     outcomes.append(outcome.status)
                 else:
@@ -280,6 +282,7 @@ def test_an_ordered_destination_gets_each_conversation_in_order_while_failing(sq
             for done in [pool.submit(work) for _ in range(4)]:
                 done.result(timeout=120)
         assert sorted(outcomes) == ["delivered"] * (len(events) - 1) + ["failed"]
+        assert woken and set(woken) <= set(events)
         arrived = [r.headers["webhook-id"] for r in sink.accepted()]
         assert sorted(arrived) == sorted(set(events) - {sink.received[0].headers["webhook-id"]})
         for conversation in conversations:

@@ -78,6 +78,8 @@ class Outcome:
     status: str
     retry_in: float | None = None  # seconds until this task should run again
     alerts: tuple[AlertMessage, ...] = ()  # to raise: the destination paused, or resumed
+    # Tasks to send now: an ordered destination's next event of the conversation, woken.
+    wake: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,25 @@ def deliver(
         status,
         f" ({error})" if error else "",
     )
-    return Outcome(status, retry_in, tuple(alerts))
+    wake = ()
+    if guard.order is not None and status in DeliveryStatus.FINAL:
+        wake = _next_in_order(store, name, event_id)
+    return Outcome(status, retry_in, tuple(alerts), wake)
+
+
+def _next_in_order(store: Store, name: str, event_id: str) -> tuple[dict[str, Any], ...]:
+    """The task of the next event waiting behind ``event_id`` at ordered ``name``, if any. Its
+    own task is waiting too: whichever comes first delivers it, the other finds it done."""
+    try:
+        with store.session() as session:
+            found = pausing.next_waiting(session, name, event_id)
+    except Exception as exc:  # a boundary: it wakes at its next look anyway
+        log.warning("ordered %s: the next event not woken: %s", name, type(exc).__name__)
+        return ()
+    if found is None:
+        return ()
+    next_id, type_name, source = found
+    return ({"name": task_for(type_name), "args": [next_id, name, source]},)
 
 
 def register_destinations(store: Store, settings: Settings) -> None:

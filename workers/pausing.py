@@ -134,11 +134,39 @@ def _paused(session: Session, state: DestinationState, guard: Guard, now: dateti
     return None
 
 
+def _in_order() -> Any:
+    """Tavus's order, as an SQL expression: its ``timestamp``, else its arrival."""
+    return func.coalesce(Event.occurred_at, Event.received_at, type_=Event.received_at.type)
+
+
+def next_waiting(session: Session, name: str, event_id: str) -> tuple[str, str, str] | None:
+    """After ``event_id``'s delivery to ordered ``name`` settled: the next event of its
+    conversation still waiting there (its id, its delivery's type and source), to wake now
+    rather than at its next look."""
+    event = session.get(Event, event_id)
+    if event is None or not event.conversation_id:
+        return None
+    query = (
+        select(ForwardDelivery.event_id, ForwardDelivery.type, ForwardDelivery.source)
+        .join(Event, Event.id == ForwardDelivery.event_id)
+        .where(
+            Event.conversation_id == event.conversation_id,
+            ForwardDelivery.destination == name,
+            ForwardDelivery.status == DeliveryStatus.PENDING,
+            ForwardDelivery.event_id != event_id,
+        )
+        .order_by(_in_order(), Event.received_at, Event.id)
+        .limit(1)
+    )
+    found = session.execute(query).first()
+    return None if found is None else (found[0], found[1], found[2])
+
+
 def _earlier_pending(
     session: Session, name: str, since: datetime, event: Event, wants: Any
 ) -> bool:
     """Is an earlier event of ``event``'s conversation still to be delivered to ``name``?"""
-    when = func.coalesce(Event.occurred_at, Event.received_at, type_=Event.received_at.type)
+    when = _in_order()
     mine = event.occurred_at or event.received_at
     earlier = or_(
         when < mine,

@@ -54,11 +54,13 @@ def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> s
     )
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         return "unrecorded"
-    for alert in outcome.alerts:  # the destination paused, or resumed (once each: its cause)
+    follow_ups = [(RAISE_ALERT, [alert]) for alert in outcome.alerts]  # paused, resumed
+    follow_ups += [(woken["name"], woken["args"]) for woken in outcome.wake]  # next in order
+    for name, args in follow_ups:
         try:
-            send_task(RAISE_ALERT, [alert])
+            send_task(name, args)
         except Exception as exc:  # a boundary: the delivery is recorded; say what was not sent
-            log.error("alert %s not queued: %s", alert["cause_key"], type(exc).__name__)
+            log.error("%s not queued: %s", name, type(exc).__name__)
     if outcome.status in ("delivered", "failed", "retrying"):
         metrics.delivery(destination, outcome.status, configured(settings))
     if outcome.status == "failed":
