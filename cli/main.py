@@ -19,7 +19,18 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from cli import config, deliveries, devstate, failures, keys, lifecycle, simulate, soak, transfer
+from cli import (
+    config,
+    deliveries,
+    destinations,
+    devstate,
+    failures,
+    keys,
+    lifecycle,
+    simulate,
+    soak,
+    transfer,
+)
 from cli.render import count, echo_table, fields, print_record, safe, table, when
 from console import reads
 from console.params import CONVERSATION_ARGS, CONVERSATION_STATUSES, BadArgs, parse
@@ -106,15 +117,23 @@ def dev(port: int, concurrency: int) -> None:
 )
 @click.option("--shuffle", is_flag=True, help="Post in random order, as late callbacks arrive.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Post each body N times.")
+@click.pass_obj
 def simulate_command(
-    url: str | None, scenarios: tuple[str, ...], shuffle: bool, repeat: int
+    settings: Settings, url: str | None, scenarios: tuple[str, ...], shuffle: bool, repeat: int
 ) -> None:
-    """Post realistic Tavus callbacks to URL, like `stripe trigger`."""
+    """Post realistic Tavus callbacks to URL, like `stripe trigger`. With TAVUS_SIGNING_SECRETS
+    set, the conversation ends with a post-call action, signed with the first secret."""
     url = url or _dev_callback_url()
-    bodies = [body for name in scenarios or simulate.SCENARIOS for body in simulate.scenario(name)]
+    secret = next(iter(settings.tavus_signing_secrets), None)
+    bodies = [
+        body
+        for name in scenarios or simulate.SCENARIOS
+        for body in simulate.scenario(name, post_call=secret is not None)
+    ]
     failures_seen = 0
+    sent = simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat, signing_secret=secret)
     try:
-        for body, status, reply in simulate.post_all(url, bodies, shuffle=shuffle, repeat=repeat):
+        for body, status, reply in sent:
             kind = guess_kind(body)
             about = body.get(f"{kind}_id") or body.get("conversation_id", "-")
             label = body.get("event_type") or f"{kind} {about}"
@@ -552,6 +571,7 @@ def _bench_command() -> click.Command:
 main.add_command(_bench_command())
 # Other modules' commands join here, one line each: main.add_command(module.command)
 deliveries.register(main)  # deliveries, redeliver: forwarding to webhooks and hooks
+destinations.register(main)  # destinations [pause|resume NAME]: each destination's state
 config.register(main)  # config docs, config check: the settings themselves
 lifecycle.register(main)  # purge, erase: retention and erasure
 keys.register(main)  # keys generate|list, rotate-keys: encryption at rest

@@ -3,6 +3,8 @@ for tests and for the benchmark. The shapes follow ``TAVUS-CALLBACKS.md``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
 import uuid
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 LINES = (
@@ -178,11 +181,42 @@ def document(document_id: str, status: str, progress: int) -> dict[str, Any]:
 SCENARIOS = ("conversation", "guardrail", "objective", "replica", "video", "document")
 
 
-def scenario(name: str) -> Iterator[dict[str, Any]]:
-    """The bodies of one named scenario."""
+def post_call_action(conversation_id: str) -> dict[str, Any]:
+    """What a post-call action with ``auth.type: "hmac"`` delivers once the call ended: a tool
+    call, posted signed (``signed``)."""
+    arguments = {"crm_account": "acme-42", "summary": "Asked for a quote on 40 seats."}
+    return {
+        "message_type": "conversation",
+        "event_type": "conversation.tool_call",
+        "conversation_id": conversation_id,
+        "properties": {
+            "tool_call_id": f"tc_{uuid.uuid4().hex[:10]}",
+            "name": "create_crm_note",
+            "arguments": orjson.dumps(arguments).decode(),
+        },
+    }
+
+
+def is_tool_delivery(body: dict[str, Any]) -> bool:
+    return body.get("event_type") == "conversation.tool_call"
+
+
+def signed(body: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
+    """The exact bytes to post and Tavus's ``X-Tavus-Signature`` (HMAC-SHA256 of them, hex)."""
+    raw = orjson.dumps(body)
+    signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    return raw, {"Content-Type": "application/json", "X-Tavus-Signature": signature}
+
+
+def scenario(name: str, post_call: bool = False) -> Iterator[dict[str, Any]]:
+    """The bodies of one named scenario; with ``post_call``, the conversation ends with a post-call
+    action (to be posted ``signed``)."""
     suffix = uuid.uuid4().hex[:10]
     if name == "conversation":
-        yield from conversation_lifecycle()
+        bodies = conversation_lifecycle()
+        yield from bodies
+        if post_call:
+            yield post_call_action(bodies[0]["conversation_id"])
     elif name == "guardrail":
         yield guardrail(f"c{suffix}", "no_competitor_mentions")
     elif name == "objective":
@@ -205,21 +239,33 @@ class PostError(Exception):
 
 
 def post_all(
-    url: str, bodies: list[dict[str, Any]], shuffle: bool = False, repeat: int = 1
+    url: str,
+    bodies: list[dict[str, Any]],
+    shuffle: bool = False,
+    repeat: int = 1,
+    signing_secret: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], int, dict[str, Any]]]:
-    """Post each body ``repeat`` times (in random order with ``shuffle``); yield the replies."""
+    """Post each body ``repeat`` times (in random order with ``shuffle``); yield the replies. A
+    tool delivery is signed with ``signing_secret``, as Tavus signs it."""
     sends = [body for body in bodies for _ in range(repeat)]
     if shuffle:
         random.shuffle(sends)
     with requests.Session() as session:
         for body in sends:
-            yield body, *_post(session, url, body)
+            secret = signing_secret if is_tool_delivery(body) else None
+            yield body, *_post(session, url, body, secret)
 
 
-def _post(session: requests.Session, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _post(
+    session: requests.Session, url: str, body: dict[str, Any], secret: str | None = None
+) -> tuple[int, dict[str, Any]]:
     where = _without_token(url)
     try:
-        response = session.post(url, json=body, timeout=10)
+        if secret is None:
+            response = session.post(url, json=body, timeout=10)
+        else:
+            raw, headers = signed(body, secret)
+            response = session.post(url, data=raw, headers=headers, timeout=10)
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema) as exc:  # fmt: skip
         raise PostError(f"not a callback URL: {where} ({type(exc).__name__})") from exc

@@ -149,6 +149,14 @@ def deliveries() -> Response:
     return _page(reads.deliveries_page, DELIVERY_ARGS)
 
 
+@bp.get("/destinations")
+def destinations() -> Response:
+    """Each destination's state, as ``tavus-callbacks destinations --json`` prints it."""
+    with console().store.session() as session:
+        rows = reads.destinations(session, console().settings)
+    return jsonify({"data": rows, "next_cursor": None})
+
+
 @bp.post(f"/deliveries/<{ROW_ID}:delivery_id>/redeliver")
 def redeliver(delivery_id: int) -> Response:
     """Another round for one delivery (as ``tavus-callbacks redeliver``)."""

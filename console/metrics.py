@@ -41,6 +41,7 @@ from workers.store.db import Store, store_for
 from workers.store.models import (
     AlertDelivery,
     DeliveryStatus,
+    DestinationState,
     Event,
     EventStatus,
     ForwardDelivery,
@@ -59,6 +60,7 @@ FAILED_DELIVERIES: dict[str, Select[Any]] = {
 }
 FAILED_EVENTS = select(func.count()).select_from(Event).where(Event.status == EventStatus.FAILED)
 OLDEST_PENDING = select(func.min(Event.received_at)).where(Event.status == EventStatus.RECEIVED)
+PAUSED = select(DestinationState.name, DestinationState.paused_at.is_not(None))
 
 
 def create_metrics_app(settings: Settings) -> Flask:
@@ -178,6 +180,7 @@ class PipelineCollector(Collector):
             failed_events = session.scalar(FAILED_EVENTS) or 0
             failed = {ledger: session.scalar(q) or 0 for ledger, q in FAILED_DELIVERIES.items()}
             pending_since: datetime | None = session.scalar(OLDEST_PENDING)
+            states = {name: paused for name, paused in session.execute(PAUSED)}
         yield GaugeMetricFamily(
             "tavus_callbacks_failed_events",
             "Stored events whose handler kept failing (dead-lettered; `replay --failed`).",
@@ -191,6 +194,16 @@ class PipelineCollector(Collector):
         for ledger, count in failed.items():
             deliveries.add_metric([ledger], count)
         yield deliveries
+        paused = GaugeMetricFamily(
+            "tavus_callbacks_destination_paused",
+            "1 while a destination is paused (its deliveries wait; `tavus-callbacks "
+            "destinations`), 0 otherwise.",
+            labels=["destination"],
+        )
+        configured = {d.name: False for d in self._settings.forward_destinations}
+        for name, is_paused in sorted((configured | states).items()):
+            paused.add_metric([name], 1 if is_paused else 0)
+        yield paused
         if pending_since is not None:
             oldest.append(pending_since.replace(tzinfo=pending_since.tzinfo or UTC).timestamp())
 

@@ -156,6 +156,14 @@ def build_spec() -> dict[str, Any]:
         }
     }  # fmt: skip
     spec.path("/deliveries/{delivery_id}/redeliver", operations=redeliver)
+    destinations = {
+        "get": {
+            "summary": "Each destination: type, state (active or paused, why, since when), last "
+            "success, failures in a row, pending deliveries (as `tavus-callbacks destinations`)",
+            "responses": {"200": _json("Every destination, by name", _LIST), **_ERRORS},
+        }
+    }
+    spec.path("/destinations", operations=destinations)
     audit = {
         "get": {
             "summary": "The audit trail, newest first (a token from ADMIN_API_TOKENS)",

@@ -27,6 +27,7 @@ from flask import (
 
 from schemas.broker import queue_depths
 from schemas.callbacks import kinds
+from schemas.messages import RAISE_ALERT
 from workers import queries
 from workers.store import audit
 from workers.store.search import SearchOff
@@ -337,6 +338,8 @@ def deliveries() -> str:
             failed_alerts = reads.alert_deliveries_page(
                 s, {"status": "failed", "limit": MAX_LIMIT}
             ).data
+    with console().store.session() as s:
+        destinations = reads.destinations(s, console().settings)
     return render_template(
         "deliveries.html",
         page=page,
@@ -345,7 +348,32 @@ def deliveries() -> str:
         failed=failed,
         failed_alerts=failed_alerts,
         statuses=DELIVERY_STATUSES,
+        destinations=destinations,
     )
+
+
+@bp.post("/destinations/<name>/<any(pause, resume):action>")
+def pause_or_resume(name: str, action: str) -> Response:
+    """Pause a destination by hand (its deliveries wait, no probe) or resume it at once."""
+    from workers import forwarding  # as reads.destinations
+
+    settings = console().settings
+    try:
+        with console().store.session() as s:
+            if action == "pause":
+                done = forwarding.pause_destination(s, settings, name, actor())
+            else:
+                done, alert = forwarding.resume_destination(s, settings, name)
+                if alert is not None:  # its failures had paused it: say it resumed
+                    console().tasks.send(RAISE_ALERT, [alert])
+    except forwarding.NoSuchDestination:
+        audit.record(console().store, actor(), action, f"destination:{name}", "refused")
+        abort(404, description=f"no destination {name}")
+    audit.record(console().store, actor(), action, f"destination:{name}", _did(done))
+    state = "paused" if action == "pause" else "resumed"
+    flash(f"Destination {name} {state}." if done else f"Destination {name}: nothing to do.",
+          "success" if done else "warning")  # fmt: skip
+    return redirect(url_for("pages.deliveries"))
 
 
 @bp.app_template_filter("when")

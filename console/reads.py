@@ -295,6 +295,14 @@ def id_page(
     return Page([serialise(*row) for row in page], cursor.encode(_EPOCH, last.id) if last else None)
 
 
+def destinations(session: Session, settings: Any) -> list[dict[str, Any]]:
+    """Each destination's state (``workers.forwarding.destinations_table``): the API's
+    ``/destinations`` and the table atop the deliveries page."""
+    from workers import forwarding  # the destinations, loaded only when they are shown
+
+    return forwarding.destinations_table(session, settings)
+
+
 def deliveries_page(session: Session, args: dict[str, Any]) -> Page:
     """Deliveries to the user's destinations (of every type, hooks too), newest first by id."""
     query = select(ForwardDelivery, Event.kind, Event.event_type, Event.conversation_id).join(

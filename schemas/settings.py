@@ -988,6 +988,9 @@ class ForwardDestination:
     # hashed (a dict cannot be), so that Settings stays a key of the caches that take it.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     rate: tuple[int, float] | None = None  # at most (count, per seconds), FORWARD_<NAME>_RATE
+    pause_after: int = 20  # failed attempts in a row: FORWARD_<NAME>_PAUSE_AFTER
+    probe_seconds: float = 60.0  # FORWARD_<NAME>_PROBE_SECONDS
+    order: str | None = None  # "conversation": FORWARD_<NAME>_ORDER
 
     @property
     def parts(self) -> SplitResult:
@@ -1098,6 +1101,28 @@ FORWARD_DESTINATION = DestinationSettings(
             "across every worker process on every host; a delivery held back waits, without "
             "using an attempt. Unset: no limit",
         ),
+        per_destination(
+            "PAUSE_AFTER",
+            f.Integer(validate=_range(1)),
+            20,
+            "pause it after this many failed attempts in a row (or at once on a 410): its "
+            "deliveries wait, neither attempted nor failed, one probe is tried every "
+            "`FORWARD_<NAME>_PROBE_SECONDS` and the first success resumes it; an alert says each",
+        ),
+        per_destination(
+            "PROBE_SECONDS",
+            f.Float(validate=_range(0.1)),
+            60.0,
+            "while it is paused, how often one delivery is tried as a probe",
+        ),
+        per_destination(
+            "ORDER",
+            f.String(validate=validate.OneOf(("conversation",))),
+            None,
+            "`conversation`: a conversation's events reach it one at a time, in Tavus's order "
+            "(`timestamp`, then arrival); a later one waits while an earlier one is pending, and "
+            "one that failed for good lets the next go. Unset: as fast as they come",
+        ),
     ),
 )
 _COMMON_SUFFIXES = {d.env for d in FORWARD_DESTINATION.settings}
@@ -1113,7 +1138,16 @@ def forward_destinations(environ: Mapping[str, str]) -> tuple[ForwardDestination
         own = {k: v for k, v in variables.items() if k not in _COMMON_SUFFIXES}
         common = FORWARD_DESTINATION.load(name, variables)
         events = common["events"] or ("*",)  # "," says no filter too
-        destination = ForwardDestination(name.lower(), common["url"], events, own, common["rate"])
+        destination = ForwardDestination(
+            name.lower(),
+            common["url"],
+            events,
+            own,
+            common["rate"],
+            pause_after=common["pause_after"],
+            probe_seconds=common["probe_seconds"],
+            order=common["order"] or None,
+        )
         found.append(destination)
     return tuple(found)
 

@@ -22,7 +22,7 @@ import redis
 from alembic import command
 from alembic.config import Config
 from marshmallow import fields as marshmallow_fields
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from cli.simulate import conversation_lifecycle
 from console.app import create_app
@@ -43,6 +43,7 @@ from workers import destinations, forwarding, queries
 from workers.destinations import Answer, ForwardedEvent, UrlDestination
 from workers.storage.verifiers import verifier_for
 from workers.store.db import MIGRATIONS, Store
+from workers.store.models import Event
 
 PASSWORD = "pa55-w0rd-never-shown"  # in destination URLs: never in an error, a row or a log
 
@@ -528,6 +529,7 @@ def test_a_toy_destination_type_is_one_class_and_one_line(
 # --- every type at once, behind a real worker: the "done when" -----------------------
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+TOOL_SECRET = "tavus-tool-secret-e2e-8c1f0b7d"  # TAVUS_SIGNING_SECRETS: post-call actions
 
 
 @pytest.mark.integration
@@ -548,7 +550,12 @@ def test_every_simulated_event_reaches_every_type_once(
     stream = redis.Redis.from_url(stream_redis_url)
     stream.config_set("requirepass", PASSWORD)  # the worker's URL carries it; logs must not
     sink = HttpSink().start()
-    settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=sqlite_url)
+    settings = Settings(
+        callback_tokens=(TOKEN,),
+        redis_url=redis_url,
+        database_url=sqlite_url,
+        tavus_signing_secrets=(TOOL_SECRET,),
+    )
     env = worker_env(
         settings,
         **emulators.worker_env(),
@@ -559,6 +566,8 @@ def test_every_simulated_event_reaches_every_type_once(
         + "?stream=tavus&maxlen=10000",
         FORWARD_MQ_URL=f"{RABBITMQ}?exchange={exchange}",
         FORWARD_ARCHIVE_URL=f"s3://{BUCKET}/{prefix}",
+        FORWARD_GCS_URL=f"gs://{BUCKET}/{prefix}",
+        FORWARD_AZURE_URL=f"azure_blob://devstoreaccount1/{BUCKET}/{prefix}",
         FORWARD_JOBS_URL=f"sqs://{sqs_name}?region=us-east-1",
     )
     worker = Worker(env, tmp_path / "worker.log", queues="events,forward").start()
@@ -569,15 +578,19 @@ def test_every_simulated_event_reaches_every_type_once(
         client = receiver_app(settings).test_client()
         accepted = []
         for name in simulate.SCENARIOS:
-            for body in simulate.scenario(name):
-                raw = orjson.dumps(body)
+            for body in simulate.scenario(name, post_call=True):  # + a signed post-call action
+                if simulate.is_tool_delivery(body):  # signed, as Tavus does: no token needed
+                    raw, headers = simulate.signed(body, TOOL_SECRET)
+                    path = "/callbacks"
+                else:
+                    raw, headers = orjson.dumps(body), {"Content-Type": "application/json"}
+                    path = f"/callbacks/{TOKEN}"
                 for _ in range(2):  # Tavus's repeats change nothing
-                    answer = client.post(
-                        f"/callbacks/{TOKEN}", data=raw, content_type="application/json"
-                    )
+                    answer = client.post(path, data=raw, headers=headers)
+                    assert answer.status_code in (200, 202), answer.json
                     if answer.json["status"] == "accepted":
                         accepted.append(raw)
-        names = ("app", "stream", "mq", "archive", "jobs")
+        names = ("app", "stream", "mq", "archive", "gcs", "azure", "jobs")
 
         def all_delivered() -> bool:
             with store.session() as session:
@@ -592,10 +605,13 @@ def test_every_simulated_event_reaches_every_type_once(
             listed = queries.list_deliveries(session, limit=10_000)
         assert {(d["destination"], d["type"]) for d in listed} == {
             ("app", "webhook"), ("stream", "redis_stream"), ("mq", "amqp"),
-            ("archive", "archive"), ("jobs", "sqs"),
+            ("archive", "archive"), ("gcs", "archive"), ("azure", "archive"), ("jobs", "sqs"),
         }  # fmt: skip
         ids = {d["event_id"] for d in listed}
         assert len(ids) == len(accepted)
+        with store.session() as session:
+            [tool] = session.scalars(select(Event.id).where(Event.kind == "tool"))
+        assert tool in ids  # the signed post-call action, forwarded like every event
 
         webhook = {r.headers["webhook-id"] for r in verified(sink.received, SECRET)}
         in_stream = [f[b"id"].decode() for _, f in stream.xrange("tavus")]
@@ -607,7 +623,16 @@ def test_every_simulated_event_reaches_every_type_once(
             .get("Contents", [])
         ]
         in_sqs = [m["MessageAttributes"]["event_id"]["StringValue"] for m in received(sqs, sqs_url)]
-        for got in (webhook, in_stream, in_rabbit, in_bucket, in_sqs):
+        in_gcs = [
+            blob.name.rsplit("/", 1)[-1].removesuffix(".json")
+            for blob in emulators.gcs.client().list_blobs(BUCKET, prefix=f"{prefix}/")
+        ]
+        container = emulators.azurite.client().get_container_client(BUCKET)
+        in_azure = [
+            item.name.rsplit("/", 1)[-1].removesuffix(".json")
+            for item in container.list_blobs(name_starts_with=f"{prefix}/")
+        ]
+        for got in (webhook, in_stream, in_rabbit, in_bucket, in_gcs, in_azure, in_sqs):
             assert sorted(got) == sorted(ids)  # each event once, everywhere
     finally:
         worker.stop()

@@ -65,6 +65,8 @@ def rig(fault_db: str, tmp_path: Path) -> Iterator[Rig]:
         FORWARD_APP_URL=f"http://127.0.0.1:{port}/tavus/webhook",
         FORWARD_APP_SECRET=SECRET,
         FORWARD_TIMEOUT_SECONDS=str(FORWARD_TIMEOUT),
+        # Down 30 s under load, it pauses (20 failures in a row): a probe every 2 s, not 60.
+        FORWARD_APP_PROBE_SECONDS="2",
     )
     web = Web(env, tmp_path / "web.log").start()
     worker = Worker(env, tmp_path / "worker.log", queues="events,storage,alerts,forward,hooks")

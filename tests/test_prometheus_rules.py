@@ -1,6 +1,6 @@
 """The Prometheus rules and the Grafana dashboard shipped in deploy/: valid for promtool, their
 unit tests pass (and fail when a rule is broken), and every series they read is one the service
-exports today (or the one gauge proposed for destination pausing, not built yet).
+exports today.
 
 The dashboard's queries are run against a live scrape in tests/test_dashboard.py."""
 
@@ -27,8 +27,6 @@ RULES_DIR = ROOT / "deploy" / "prometheus"
 UNIT_TESTS = ("tests.yml", "tests-daily.yml")  # every minute; every 5 minutes over days
 PROMTOOL = "/usr/bin/promtool"  # Debian's prometheus package, installed by scripts/test
 
-# Not exported yet: destination pausing will add it (1 while a destination is paused).
-PROPOSED = {"tavus_callbacks_destination_paused"}
 # Prometheus's own series: a target's scrape result and the alerts' state.
 PROMETHEUS_OWN = {"up", "ALERTS"}
 SERIES = re.compile(r"\b(tavus_callbacks_[a-z0-9_]+|up|ALERTS)\b(?!:)")
@@ -104,8 +102,7 @@ def test_rules_and_dashboard_read_only_series_the_service_exports(settings: Sett
         for expr in (*rule_expressions(), *dashboard_expressions())
         for name in SERIES.findall(expr)
     }
-    assert read - exported - PROMETHEUS_OWN == PROPOSED
-    assert not PROPOSED & {n for e in dashboard_expressions() for n in SERIES.findall(e)}
+    assert read - exported - PROMETHEUS_OWN == set()
 
 
 def test_the_dashboard_asks_for_its_data_source_and_names_every_panel() -> None:

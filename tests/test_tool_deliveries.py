@@ -257,3 +257,22 @@ def test_under_gunicorn_a_bad_signature_is_401_and_no_secret_reaches_the_log(
     text = log.read_text()
     assert "Worker serving" in text  # the log is the server's
     assert OLD_SECRET not in text and NEW_SECRET not in text
+
+
+def test_simulate_ends_a_conversation_with_a_signed_post_call_action() -> None:
+    """`tavus-callbacks simulate` with TAVUS_SIGNING_SECRETS: the conversation's last body is a
+    post-call action, posted with the signature of its exact bytes; the others unsigned."""
+    from cli import simulate
+
+    sink = HttpSink().start()
+    try:
+        bodies = list(simulate.scenario("conversation", post_call=True))
+        assert simulate.is_tool_delivery(bodies[-1])
+        assert not any(simulate.is_tool_delivery(b) for b in bodies[:-1])
+        list(simulate.post_all(f"{sink.url}/callbacks", bodies, signing_secret=NEW_SECRET))
+        signed = [r for r in sink.received if "x-tavus-signature" in r.headers]
+        assert len(signed) == 1 and len(sink.received) == len(bodies)
+        assert signed[0].headers["x-tavus-signature"] == sign(signed[0].body, NEW_SECRET)
+        assert json.loads(signed[0].body)["conversation_id"] == bodies[0]["conversation_id"]
+    finally:
+        sink.stop()

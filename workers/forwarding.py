@@ -19,20 +19,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from schemas import tracing
+from schemas.messages import AlertMessage
 from schemas.settings import Settings
-from workers import ledger, rate
+from workers import ledger, pausing, rate
 from workers.destinations import Destination, ForwardedEvent, configured, task_for
 from workers.destinations.base import answer_of
 from workers.errors import Permanent, Transient, is_transient
 from workers.ledger import Busy
+from workers.pausing import NO_GUARD, Guard
 from workers.retry import DELIVERY_RETRY_BASE_SECONDS, cap_seconds, delay
 from workers.store.db import Store
 from workers.store.models import (
     DeliveryStatus,
+    DestinationState,
     Event,
     EventStatus,
     ForwardAttempt,
@@ -49,6 +52,8 @@ FORWARDED_STATUSES = frozenset({EventStatus.PROCESSED, EventStatus.UNHANDLED, Ev
 UNKNOWN_TYPE = "unknown"
 # A destination's ``gives_up(attempts, first_attempt_at, now)``.
 GivesUp = Callable[[int, datetime, datetime], bool]
+# A destination's ``wants(kind, event_type)``.
+Wants = Callable[[str | None, str | None], bool]
 
 
 def tasks_for(
@@ -69,9 +74,13 @@ def tasks_for(
 
 @dataclass(frozen=True)
 class Outcome:
-    # delivered, retrying, failed; or, when nothing was attempted: sending, unknown, rate_limited
+    # delivered, retrying, failed; or, when nothing was attempted: sending, unknown,
+    # rate_limited, paused (the destination is), ordered (an earlier event goes first)
     status: str
     retry_in: float | None = None  # seconds until this task should run again
+    alerts: tuple[AlertMessage, ...] = ()  # to raise: the destination paused, or resumed
+    # Tasks to send now: an ordered destination's next event of the conversation, woken.
+    wake: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,14 +114,18 @@ def deliver(
             )
     lease = timedelta(seconds=destination.lease_seconds() if destination else 60)
     gives_up = destination.gives_up if destination else _never
+    guard = destination.guard if destination else NO_GUARD
+    wants = destination.wants if destination else _wants_nothing
+    alerts: list[AlertMessage] = []
     with store.session() as session:
         if carried is not None:
-            _finish(session, carried["attempt"], _now())
+            alerts += _finish(session, carried["attempt"], _now())
         kind = destination.type if destination else UNKNOWN_TYPE
-        claim = _claim(session, event_id, name, source, kind, lease, gives_up, _now())
+        claim = _claim(session, event_id, name, source, kind, lease, gives_up, _now(), guard, wants)
     if isinstance(claim, Busy):
         cap = cap_seconds(settings.visibility_timeout_seconds)
-        return Outcome(claim.status, None if claim.retry_in is None else min(claim.retry_in, cap))
+        retry_in = None if claim.retry_in is None else min(claim.retry_in, cap)
+        return Outcome(claim.status, retry_in, tuple(alerts))
     started = time.monotonic()
     answer, error, retry_after, status = None, None, None, "delivered"
     try:
@@ -153,8 +166,11 @@ def deliver(
         "answer": answer.excerpt if answer else None,
         "error": error,
         "latency_ms": round(latency_ms, 1),
+        "destination": name,
+        "guard": None if guard.pause_after is None else guard.as_json(),
+        "released": status == "failed" and guard.order is not None,
     }
-    _record(store, attempt, now, retry_in)
+    alerts += _record(store, attempt, now, retry_in)
     log.log(
         logging.WARNING if error else logging.INFO,
         "forward %s to %s: attempt %d %s%s",
@@ -164,7 +180,36 @@ def deliver(
         status,
         f" ({error})" if error else "",
     )
-    return Outcome(status, retry_in)
+    wake = ()
+    if guard.order is not None and status in DeliveryStatus.FINAL:
+        wake = _next_in_order(store, name, event_id)
+    return Outcome(status, retry_in, tuple(alerts), wake)
+
+
+def _next_in_order(store: Store, name: str, event_id: str) -> tuple[dict[str, Any], ...]:
+    """The task of the next event waiting behind ``event_id`` at ordered ``name``, if any. Its
+    own task is waiting too: whichever comes first delivers it, the other finds it done."""
+    try:
+        with store.session() as session:
+            found = pausing.next_waiting(session, name, event_id)
+    except Exception as exc:  # a boundary: it wakes at its next look anyway
+        log.warning("ordered %s: the next event not woken: %s", name, type(exc).__name__)
+        return ()
+    if found is None:
+        return ()
+    next_id, type_name, source = found
+    return ({"name": task_for(type_name), "args": [next_id, name, source]},)
+
+
+def register_destinations(store: Store, settings: Settings) -> None:
+    """At worker start: the guarded destinations' states exist from now on (``pausing``)."""
+    names = {
+        name: dest.type
+        for name, dest in configured(settings).items()
+        if dest.guard.pause_after is not None
+    }
+    with store.session() as session:
+        pausing.register(session, names, _now())
 
 
 def give_up(store: Store, event_id: str, name: str, error: BaseException) -> Outcome:
@@ -193,6 +238,8 @@ def _claim(
     lease: timedelta,
     gives_up: GivesUp,
     now: datetime,
+    guard: Guard = NO_GUARD,
+    wants: Wants | None = None,
 ) -> Claim | Busy:
     event = session.get(Event, event_id)
     if event is None:
@@ -205,6 +252,10 @@ def _claim(
         delivery.type = kind  # FORWARD_<NAME>_URL may have changed scheme since
     if busy := ledger.held(delivery, now):
         return busy
+    if guard.pause_after is not None or guard.order is not None:
+        wait = pausing.gate(session, name, kind, guard, event, wants or _wants_nothing, now)
+        if wait is not None:  # paused, or an earlier event of its conversation goes first
+            return Busy(wait.status, wait.retry_in)
     if ledger.was_lost(delivery):
         lost = session.get(ForwardAttempt, delivery.current_attempt_id)
         if lost is not None:  # its worker died mid-attempt, or a hard time limit stopped it
@@ -235,12 +286,19 @@ def _never(_attempts: int, _first_attempt_at: datetime, _now: datetime) -> bool:
     return False
 
 
-def _record(store: Store, attempt: dict[str, Any], now: datetime, retry_in: float | None) -> None:
-    """Record an attempt that was made. The store failing now must not turn it into a lost
-    attempt (made again after its lease: a hook run twice): the retry carries it, to record it."""
+def _wants_nothing(_kind: str | None, _event_type: str | None) -> bool:
+    return False
+
+
+def _record(
+    store: Store, attempt: dict[str, Any], now: datetime, retry_in: float | None
+) -> list[AlertMessage]:
+    """Record an attempt that was made (the alerts it raises). The store failing now must not
+    turn it into a lost attempt (made again after its lease: a hook run twice): the retry
+    carries it, to record it."""
     try:
         with store.session() as session:
-            _finish(session, attempt, now)
+            return _finish(session, attempt, now)
     except Exception as exc:
         if not is_transient(exc):
             raise
@@ -251,11 +309,12 @@ def _record(store: Store, attempt: dict[str, Any], now: datetime, retry_in: floa
         ) from exc
 
 
-def _finish(session: Session, made: dict[str, Any], now: datetime) -> None:
-    """Record attempt ``made`` (``_record``'s keys), once: a carried record may find it done."""
+def _finish(session: Session, made: dict[str, Any], now: datetime) -> list[AlertMessage]:
+    """Record attempt ``made`` (``_record``'s keys), once: a carried record may find it done.
+    The destination's state counts it too (``workers.pausing``): the alerts that raises."""
     attempt = session.get(ForwardAttempt, made["attempt_id"])
     if attempt is None or attempt.finished_at is not None:
-        return
+        return []
     attempt.finished_at = now
     attempt.outcome = made["outcome"]
     attempt.latency_ms = made["latency_ms"]
@@ -264,8 +323,22 @@ def _finish(session: Session, made: dict[str, Any], now: datetime) -> None:
     attempt.error = made["error"]
     delivery = session.get(ForwardDelivery, made["delivery_id"], with_for_update=True)
     if delivery.current_attempt_id != made["attempt_id"]:
-        return  # our lease ran out and another worker took over: its result stands
-    DeliveryStatus.settle(delivery, made["outcome"], made["error"], now)
+        return []  # our lease ran out and another worker took over: its result stands
+    error = made["error"]
+    if made.get("released"):  # FORWARD_<NAME>_ORDER: the next event may go now
+        error = f"{error}{pausing.RELEASED}"
+    DeliveryStatus.settle(delivery, made["outcome"], error, now)
+    if not made.get("guard"):
+        return []
+    return pausing.after_attempt(
+        session,
+        made["destination"],
+        made["guard"],
+        made["outcome"],
+        made["status_code"],
+        made["error"],
+        now,
+    )
 
 
 def _now() -> datetime:
@@ -336,3 +409,80 @@ def _new_deliveries(
             locked_record(session, ForwardDelivery, defaults, event_id=event_id, destination=name)
         )
     return added
+
+
+# --- what `tavus-callbacks destinations` (and the console, the API) show and do ---------------
+
+
+class NoSuchDestination(LookupError):
+    """A name that is neither configured (FORWARD_<NAME>_URL) nor known to the store."""
+
+
+def destinations_table(session: Session, settings: Settings) -> list[dict[str, Any]]:
+    """Each destination of ``FORWARD_<NAME>_URL`` (and any the store still knows): its type,
+    state, last success, failures in a row and pending deliveries. Hooks are not paused, and
+    not listed: `deliveries --destination hook:...` shows theirs."""
+    guarded = {
+        name: dest
+        for name, dest in configured(settings).items()
+        if dest.guard.pause_after is not None
+    }
+    states = {state.name: state for state in session.scalars(select(DestinationState))}
+    waiting = (
+        select(ForwardDelivery.destination, func.count())
+        .where(ForwardDelivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
+        .group_by(ForwardDelivery.destination)
+    )
+    pending = {name: count for name, count in session.execute(waiting)}
+    table = []
+    for name in sorted(set(guarded) | set(states)):
+        dest, state = guarded.get(name), states.get(name)
+        table.append(
+            {
+                "name": name,
+                "type": dest.type if dest else (state.type if state else None),
+                "configured": dest is not None,
+                "state": "paused" if state is not None and state.paused_at else "active",
+                "paused_at": _iso(state.paused_at if state else None),
+                "paused_by": state.paused_by if state else None,
+                "pause_reason": state.pause_reason if state else None,
+                "next_probe_at": _iso(state.next_probe_at if state else None),
+                "last_success_at": _iso(state.last_success_at if state else None),
+                "last_failure_at": _iso(state.last_failure_at if state else None),
+                "consecutive_failures": state.consecutive_failures if state else 0,
+                "pending": pending.get(name, 0),
+                "order": dest.guard.order if dest else None,
+                "pause_after": dest.guard.pause_after if dest else None,
+                "probe_seconds": dest.guard.probe_seconds if dest else None,
+            }
+        )
+    return table
+
+
+def pause_destination(session: Session, settings: Settings, name: str, actor: str) -> bool:
+    """A person pauses ``name`` until resumed by hand; False if it was paused already."""
+    name = name.lower()
+    dest = configured(settings).get(name)
+    if dest is None and session.get(DestinationState, name) is None:
+        raise NoSuchDestination(name)
+    if dest is not None and dest.guard.pause_after is None:
+        raise NoSuchDestination(name)  # a hook: not paused
+    return pausing.pause(session, name, actor, dest.type if dest else None, _now())
+
+
+def resume_destination(
+    session: Session, settings: Settings, name: str
+) -> tuple[bool, AlertMessage | None]:
+    """Resume ``name`` at once: whether it was paused, and the resumed alert to raise when its
+    failures had paused it."""
+    name = name.lower()
+    if configured(settings).get(name) is None and session.get(DestinationState, name) is None:
+        raise NoSuchDestination(name)
+    done = pausing.resume(session, name, _now())
+    if done is False:
+        return False, None
+    return True, None if done is True else done
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

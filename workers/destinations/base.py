@@ -24,6 +24,7 @@ import orjson
 
 from schemas.messages import FORWARD_EVENT
 from schemas.settings import DestinationSettings, ForwardDestination, Settings, SettingsError
+from workers.pausing import Guard
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Destination(Protocol):
     task: ClassVar[str]  # the Celery task that delivers to it (and so its queue)
     name: str
     rate: tuple[int, float] | None  # at most (count, per seconds): FORWARD_<NAME>_RATE
+    guard: Guard  # paused when broken, in order when asked (``workers.pausing``)
 
     @classmethod
     def configured(cls, settings: Settings) -> list[Destination]:
@@ -121,6 +123,7 @@ class UrlDestination:
     def __init__(self, config: ForwardDestination, settings: Settings) -> None:
         self.name = config.name
         self.rate = config.rate
+        self.guard = Guard(config.pause_after, config.probe_seconds, config.order)
         self.host = config.host  # what errors may name: never the URL, it may hold a password
         self.options = self.settings.read(config)  # FORWARD_<NAME>_<SUFFIX>, by lower suffix
         self._events = config.events

@@ -16,6 +16,7 @@ from schemas.messages import RUN_HOOK
 from schemas.settings import Settings
 from workers import hooks
 from workers.errors import Permanent, Transient
+from workers.pausing import NO_GUARD
 
 from .base import Answer, ForwardedEvent, matches
 
@@ -39,6 +40,7 @@ class HookDestination:
     type = "hook"
     task = RUN_HOOK
     rate = None  # a hook runs in the worker: its pool is its limit
+    guard = NO_GUARD  # and a failing hook is its code's bug: no pause
 
     def __init__(self, hook: hooks.Registered, timeout: float, max_attempts: int) -> None:
         self.name = hook.name

@@ -366,3 +366,23 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(300))
     outcome: Mapped[str] = mapped_column(String(32))  # done, refused, failed, nothing
     detail: Mapped[dict[str, Any] | None]  # counts and names, never content
+
+
+class DestinationState(Base):
+    """A destination's health, shared by every worker on every host: whether it is paused (by
+    FORWARD_<NAME>_PAUSE_AFTER failures in a row, a 410, or a person), since when and why, its
+    failures in a row, its last success, and when the next probe may go while it is paused."""
+
+    __tablename__ = "destination_states"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str | None] = mapped_column(String(32))  # as its last attempt recorded it
+    created_at: Mapped[datetime]  # first seen: earlier events never hold an ordered one back
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_success_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]  # None: active
+    paused_by: Mapped[str | None] = mapped_column(String(255))  # "failures", or who paused it
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    pauses: Mapped[int] = mapped_column(Integer, default=0)  # how many times: the alerts' cause
+    next_probe_at: Mapped[datetime | None]  # while paused by failures

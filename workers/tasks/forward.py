@@ -9,13 +9,15 @@ import logging
 
 from celery import signals
 
-from schemas.messages import FORWARD_EVENT, RUN_HOOK
+from schemas.messages import FORWARD_EVENT, RAISE_ALERT, RUN_HOOK
 from workers import forwarding, hooks, metrics
 from workers.celery_app import celery
 from workers.destinations import configured, prepare
 from workers.destinations.hooks import hard_time_limit
 from workers.errors import TavusError
+from workers.store.db import store_for
 from workers.tasks.base import StageTask, stage_task
+from workers.tasks.events import send_task
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,11 @@ def load_hooks(**_: object) -> None:
         prepare(settings)
     except TavusError as exc:  # a broker down now: each delivery prepares again, or fails
         log.warning("a destination is not ready yet: %s", exc)
+    try:
+        store = store_for(settings.database_url, settings.cipher)
+        forwarding.register_destinations(store, settings)
+    except Exception as exc:  # a boundary: the store down now; the first delivery makes them
+        log.warning("destination states not recorded at start: %s", type(exc).__name__)
 
 
 def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> str:
@@ -48,6 +55,13 @@ def _deliver(task: StageTask, event_id: str, destination: str, source: str) -> s
     )
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         return "unrecorded"
+    follow_ups = [(RAISE_ALERT, [alert]) for alert in outcome.alerts]  # paused, resumed
+    follow_ups += [(woken["name"], woken["args"]) for woken in outcome.wake]  # next in order
+    for name, args in follow_ups:
+        try:
+            send_task(name, args)
+        except Exception as exc:  # a boundary: the delivery is recorded; say what was not sent
+            log.error("%s not queued: %s", name, type(exc).__name__)
     if outcome.status in ("delivered", "failed", "retrying"):
         metrics.delivery(destination, outcome.status, configured(settings))
     if outcome.status == "failed":
