@@ -239,12 +239,8 @@ _INSERT_EVENT = {
 
 def _traced(event: Row) -> dict[str, Any]:
     """What the handler's span says of its event (only read with tracing on)."""
-    return {
-        "tavus.event_id": event.id,
-        "tavus.kind": event.kind,
-        "tavus.event_type": event.event_type,
-        "tavus.conversation_id": event.conversation_id,
-    }
+    facts = ("kind", "event_type", "conversation_id")
+    return {"tavus.event_id": event.id, **{f"tavus.{name}": getattr(event, name) for name in facts}}
 
 
 def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy | None) -> None:
