@@ -342,8 +342,7 @@ def test_erase_leaves_no_byte_of_a_conversation_and_its_pending_deliveries_never
         Spool(spool_dir).put(event_message(classify(orjson.loads(raw), raw), raw, time.time(), "x"))
         token = marker.encode()
         assert found_in_redis(client, token) and found_in_files(spool_dir, token)
-        # Honest: it was there to be found. (The logs are not ours to erase: the log alert
-        # channel prints a guardrail's name; docs/privacy.md says so.)
+        # Honest: it was there to be found.
         held = [tmp_path / "redis", spool_dir, *tmp_path.glob("events.db*")]
         assert all(found_in_files(place, token) for place in held[:2])
         assert any(marker.encode() in path.read_bytes() for path in held[2:])
@@ -384,6 +383,10 @@ def test_erase_leaves_no_byte_of_a_conversation_and_its_pending_deliveries_never
         assert all(b"c-erase" not in r.body and token not in r.body for r in sink.received)
         assert rows(store, Event, conversation_id="c-erase") == 0
         assert rows(store, Conversation, conversation_id="c-erase") == 0
+        # Nor in a log (which cannot be erased): the guardrail alert's log line names no guardrail.
+        assert "[guardrail:c-erase] alert" in (tmp_path / "worker-a.log").read_text()
+        assert found_in_files(tmp_path / "worker-a.log", token) == []
+        assert found_in_files(tmp_path / "worker-b.log", token) == []
     finally:
         worker.stop()
         if sink is not None:

@@ -32,9 +32,6 @@ class AlertPolicy:
     recording_retention_days: int = 30
     guardrail_alerts: bool = True
     guardrail_severity: str = "warning"
-    # ENCRYPTION_KEYS is set: a cause key (stored and queued in plain text, since it is what
-    # finds an alert) names what it is about by ids and digests, never by content.
-    encrypted: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:
@@ -42,7 +39,6 @@ class AlertPolicy:
             recording_retention_days=settings.recording_retention_days,
             guardrail_alerts=settings.alert_on_guardrail,
             guardrail_severity=settings.alert_guardrail_severity,
-            encrypted=bool(settings.encryption_keys),
         )
 
 
@@ -285,9 +281,9 @@ def guardrail_triggered(
         return None
     conversation = event.conversation_id
     guardrail = _properties(data).get("guardrail") or "unknown"
-    named = str(guardrail)
-    if policy.encrypted:  # its name may say what was said: the cause key takes a digest
-        named = hashlib.blake2b(named.encode(), digest_size=8).hexdigest()
+    # Its name may say what was said, and the cause key goes where content must not (Redis, log
+    # lines, which cannot be erased): the key takes a digest of it.
+    named = hashlib.blake2b(str(guardrail).encode(), digest_size=8).hexdigest()
     # One alert per guardrail and conversation: a guardrail that fires ten times in one call is
     # one thing to look at, and the conversation record counts the triggers.
     return _alert(

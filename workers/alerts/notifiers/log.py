@@ -1,7 +1,10 @@
 """The log channel: every alert, always, at the log level of its severity.
 
 It is the channel that works when every other one is down, and the one a log drain (Heroku,
-Kubernetes) ships to wherever the team already looks.
+Kubernetes) ships to wherever the team already looks. A log line cannot be erased, and a drain
+keeps it as long as it likes: so it names the alert by its rule and ids only, never its title or
+text, which may quote a conversation (a guardrail's name). The other channels, the console and
+``tavus-callbacks alerts`` carry the rest.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ class LogNotifier:
         return cls()
 
     def send(self, alert: Alert) -> None:
-        # One line: paragraphs joined by " | ", blank lines dropped (no empty " |  | " segment).
-        text = " | ".join(line.strip() for line in alert.text.splitlines() if line.strip())
+        # About a conversation: its rule and id (a guardrail's key holds its name); else the key.
+        rule = alert.cause_key.split(":", 1)[0]
+        about = f"{rule}:{alert.conversation_id}" if alert.conversation_id else alert.cause_key
         log.log(
             LEVELS.get(alert.severity, logging.ERROR),
-            "ALERT %s [%s] %s: %s",
+            "ALERT %s [%s] alert %s: tavus-callbacks alerts, or the console's Alerts page",
             alert.severity.upper(),
-            alert.cause_key,
-            alert.title,
-            text,
+            about,
+            alert.alert_id,
         )
