@@ -76,6 +76,45 @@ def intake_rows(results: Results) -> list[list[str]]:
     return rows
 
 
+def replicated_rows(results: Results) -> list[list[str]]:
+    """Per measure: the intake acking on the primary alone, and with a replica confirming."""
+    rows = []
+    for mode, replicated in results.replicated.items():
+        intake = results.intake[mode]
+        if mode == SATURATION:
+            measures = [
+                ("throughput at saturation (req/s)", intake.throughput, replicated.throughput)
+            ]
+        else:
+            rate = f"{int(mode):,}"
+            measures = [
+                (f"ack p{p} at {rate} req/s (ms)", intake.percentile(p), replicated.percentile(p))
+                for p in (50, 99)
+            ]
+        digits = 0 if mode == SATURATION else 2
+        for label, alone, confirmed in measures:
+            rows.append([
+                label, f"{alone:.{digits}f}", f"{confirmed:.{digits}f}", f"{confirmed / alone:.2f}"
+            ])  # fmt: skip
+    return rows
+
+
+def _replicated_table(results: Results) -> list[str]:
+    if not results.replicated:
+        return []
+    header = ["measure", "intake", "with a replica, REDIS_MIN_REPLICAS=1", "replicated / intake"]
+    spooled = results.replicated_spooled
+    return [
+        "**Replicated acknowledgement**: the same intake, in the same turns, with a replica "
+        "following the Redis primary and `REDIS_MIN_REPLICAS=1` (each publish followed by "
+        "`WAIT 1 100` in the same round trip, docs/redis-failover.md); "
+        f"{spooled:,} of its requests were spooled for want of the replica's confirmation:",
+        "",
+        *_table(header, replicated_rows(results)),
+        "",
+    ]
+
+
 def mix_rows(results: Results) -> list[list[str]]:
     """Per load: intake / baseline at saturation and the ack p99 at the top rate, side by side."""
     loads = {"conversation": (results.body_bytes, results.intake, results.baseline)}
@@ -142,6 +181,7 @@ def render(results: Results) -> str:
         "",
         *_table(INTAKE_HEADER, intake_rows(results)),
         "",
+        *_replicated_table(results),
         *_mix_table(results),
         "**End to end**, from when the POST was due to the event processed in the store "
         f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes"

@@ -87,6 +87,12 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
         "ack p50 at 200 req/s (ms)",
         "ack p99 at 200 req/s (ms)",
     ]
+    # The same intake with a replica confirming each publish (REDIS_MIN_REPLICAS=1).
+    replicated = found[
+        "measure", "intake", "with a replica, REDIS_MIN_REPLICAS=1", "replicated / intake"
+    ]  # fmt: skip
+    assert [row[0] for row in replicated] == [row[0] for row in intake]
+    assert re.search(r"\d+ of its requests were spooled", done.stdout)
     end_to_end = found["store", "events/s", "events", "p50 (ms)", "p99 (ms)"]
     assert [row[:2] for row in end_to_end] == [["sqlite", "200"]]
     workers = found["store", "worker processes", "events/s", "no-op tasks/s", "events / no-op"]
@@ -96,10 +102,11 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
         "web worker (intake)",
         "web worker (baseline)",
         "web worker (unmetered)",
+        "web worker (replicated)",
         "Celery worker process",
         "Celery worker process (no-op)",
     }
-    for row in [*intake, *end_to_end, *workers, *memory]:
+    for row in [*intake, *replicated, *end_to_end, *workers, *memory]:
         assert positive_numbers(row), row
 
 
