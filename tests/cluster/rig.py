@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -123,8 +124,8 @@ class Cluster:
         self.start_sentinels()
         self.start_destination()
         Store(self.database_url).upgrade()  # the Procfile's release, from outside
-        for name in WEB_HOSTS:
-            self.start_web(name)
+        with ThreadPoolExecutor(len(WEB_HOSTS)) as pool:  # hosts of their own: side by side
+            list(pool.map(self.start_web, WEB_HOSTS))
         self.start_balancer()
         return self
 

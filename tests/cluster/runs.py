@@ -283,8 +283,10 @@ def faults(
 ) -> tuple[list[FaultRow], Audit]:
     """Every worker host up, a steady ``rate`` of callbacks, and the named faults one after
     the other; then the load stops and every acked callback is audited."""
-    start_workers(cluster, WORKER_HOSTS)
-    cluster.start_beat()
+    with ThreadPoolExecutor(len(WORKER_HOSTS) + 1) as pool:  # beat beside the workers
+        beat = pool.submit(cluster.start_beat)
+        list(pool.map(cluster.start_worker, WORKER_HOSTS))
+        beat.result()
     load = Load(cluster.intake, "faults", senders=8)
     stream = load.steady(rate)
     rows = []
