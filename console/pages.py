@@ -209,12 +209,10 @@ def events() -> Response | str:
             flash(f"Nothing has the id {wanted}.", "warning")
         else:
             return redirect(_place_of(*found))
-    args, errors, page = _page(reads.events_page, EVENT_ARGS)
-    return render_template(
+    return _listing(
         "events.html",
-        page=page,
-        args=args,
-        errors=errors,
+        reads.events_page,
+        EVENT_ARGS,
         statuses=EVENT_STATUSES,
         kinds=kinds(),
         resource_kinds=queries.resource_models(),
@@ -227,6 +225,13 @@ def _place_of(kind: str, found_id: str) -> str:
     if kind == "conversation":
         return url_for("pages.conversation", conversation_id=found_id)
     return url_for("pages.resource", kind=kind, resource_id=found_id)
+
+
+def _listing(template: str, reader: Any, schema: Any, **context: Any) -> str:
+    """A page of rows under its filter form: ``template`` given the page, the filters and
+    their errors, and ``context``."""
+    args, errors, page = _page(reader, schema)
+    return render_template(template, page=page, args=args, errors=errors, **context)
 
 
 def _page(reader: Any, schema: Any) -> tuple[dict[str, Any], dict[str, Any], reads.Page]:
@@ -263,9 +268,11 @@ def replay(event_id: str) -> Response:
 
 @bp.get("/conversations")
 def conversations() -> str:
-    args, errors, page = _page(reads.conversations_page, CONVERSATION_ARGS)
-    return render_template(
-        "conversations.html", page=page, args=args, errors=errors, statuses=CONVERSATION_STATUSES
+    return _listing(
+        "conversations.html",
+        reads.conversations_page,
+        CONVERSATION_ARGS,
+        statuses=CONVERSATION_STATUSES,
     )
 
 
@@ -313,10 +320,7 @@ def audit_page() -> str:
 
 @bp.get("/alerts")
 def alerts() -> str:
-    args, errors, page = _page(reads.alerts_page, ALERT_ARGS)
-    return render_template(
-        "alerts.html", page=page, args=args, errors=errors, severities=SEVERITIES
-    )
+    return _listing("alerts.html", reads.alerts_page, ALERT_ARGS, severities=SEVERITIES)
 
 
 @bp.get("/deliveries")

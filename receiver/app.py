@@ -44,12 +44,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     drainer = Drainer(spool, publisher.publish, settings.spool_drain_interval_seconds)
     drainer.start()  # gunicorn builds the app in each worker, after the fork
     app.extensions["intake"] = intake.Intake(
-        TokenChecker(settings.callback_tokens),
-        publisher,
-        drainer,
-        SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
-        ReadDeadlines(settings.body_timeout_seconds),
-        SignatureChecker(settings.tavus_signing_secrets),
+        tokens=TokenChecker(settings.callback_tokens),
+        publisher=publisher,
+        drainer=drainer,
+        sources=SourceAllowlist(settings.allowed_source_cidrs, settings.trusted_proxies),
+        deadlines=ReadDeadlines(settings.body_timeout_seconds),
+        signatures=SignatureChecker(settings.tavus_signing_secrets),
     )
     app.extensions["readiness"] = health.Readiness(client, spool)
     app.register_blueprint(intake.bp)

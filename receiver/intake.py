@@ -48,24 +48,16 @@ class Reply:
         return Response(orjson.dumps(self.body), status=self.status, mimetype="application/json")
 
 
+@dataclass(frozen=True)
 class Intake:
     """Everything one callback goes through, free of Flask so it reads (and tests) plainly."""
 
-    def __init__(
-        self,
-        tokens: TokenChecker,
-        publisher: Publisher,
-        drainer: Drainer,
-        sources: SourceAllowlist,
-        deadlines: ReadDeadlines,
-        signatures: SignatureChecker,
-    ) -> None:
-        self.tokens = tokens
-        self.signatures = signatures
-        self.publisher = publisher
-        self.drainer = drainer
-        self.sources = sources
-        self.deadlines = deadlines
+    tokens: TokenChecker
+    publisher: Publisher
+    drainer: Drainer
+    sources: SourceAllowlist
+    deadlines: ReadDeadlines
+    signatures: SignatureChecker
 
     def accept(
         self, raw: bytes, presented: str | None, hint: str | None, signature: str | None = None

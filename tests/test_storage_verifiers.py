@@ -22,13 +22,8 @@ from tests.storage_services import (
 )
 from workers.storage import verifiers
 from workers.storage.azure_blob import emulator_endpoint
-from workers.storage.base import (
-    AccessDenied,
-    Missing,
-    StorageRefused,
-    StorageUnavailable,
-    StorageVerifier,
-)
+from workers.storage.base import StorageVerifier
+from workers.storage.errors import AccessDenied, Missing, StorageRefused, StorageUnavailable
 from workers.storage.locations import ObjectLocation
 
 pytestmark = pytest.mark.integration

@@ -91,13 +91,8 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
-        "provider": row.provider,
-        "uri": row.uri,
-        "duration_seconds": row.duration_seconds,
-        "ready_at": iso(row.ready_at),
-        "copy_failed_at": iso(row.copy_failed_at),
-        "copy_error_code": row.copy_error_code,
-        "copy_error_message": row.copy_error_message,
+        **_columns(row, "provider", "uri", "duration_seconds", "ready_at", "copy_failed_at"),
+        **_columns(row, "copy_error_code", "copy_error_message"),
         "verification": state.view(row),
     }
 
@@ -105,14 +100,7 @@ def _recording(row: Recording | None) -> dict[str, Any] | None:
 def _objectives(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     order = (Objective.completed_at, Objective.objective_name)
     rows = _of_conversation(session, Objective, conversation_id, *order)
-    return [
-        {
-            "objective_name": row.objective_name,
-            "output_variables": row.output_variables,
-            "completed_at": iso(row.completed_at),
-        }
-        for row in rows
-    ]
+    return [_columns(row, "objective_name", "output_variables", "completed_at") for row in rows]
 
 
 def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
@@ -127,29 +115,20 @@ def _guardrails(session: Session, conversation_id: str) -> list[dict[str, Any]]:
 
 def _post_call_actions(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     rows = _of_conversation(session, PostCallAction, conversation_id, PostCallAction.executed_at)
-    return [
-        {
-            "tool_name": row.tool_name,
-            "status": row.status,
-            "request": row.request,
-            "response": row.response,
-            "executed_at": iso(row.executed_at),
-        }
-        for row in rows
-    ]
+    columns = ("tool_name", "status", "request", "response", "executed_at")
+    return [_columns(row, *columns) for row in rows]
 
 
 def _tool_deliveries(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     rows = _of_conversation(session, ToolDelivery, conversation_id, ToolDelivery.delivered_at)
-    return [
-        {
-            "tool_name": row.tool_name,
-            "tool_call_id": row.tool_call_id,
-            "arguments": row.arguments,
-            "delivered_at": iso(row.delivered_at),
-        }
-        for row in rows
-    ]
+    columns = ("tool_name", "tool_call_id", "arguments", "delivered_at")
+    return [_columns(row, *columns) for row in rows]
+
+
+def _columns(row: Any, *names: str) -> dict[str, Any]:
+    """``{name: value}`` for these columns of ``row``, times in ISO 8601."""
+    values = ((name, getattr(row, name)) for name in names)
+    return {name: iso(value) if isinstance(value, datetime) else value for name, value in values}
 
 
 def _of_conversation(
@@ -197,19 +176,10 @@ def recent_events(
 def event_summary(event: Event) -> dict[str, Any]:
     return {
         "event_id": event.id,
-        "kind": event.kind,
-        "event_type": event.event_type,
-        "conversation_id": event.conversation_id,
+        **_columns(event, "kind", "event_type", "conversation_id"),
         "resource_id": resource_id(event),
-        "status": event.status,
-        "source": event.source,
-        "received_at": iso(event.received_at),
-        "occurred_at": iso(event.occurred_at),
-        "attempts": event.attempts,
-        "last_error": event.last_error,
-        "errors": event.errors,
-        "warnings": event.warnings,
-        "failed_stage": event.failed_stage,
+        **_columns(event, "status", "source", "received_at", "occurred_at", "attempts"),
+        **_columns(event, "last_error", "errors", "warnings", "failed_stage"),
     }
 
 
@@ -247,8 +217,7 @@ def resource_record(session: Session, kind: str, resource_id: str) -> dict[str, 
     row = session.get(resource_models()[kind], resource_id)
     if row is None:
         return None
-    values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
-    return {k: iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+    return _columns(row, *(column.key for column in row.__table__.columns))
 
 
 # --- alerts and deliveries: what `tavus-callbacks alerts` / `deliveries` print ---------------
@@ -258,12 +227,7 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     """A stored alert as JSON: the same keys as the alert a channel sends."""
     return {
         "alert_id": alert.id,
-        "cause_key": alert.cause_key,
-        "severity": alert.severity,
-        "title": alert.title,
-        "text": alert.text,
-        "conversation_id": alert.conversation_id,
-        "event_id": alert.event_id,
+        **_columns(alert, "cause_key", "severity", "title", "text", "conversation_id", "event_id"),
         "facts": alert.facts or {},
         "raised_at": iso(alert.raised_at),
     }

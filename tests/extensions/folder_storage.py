@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from schemas.settings import Settings
-from workers.storage.base import Missing, ObjectFacts, StorageRefused
+from workers.storage.base import ObjectFacts
+from workers.storage.errors import Missing, StorageRefused
 from workers.storage.locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 from workers.storage.verifiers import register
 

@@ -22,7 +22,7 @@ from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from schemas.times import iso
 from workers.errors import Permanent
 from workers.storage.azure_blob import AzureBlobVerifier, emulator_endpoint
-from workers.storage.base import Missing
+from workers.storage.errors import Missing
 from workers.storage.gcs import GcsVerifier
 from workers.storage.locations import ObjectLocation
 from workers.storage.s3 import S3Verifier

@@ -32,6 +32,7 @@ from botocore.exceptions import (
 
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
 from workers.errors import Permanent, Transient
+from workers.storage.s3 import THROTTLED, aws_answer
 
 from .base import Answer, ForwardedEvent, UrlDestination
 
@@ -43,7 +44,6 @@ SETTINGS = DestinationSettings(
     "conversation as its group and the event id as its deduplication id. No variables of its "
     "own.",
 )
-_THROTTLED = {"Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable"}
 
 
 class SqsDestination(UrlDestination):
@@ -102,10 +102,9 @@ class SqsDestination(UrlDestination):
     def _failure(self, exc: Exception) -> Exception:
         where = f"SQS queue {self.queue_name}"
         if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            status, code = aws_answer(exc)
             said = f"{where}: {status} {code}".rstrip()
-            if status >= 500 or code in _THROTTLED:
+            if status >= 500 or code in THROTTLED:
                 return Transient(said)
             return Permanent(said)
         if isinstance(exc, NoCredentialsError):

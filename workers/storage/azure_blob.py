@@ -28,17 +28,8 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from schemas.settings import Settings
 
-from .base import (
-    JSON,
-    AccessDenied,
-    Missing,
-    ObjectFacts,
-    StorageError,
-    StorageRefused,
-    StorageUnavailable,
-    checksum,
-    unquote_etag,
-)
+from .base import JSON, ObjectFacts, checksum, unquote_etag
+from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
 from .locations import LocationRefused, ObjectLocation, object_key
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """The verifier contract: what a verifier is given, what it answers, and how it fails.
 
 A verifier asks one provider, through its SDK only, for the metadata of one object. It answers
-``ObjectFacts`` or raises one of three errors, mapped from the SDK's own exceptions inside the
-provider module (``raise ... from exc``), so the retry logic reads the type and never an SDK:
+``ObjectFacts`` or raises one of three errors (``errors.py``), mapped from the SDK's own exceptions
+inside the provider module (``raise ... from exc``), so the retry logic reads the type and never an
+SDK:
 
 - ``Missing``: the object is not there (yet): retried with backoff within the wait window;
 - ``StorageUnavailable``: timeout, connection refused, 5xx, throttling: retried with backoff and
@@ -22,7 +23,6 @@ from datetime import datetime
 from typing import ClassVar, Protocol
 
 from schemas.settings import Settings
-from workers import errors
 
 from .locations import ObjectLocation
 
@@ -70,34 +70,6 @@ class StorageVerifier(Protocol):
     def put(self, where: ObjectLocation, data: bytes, metadata: Mapping[str, str]) -> None:
         """Write ``data`` (JSON) at ``where`` with ``metadata``, replacing what is there."""
         ...
-
-
-class StorageError(Exception):
-    """A verifier could not confirm the object; the subclass says whether to try again."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Missing(StorageError):
-    """No such object (yet): Tavus may still be writing or copying it."""
-
-
-class StorageUnavailable(StorageError, errors.Transient):
-    """The provider could not answer now: a timeout, a refused connection, 5xx, throttling."""
-
-
-class StorageRefused(StorageError, errors.Permanent):
-    """Asking again will not help: no such bucket or container, no credentials, bad request."""
-
-    status: ClassVar[str] = "error"
-
-
-class AccessDenied(StorageRefused):
-    """The provider answered, and our credentials may not read this object."""
-
-    status: ClassVar[str] = "access_denied"
 
 
 def checksum(algorithm: str, value: str | bytes | bytearray | None) -> str | None:

@@ -20,17 +20,8 @@ from google.cloud import storage
 
 from schemas.settings import Settings
 
-from .base import (
-    JSON,
-    AccessDenied,
-    Missing,
-    ObjectFacts,
-    StorageError,
-    StorageRefused,
-    StorageUnavailable,
-    checksum,
-    unquote_etag,
-)
+from .base import JSON, ObjectFacts, checksum, unquote_etag
+from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
 from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)

@@ -27,17 +27,8 @@ from botocore.exceptions import (
 
 from schemas.settings import Settings
 
-from .base import (
-    JSON,
-    AccessDenied,
-    Missing,
-    ObjectFacts,
-    StorageError,
-    StorageRefused,
-    StorageUnavailable,
-    checksum,
-    unquote_etag,
-)
+from .base import JSON, ObjectFacts, checksum, unquote_etag
+from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
 from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
 
 log = logging.getLogger(__name__)
@@ -56,7 +47,9 @@ _S3_BUCKET = re.compile(
     r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 )
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "429"}
+# AWS's "slow down" codes (S3's and the other services'): transient like a 5xx.
+THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestTimeout",
+             "ServiceUnavailable", "429"}  # fmt: skip
 
 
 class S3Verifier:
@@ -133,17 +126,22 @@ class S3Verifier:
             log.debug("head_bucket %s: %s", bucket, failure.reason)
 
 
+def aws_answer(exc: ClientError) -> tuple[int, str]:
+    """The HTTP status (0 when none) and the error code an AWS service answered with."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return int(status), str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def _failure(exc: Exception) -> StorageError:
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        status, code = aws_answer(exc)
         said = f"S3 answered {status}" + ("" if code == str(status) else f" {code}")
         if status == 404 or code in ("NoSuchKey", "NotFound", "404"):
             return Missing(f"{said}: no such object")
         if status == 403 or code in _DENIED:
             # Without s3:ListBucket, S3 also answers 403 for a key that does not exist.
             return AccessDenied(f"{said}: access denied")
-        if status >= 500 or code in _THROTTLED:
+        if status >= 500 or code in THROTTLED:
             return StorageUnavailable(f"{said}: try again")
         if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
             return StorageRefused(f"{said}: the bucket is in another region than configured")

@@ -6,6 +6,7 @@ and results, and ``queries`` shows them, all through these functions.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from schemas.times import iso
@@ -23,6 +24,8 @@ SKIPPED = "skipped"  # RECORDING_LOCATIONS is empty: verification is off
 
 FINAL = frozenset({VERIFIED, MISSING, ACCESS_DENIED, REFUSED, ERROR, SKIPPED})
 ALERTING = frozenset({MISSING, ACCESS_DENIED, REFUSED, ERROR})
+# What the previous round found, forgotten when a new one starts (``verification_<finding>``).
+_ROUND_FINDINGS = ("reason", "started_at", "checked_at", "next_at", "call_seconds", "alert")
 
 
 def start_round(row: Recording, event_id: str | None) -> int:
@@ -31,23 +34,16 @@ def start_round(row: Recording, event_id: str | None) -> int:
     row.verification_round = (row.verification_round or 0) + 1
     row.verification_status = PENDING
     row.verification_attempts = 0
-    row.verification_reason = None
-    row.verification_started_at = None
-    row.verification_checked_at = None
-    row.verification_next_at = None
-    row.verification_call_seconds = None
-    row.verification_alert = None
+    for finding in _ROUND_FINDINGS:
+        setattr(row, f"verification_{finding}", None)
     record_facts(row, None)
     return row.verification_round
 
 
 def record_facts(row: Recording, facts: ObjectFacts | None) -> None:
-    row.object_size = facts.size if facts else None
-    row.object_etag = facts.etag if facts else None
-    row.object_checksum = facts.checksum if facts else None
-    row.object_content_type = facts.content_type if facts else None
-    row.object_last_modified = facts.last_modified if facts else None
-    row.object_version = facts.version if facts else None
+    """Each fact in its ``object_<fact>`` column; None clears them all."""
+    for fact in fields(ObjectFacts):
+        setattr(row, f"object_{fact.name}", getattr(facts, fact.name, None))
 
 
 def view(row: Recording) -> dict[str, Any] | None:

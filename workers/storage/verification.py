@@ -35,7 +35,8 @@ from workers.store.db import Store
 from workers.store.models import Recording
 
 from . import state, unverified
-from .base import Missing, ObjectFacts, StorageRefused, StorageUnavailable, StorageVerifier
+from .base import ObjectFacts, StorageVerifier
+from .errors import Missing, StorageRefused, StorageUnavailable
 from .locations import LocationRefused, ObjectLocation, redact
 from .verifiers import allowlist, locate, verifier_for
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import ClassVar
 
 from schemas.settings import Settings
 
@@ -20,30 +22,22 @@ from .base import SEVERITY_LABELS, Alert, PermanentDeliveryError, TransientDeliv
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 
+@dataclass
 class EmailNotifier:
-    channel = "email"
+    channel: ClassVar[str] = "email"
 
-    def __init__(
-        self,
-        host: str,
-        sender: str,
-        recipients: tuple[str, ...],
-        security: str = "starttls",
-        port: int | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float = 10.0,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port or DEFAULT_PORTS[security]
-        self.security = security
-        self.sender = sender
-        self.recipients = recipients
-        self._username = username
-        self._password = password
-        self._timeout = timeout
-        self._ssl_context = ssl_context
+    host: str
+    sender: str
+    recipients: tuple[str, ...]
+    security: str = "starttls"
+    port: int | None = None  # None: the usual port of ``security``
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log or an error
+    timeout: float = 10.0
+    ssl_context: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or DEFAULT_PORTS[self.security]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmailNotifier | None:
@@ -67,8 +61,8 @@ class EmailNotifier:
             with self._connect() as smtp:
                 if self.security == "starttls":
                     smtp.starttls(context=self._context())
-                if self._username:
-                    smtp.login(self._username, self._password or "")
+                if self.username:
+                    smtp.login(self.username, self.password or "")
                 smtp.send_message(message)
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentDeliveryError(f"{where} refused the login ({exc.smtp_code})") from None
@@ -101,12 +95,12 @@ class EmailNotifier:
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
             return smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self._timeout, context=self._context()
+                self.host, self.port, timeout=self.timeout, context=self._context()
             )
-        return smtplib.SMTP(self.host, self.port, timeout=self._timeout)
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
     def _context(self) -> ssl.SSLContext:
-        return self._ssl_context or ssl.create_default_context()
+        return self.ssl_context or ssl.create_default_context()
 
 
 def email_message(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:

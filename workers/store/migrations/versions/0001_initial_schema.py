@@ -1,8 +1,6 @@
 """initial schema
 
-Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:33:03.258787
 """
 
 import sqlalchemy as sa
@@ -10,8 +8,6 @@ from alembic import op
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -102,14 +98,8 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.String(length=255), nullable=False),
         sa.Column("guardrail", sa.String(length=255), nullable=False),
         sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["conversation_id"],
-            ["conversations.conversation_id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["event_id"],
-            ["events.id"],
-        ),
+        sa.ForeignKeyConstraint(["conversation_id"], ["conversations.conversation_id"]),
+        sa.ForeignKeyConstraint(["event_id"], ["events.id"]),
         sa.PrimaryKeyConstraint("event_id"),
     )
     with op.batch_alter_table("guardrail_triggers", schema=None) as batch_op:
@@ -124,10 +114,7 @@ def upgrade() -> None:
         sa.Column("objective_name", sa.String(length=255), nullable=False),
         sa.Column("output_variables", sa.JSON(), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["conversation_id"],
-            ["conversations.conversation_id"],
-        ),
+        sa.ForeignKeyConstraint(["conversation_id"], ["conversations.conversation_id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("conversation_id", "objective_name"),
     )
@@ -140,14 +127,8 @@ def upgrade() -> None:
         sa.Column("request", sa.JSON(), nullable=True),
         sa.Column("response", sa.JSON(), nullable=True),
         sa.Column("executed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["conversation_id"],
-            ["conversations.conversation_id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["event_id"],
-            ["events.id"],
-        ),
+        sa.ForeignKeyConstraint(["conversation_id"], ["conversations.conversation_id"]),
+        sa.ForeignKeyConstraint(["event_id"], ["events.id"]),
         sa.PrimaryKeyConstraint("event_id"),
     )
     with op.batch_alter_table("post_call_actions", schema=None) as batch_op:
@@ -167,10 +148,7 @@ def upgrade() -> None:
         sa.Column("copy_failed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("copy_error_code", sa.Text(), nullable=True),
         sa.Column("copy_error_message", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["conversation_id"],
-            ["conversations.conversation_id"],
-        ),
+        sa.ForeignKeyConstraint(["conversation_id"], ["conversations.conversation_id"]),
         sa.PrimaryKeyConstraint("conversation_id"),
     )
 

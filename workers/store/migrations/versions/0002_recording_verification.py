@@ -1,17 +1,10 @@
-"""recording verification: result, attempts and object facts on recordings
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-25 13:00:00
-"""
+"""recording verification: result, attempts and object facts on recordings"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 COLUMNS = (
     ("ready_event_id", sa.String(length=36)),

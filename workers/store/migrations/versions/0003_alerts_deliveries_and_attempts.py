@@ -1,17 +1,10 @@
-"""alerts, their deliveries per channel, and every delivery attempt
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-25 12:45:44.576031
-"""
+"""alerts, their deliveries per channel, and every delivery attempt"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

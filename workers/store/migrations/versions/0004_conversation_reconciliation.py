@@ -1,16 +1,10 @@
-"""conversations: reconciliation bookkeeping (pulls from the Tavus API)
-
-Revision ID: 0004
-Revises: 0003
-"""
+"""conversations: reconciliation bookkeeping (pulls from the Tavus API)"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

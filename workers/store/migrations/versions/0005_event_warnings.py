@@ -1,16 +1,10 @@
-"""events: warnings (what deviated from the documented shape) and the stage a failure happened at
-
-Revision ID: 0005
-Revises: 0004
-"""
+"""events: warnings (what deviated from the documented shape) and the stage a failure happened at"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

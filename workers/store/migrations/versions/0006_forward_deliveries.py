@@ -1,16 +1,10 @@
-"""forward_deliveries and forward_attempts: events delivered to webhooks and Python hooks
-
-Revision ID: 0006
-Revises: 0004
-"""
+"""forward_deliveries and forward_attempts: events delivered to webhooks and Python hooks"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

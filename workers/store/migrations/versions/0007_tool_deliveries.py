@@ -1,16 +1,10 @@
-"""tool_deliveries: Tavus's signed tool deliveries (post-call actions), by conversation
-
-Revision ID: 0007
-Revises: 0006
-"""
+"""tool_deliveries: Tavus's signed tool deliveries (post-call actions), by conversation"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

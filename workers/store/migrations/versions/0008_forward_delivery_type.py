@@ -1,8 +1,5 @@
 """forward_deliveries.type: the destination type each delivery went through (webhook, hook,
 redis_stream, amqp, ...), recorded so that a listing and a redeliver need not guess it
-
-Revision ID: 0008
-Revises: 0007
 """
 
 import sqlalchemy as sa
@@ -10,8 +7,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

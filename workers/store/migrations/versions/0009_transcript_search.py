@@ -1,7 +1,5 @@
 """transcript_lines: what was said in each conversation, one row per line, searchable
 
-Revision ID: 0009
-Revises: 0008
 
 The lines are written by the database itself, from ``conversations.transcript``: triggers
 rebuild a conversation's lines whenever its transcript is written, and remove them when the
@@ -17,8 +15,6 @@ from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 POSTGRESQL_UP = [
     """

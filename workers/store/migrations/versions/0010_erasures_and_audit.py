@@ -1,16 +1,10 @@
-"""erasures (the tombstones of erased conversations, replicas, videos, documents) and audit
-
-Revision ID: 0010
-Revises: 0009
-"""
+"""erasures (the tombstones of erased conversations, replicas, videos, documents) and audit"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
 down_revision = "0009"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
