@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 
 from . import load
+from .load import LoadResult
 from .run import SATURATION, Results
 from .services import redis_server_binary
 
@@ -78,27 +79,31 @@ def intake_rows(results: Results) -> list[list[str]]:
 
 
 ENCRYPTED_HEADER = ["measure", "intake", "intake with ENCRYPTION_KEYS", "encrypted / plain"]
+REPLICATED_HEADER = [
+    "measure", "intake", "with a replica, REDIS_MIN_REPLICAS=1", "replicated / intake"
+]  # fmt: skip
 
 
-def encrypted_rows(results: Results) -> list[list[str]]:
-    """Per measure: the intake, and the same with every body sealed (issue 18)."""
+def variant_rows(results: Results, variant: dict[str, LoadResult]) -> list[list[str]]:
+    """Per measure: the intake, the same intake run another way (``variant``, in the same turns)
+    and their ratio."""
     rows = []
     for mode, intake in results.intake.items():
-        sealed = results.encrypted.get(mode)
-        if sealed is None:
+        other = variant.get(mode)
+        if other is None:
             continue
         if mode == SATURATION:
-            measures = [("throughput at saturation (req/s)", intake.throughput, sealed.throughput)]
+            measures = [("throughput at saturation (req/s)", intake.throughput, other.throughput)]
         else:
             rate = f"{int(mode):,}"
             measures = [
-                (f"ack p{p} at {rate} req/s (ms)", intake.percentile(p), sealed.percentile(p))
+                (f"ack p{p} at {rate} req/s (ms)", intake.percentile(p), other.percentile(p))
                 for p in (50, 99)
             ]
         digits = 0 if mode == SATURATION else 2
-        for label, plain, encrypted in measures:
+        for label, plain, changed in measures:
             rows.append([
-                label, f"{plain:.{digits}f}", f"{encrypted:.{digits}f}", f"{encrypted / plain:.2f}",
+                label, f"{plain:.{digits}f}", f"{changed:.{digits}f}", f"{changed / plain:.2f}"
             ])  # fmt: skip
     return rows
 
@@ -110,7 +115,22 @@ def _encrypted_table(results: Results) -> list[str]:
         "**Encryption at rest**: the same intake with `ENCRYPTION_KEYS` set (each body sealed "
         "with Fernet before Redis or the spool), in the same turns:",
         "",
-        *_table(ENCRYPTED_HEADER, encrypted_rows(results)),
+        *_table(ENCRYPTED_HEADER, variant_rows(results, results.encrypted)),
+        "",
+    ]
+
+
+def _replicated_table(results: Results) -> list[str]:
+    if not results.replicated:
+        return []
+    spooled = results.replicated_spooled
+    return [
+        "**Replicated acknowledgement**: the same intake, in the same turns, with a replica "
+        "following the Redis primary and `REDIS_MIN_REPLICAS=1` (each publish followed by "
+        "`WAIT 1 100` in the same round trip, docs/redis-failover.md); "
+        f"{spooled:,} of its requests were spooled for want of the replica's confirmation:",
+        "",
+        *_table(REPLICATED_HEADER, variant_rows(results, results.replicated)),
         "",
     ]
 
@@ -182,6 +202,7 @@ def render(results: Results) -> str:
         *_table(INTAKE_HEADER, intake_rows(results)),
         "",
         *_encrypted_table(results),
+        *_replicated_table(results),
         *_mix_table(results),
         "**End to end**, from when the POST was due to the event processed in the store "
         f"({sizes.e2e_seconds:g} s at a constant rate, {max(sizes.processes)} worker processes"

@@ -98,6 +98,10 @@ class Results:
     traced: dict[str, LoadResult] = field(default_factory=dict)  # INTAKE_APP, tracing on
     # The intake with ENCRYPTION_KEYS set (bodies sealed before Redis), same modes.
     encrypted: dict[str, LoadResult] = field(default_factory=dict)
+    # INTAKE_APP again, acknowledging only what a replica confirms (REDIS_MIN_REPLICAS=1); and
+    # how many of its requests it spooled instead (the replica did not confirm in time).
+    replicated: dict[str, LoadResult] = field(default_factory=dict)
+    replicated_spooled: int = 0
     # The single-kind loads: (mix, SATURATION or "<rate>") -> (intake, baseline); body sizes.
     mixes: dict[tuple[str, str], tuple[LoadResult, LoadResult]] = field(default_factory=dict)
     mix_body_bytes: dict[str, list[int]] = field(default_factory=dict)
@@ -145,6 +149,8 @@ class Run:
             # The servers and workers reach Redis over the (delayed) network; the harness's own
             # checks go direct.
             self.redis_url = self.stack.enter_context(self._delayed(direct_url))
+            # Its replica follows it over the same network, for the replicated intake.
+            self._start(services.redis_replica(self.work_dir / "replica", self.redis_url))
             self.redis = redis.Redis.from_url(direct_url)
             self.stack.callback(self.redis.close)
             self._time_round_trip("Redis", self.redis_url)
@@ -196,12 +202,12 @@ class Run:
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",  # every span: the dearest case
         }
 
-    def _web(self, name: str, app: str, **extra: str) -> str:
+    def _web(self, name: str, app: str, **settings: str) -> str:
         env = services.python_env(
             REDIS_URL=self.redis_url,
             CALLBACK_TOKENS=self.token,
             SPOOL_DIR=str(self.work_dir / "spool"),  # not the checkout's
-            **extra,
+            **settings,
         )
         if self.sizes.web_concurrency:
             env["WEB_CONCURRENCY"] = str(self.sizes.web_concurrency)
@@ -233,6 +239,7 @@ class Run:
         urls["encrypted"] = self._web("encrypted", INTAKE_APP, ENCRYPTION_KEYS=generate_key())
         if self.sizes.tracing:
             urls[TRACED] = self._web(TRACED, INTAKE_APP, **self.tracing_env)
+        urls["replicated"] = self._web("replicated", INTAKE_APP, REDIS_MIN_REPLICAS="1")
         for name, url in urls.items():
             if self.sizes.warmup_seconds:
                 self._load(f"warmup-{name}", url, self.sizes.warmup_seconds)
@@ -241,6 +248,8 @@ class Run:
             for name, result in self._abba(mode, self.bodies, tuple(urls)).items():
                 getattr(self.results, name)[mode] = result
                 self.say(f"{name:8} {mode:>10}: {_load_line(result)}")
+        log = (self.work_dir / "replicated.log").read_text(errors="replace")
+        self.results.replicated_spooled = log.count("spooling event")
 
     def _abba(
         self, mode: str, bodies: Path, names: tuple[str, ...] = ("intake", "baseline")
@@ -376,9 +385,9 @@ def _load_line(result: LoadResult) -> str:
 
 def estimate(sizes: Sizes) -> float:
     """Roughly how many seconds a run takes on two cores, to say so up front."""
-    # Four apps take turns on the conversations (intake, unmetered, encrypted, baseline), and
-    # the traced intake with --tracing; two on each mix.
-    apps = 4 + sizes.tracing
+    # Five apps take turns on the conversations (intake, unmetered, encrypted, replicated,
+    # baseline), and the traced intake with --tracing; two on each mix.
+    apps = 5 + sizes.tracing
     conversations = apps * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
     loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
     drains = len(sizes.processes) * sizes.events / 100 * (1 + sizes.tracing / 2)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -130,6 +131,21 @@ def redis_server(data_dir: Path, log: Path) -> tuple[Process, str]:
     process = Process("redis-server", command, dict(os.environ), log).start()
     process.wait_ready(lambda: listening(port), timeout=15)
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+def redis_replica(data_dir: Path, primary_url: str) -> Process:
+    """A private redis-server replicating ``primary_url``'s, once its replication link is up."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    primary = urlsplit(primary_url)
+    port = free_port()
+    command = [
+        *redis_server_command(port, str(data_dir), appendonly=False),
+        "--replicaof", primary.hostname or "127.0.0.1", str(primary.port),
+    ]  # fmt: skip
+    log = data_dir / "redis-replica.log"
+    process = Process("redis-replica", command, dict(os.environ), log).start()
+    process.wait_ready(lambda: process.log_says("MASTER <-> REPLICA sync: Finished"), timeout=30)
+    return process
 
 
 def gunicorn(name: str, app: str, env: dict[str, str], log: Path) -> tuple[Process, int]:

@@ -89,6 +89,12 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
     ]
     encrypted = found["measure", "intake", "intake with ENCRYPTION_KEYS", "encrypted / plain"]
     assert [row[0] for row in encrypted] == [row[0] for row in intake]
+    # The same intake with a replica confirming each publish (REDIS_MIN_REPLICAS=1).
+    replicated = found[
+        "measure", "intake", "with a replica, REDIS_MIN_REPLICAS=1", "replicated / intake"
+    ]  # fmt: skip
+    assert [row[0] for row in replicated] == [row[0] for row in intake]
+    assert re.search(r"\d+ of its requests were spooled", done.stdout)
     end_to_end = found["store", "events/s", "events", "p50 (ms)", "p99 (ms)"]
     assert [row[:2] for row in end_to_end] == [["sqlite", "200"]]
     workers = found["store", "worker processes", "events/s", "no-op tasks/s", "events / no-op"]
@@ -99,10 +105,11 @@ def test_smoke_run_prints_every_table_and_leaves_the_repository_alone() -> None:
         "web worker (baseline)",
         "web worker (unmetered)",
         "web worker (encrypted)",
+        "web worker (replicated)",
         "Celery worker process",
         "Celery worker process (no-op)",
     }
-    for row in [*intake, *encrypted, *end_to_end, *workers, *memory]:
+    for row in [*intake, *encrypted, *replicated, *end_to_end, *workers, *memory]:
         assert positive_numbers(row), row
 
 

@@ -6,13 +6,15 @@
 | lb | 10.77.0.10 | Debian's haproxy, health-checking `/readyz`, retrying on another web host |
 | web1, web2 | .11, .12 | the Procfile's `web` (gunicorn, deploy/gunicorn.conf.py) |
 | worker1..3 | .31-.33 | the Procfile's `worker` (Celery, REMAP_SIGTERM=SIGQUIT) |
-| redis | .20 | redis-server with deploy/redis.conf (the primary) |
-| postgres | .21 | PostgreSQL from /usr/lib/postgresql, initdb'd for the run |
+| beat | .30 | the Procfile's `beat` (the purge, every minute) |
+| redis1, redis2 | .20, .22 | redis-server with deploy/redis.conf: redis1 the primary at the start,
+  redis2 its replica; a sentinel on each (port 26379) |
+| postgres | .21 | PostgreSQL from /usr/lib/postgresql, initdb'd for the run; the third sentinel |
 | destination | .40 | an HTTP server the workers forward every event to |
 
-The test process is "Tavus": it posts from the root namespace (.1, the bridge) to the balancer.
-Sentinel and a Redis replica come later (issue 20, items 1-2): they take ``.22`` (the replica)
-and sentinels on the redis, redis-replica and postgres hosts, port 26379; ``LAYOUT`` has room.
+Every process of ours finds Redis through the three sentinels (``REDIS_SENTINELS``, quorum 2)
+and acknowledges only what the replica holds too (``REDIS_MIN_REPLICAS=1``). The test process
+is "Tavus": it posts from the root namespace (.1, the bridge) to the balancer.
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psycopg
 import redis
+from redis.sentinel import Sentinel
 
-from schemas.messages import QUEUES
+from receiver.spool import REJECTED
+from schemas.messages import PURGE, QUEUES
+from schemas.spool_files import spooled_files
 from tests.cluster.hosts import SUBNET, Host, Network, network_lock
 from tests.services import ROOT, base_env, procfile, wait_until
 from workers.store.db import Store
@@ -43,6 +49,8 @@ TOKEN = "cluster-token-0123456789abcdef"
 WEB_PORT = 8000
 LB_PORT = 80
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+SENTINEL_MASTER = "tavus"
 POSTGRES_PORT = 5432
 DESTINATION_PORT = 8080
 
@@ -51,8 +59,10 @@ LAYOUT = {
     "lb": 10,
     "web1": 11,
     "web2": 12,
-    "redis": 20,
+    "redis1": 20,
     "postgres": 21,
+    "redis2": 22,
+    "beat": 30,
     "worker1": 31,
     "worker2": 32,
     "worker3": 33,
@@ -60,6 +70,8 @@ LAYOUT = {
 }
 WEB_HOSTS = ("web1", "web2")
 WORKER_HOSTS = ("worker1", "worker2", "worker3")
+REDIS_HOSTS = ("redis1", "redis2")  # the primary at the start, its replica
+SENTINEL_HOSTS = ("redis1", "redis2", "postgres")
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,9 @@ class Sizing:
     worker_concurrency: int = 2  # CELERY_WORKER_CONCURRENCY
     # Short, so that a dead host's messages come back within a test; the broker's default is 900.
     visibility_timeout: int = 10
+    # How long the sentinels wait before they call the primary down: a few seconds, as the docs
+    # advise (shorter fails over on a blip; this machine is shared and its load spikes).
+    down_after_ms: int = 3000
 
 
 @dataclass
@@ -98,16 +113,19 @@ class Cluster:
     def open(self) -> Cluster:
         self.work.chmod(0o755)  # PostgreSQL runs as its own user
         self.network.open()
-        app = {*WEB_HOSTS, *WORKER_HOSTS}
+        app = {*WEB_HOSTS, *WORKER_HOSTS, "beat"}
         for name, octet in LAYOUT.items():
             cpus = self.sizing.app_cpus if name in app else self.sizing.infra_cpus
             self.network.add(name, octet, cpus)
-        self.start_redis()
+        primary, replica = REDIS_HOSTS
+        self.start_redis(primary)
+        self.start_redis(replica, replica_of=primary)
         self.start_postgres()
+        self.start_sentinels()
         self.start_destination()
         Store(self.database_url).upgrade()  # the Procfile's release, from outside
-        for name in WEB_HOSTS:
-            self.start_web(name)
+        with ThreadPoolExecutor(len(WEB_HOSTS)) as pool:  # hosts of their own: side by side
+            list(pool.map(self.start_web, WEB_HOSTS))
         self.start_balancer()
         return self
 
@@ -125,7 +143,12 @@ class Cluster:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.address('redis')}:{REDIS_PORT}/0"
+        # Only its db applies: with REDIS_SENTINELS the sentinels say where the primary is.
+        return f"redis://{self.address(REDIS_HOSTS[0])}:{REDIS_PORT}/0"
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        return [(self.address(name), SENTINEL_PORT) for name in SENTINEL_HOSTS]
 
     @property
     def database_url(self) -> str:
@@ -140,6 +163,9 @@ class Cluster:
         env = base_env(
             CALLBACK_TOKENS=TOKEN,
             REDIS_URL=self.redis_url,
+            REDIS_SENTINELS=",".join(f"{host}:{port}" for host, port in self.sentinels),
+            REDIS_SENTINEL_MASTER=SENTINEL_MASTER,
+            REDIS_MIN_REPLICAS="1",
             DATABASE_URL=self.database_url,
             VISIBILITY_TIMEOUT_SECONDS=str(self.sizing.visibility_timeout),
             FORWARD_APP_URL=f"http://{self.address('destination')}:{DESTINATION_PORT}/tavus",
@@ -155,9 +181,15 @@ class Cluster:
         return env
 
     def run(
-        self, name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        label: str | None = None,
     ) -> Started:
-        log = self.work / name / f"{name}.log"
+        """Start ``command`` on host ``name``; its output goes to ``<label or name>.log``."""
+        log = self.work / name / f"{label or name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()
         offset = log.stat().st_size
@@ -180,16 +212,55 @@ class Cluster:
 
     # --- the hosts' servers -----------------------------------------------------------------
 
-    def start_redis(self) -> None:
-        data = self.work / "redis" / "data"
-        data.mkdir(parents=True)
+    def start_redis(self, name: str, replica_of: str | None = None) -> Started:
+        """redis-server on host ``name`` with deploy/redis.conf (a copy: the sentinels rewrite a
+        node's configuration when they reconfigure it), keeping its append-only file across
+        restarts, as a node's disk does."""
+        config, data = self.work / name / "redis.conf", self.work / name / "data"
+        if not config.exists():
+            data.mkdir(parents=True)
+            shutil.copy(ROOT / "deploy" / "redis.conf", config)
         command = [
-            "redis-server", str(ROOT / "deploy" / "redis.conf"),
-            "--bind", self.address("redis"), "--port", str(REDIS_PORT),
+            "redis-server", str(config), "--bind", self.address(name), "--port", str(REDIS_PORT),
             "--dir", str(data), "--save", "", "--protected-mode", "no",
         ]  # fmt: skip
-        started = self.run("redis", command)
+        if replica_of:
+            command += ["--replicaof", self.address(replica_of), str(REDIS_PORT)]
+        started = self.run(name, command, label="redis")
         self.wait_ready(started, b"Ready to accept connections")
+        if replica_of:
+            node = self.redis_node(name)
+            wait_until(lambda: node.info("replication")["master_link_status"] == "up", 60)
+        return started
+
+    def start_sentinels(self) -> None:
+        """A sentinel on each of ``SENTINEL_HOSTS``, monitoring the first Redis host (quorum 2),
+        then wait until each knows the other two and the replica: a failover needs them."""
+        primary = self.address(REDIS_HOSTS[0])
+        for name in SENTINEL_HOSTS:
+            folder = self.work / name / "sentinel"
+            folder.mkdir(parents=True)
+            config = folder / "sentinel.conf"
+            config.write_text(
+                f"port {SENTINEL_PORT}\nbind {self.address(name)}\nprotected-mode no\n"
+                f"dir {folder}\n"
+                f"sentinel monitor {SENTINEL_MASTER} {primary} {REDIS_PORT} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} {self.sizing.down_after_ms}\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+            )
+            command = ["redis-server", str(config), "--sentinel"]
+            self.wait_ready(self.run(name, command, label="sentinel"), b"+monitor master")
+
+        def known() -> bool:
+            for host, port in self.sentinels:
+                with redis.Redis(host, port, socket_timeout=5, decode_responses=True) as one:
+                    others = one.execute_command("SENTINEL SENTINELS", SENTINEL_MASTER)
+                    replicas = one.execute_command("SENTINEL REPLICAS", SENTINEL_MASTER)
+                if len(others) < len(SENTINEL_HOSTS) - 1 or len(replicas) < 1:
+                    return False
+            return True
+
+        wait_until(known, 60, interval=0.5)
 
     def start_postgres(self) -> None:
         binaries = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
@@ -236,6 +307,17 @@ class Cluster:
         self.wait_ready(started, b"Worker serving", count=self.sizing.web_concurrency)
         return started
 
+    def start_beat(self, name: str = "beat") -> Started:
+        """The Procfile's beat, its schedule file on its own host's disk, sending the purge (a
+        retention of 30 days, which removes nothing here) every minute, its shortest period."""
+        prefix, argv = procfile()["beat"]
+        schedule = self.work / name / "celerybeat-schedule"
+        argv = [str(schedule) if word.endswith("celerybeat-schedule") else word for word in argv]
+        env = self.app_env(name, **prefix, RETENTION_DAYS="30", PURGE_INTERVAL_SECONDS="60")
+        started = self.run(name, argv, env)
+        self.wait_ready(started, b"beat: Starting")
+        return started
+
     def start_worker(self, name: str) -> Started:
         prefix, argv = procfile()["worker"]
         env = self.app_env(
@@ -260,6 +342,14 @@ class Cluster:
         self.host(name).kill_all()
         self.host(name).link(up=False)
         self.running.pop(name, None)
+
+    def kill(self, name: str, label: str) -> None:
+        """SIGKILL one server of host ``name`` (its log's ``label``), the others left running."""
+        for started in [s for s in self.running.get(name, []) if s.log.stem == label]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(started.process.pid, signal.SIGKILL)
+            started.process.wait(10)
+            self.running[name].remove(started)
 
     def start_balancer(self) -> None:
         config = self.work / "lb" / "haproxy.cfg"
@@ -337,7 +427,22 @@ backend web
     # --- looking inside ---------------------------------------------------------------------
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        """A client of the primary the sentinels name now, as our processes find it."""
+        sentinels = Sentinel(self.sentinels, socket_timeout=5)
+        return sentinels.master_for(SENTINEL_MASTER, socket_timeout=5)
+
+    def redis_node(self, name: str) -> redis.Redis:
+        """A client of the Redis node on host ``name``, whatever its role."""
+        return redis.Redis(self.address(name), REDIS_PORT, socket_timeout=5)
+
+    def redis_primary(self) -> str:
+        """The host whose node the sentinels (the first that answers) name the primary."""
+        for host, port in self.sentinels:
+            with contextlib.suppress(redis.RedisError):
+                with redis.Redis(host, port, socket_timeout=2, decode_responses=True) as one:
+                    address, _ = one.sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                return next(name for name in REDIS_HOSTS if self.address(name) == address)
+        raise RuntimeError("no sentinel answers")
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         with psycopg.connect(self.database_url, connect_timeout=5) as conn:
@@ -351,8 +456,24 @@ backend web
             found["unacked"] = client.hlen("unacked")
         return found
 
+    def purges_done(self) -> int:
+        """How many purges (beat's task here) the worker hosts have finished so far."""
+        done = f"Task {PURGE}[".encode()
+        count = 0
+        for name in WORKER_HOSTS:
+            log = self.work / name / f"{name}.log"
+            if log.exists():
+                count += sum(
+                    1
+                    for line in log.read_bytes().splitlines()
+                    if done in line and b"succeeded" in line
+                )
+        return count
+
     def spooled(self) -> int:
-        return sum(len(list((self.work / n / "spool").glob("*"))) for n in WEB_HOSTS)
+        """Events in the web hosts' spools, waiting or rejected (not the drain's lock file)."""
+        spools = [self.work / name / "spool" for name in WEB_HOSTS]
+        return sum(len(spooled_files(s)) + len(list((s / REJECTED).glob("*"))) for s in spools)
 
     def tail(self, lines: int = 30) -> str:
         """The end of every host's log, for a failure message."""

@@ -185,6 +185,71 @@ def web_vanishes(cluster: Cluster, load: Load, name: str = "web2") -> str:
     return f"haproxy took {name} out of rotation {taken_out:.1f} s after it vanished"
 
 
+def redis_primary_killed(cluster: Cluster, load: Load, down_seconds: float = 15) -> str:
+    """SIGKILL the Redis primary (the server only: the sentinel on its host lives on). The
+    sentinels promote the replica; with no replica left to confirm (``REDIS_MIN_REPLICAS=1``)
+    the intake spools. After ``down_seconds`` the node comes back as a restarted machine's
+    would, with its own configuration and append-only file, the sentinels make it a replica
+    of the new primary, and the spools drain once it confirms. beat keeps sending, to the new
+    primary: its next purge is waited for. Nothing is restarted but the killed node."""
+    old = cluster.redis_primary()
+    spooled = Deepest(cluster.spooled).start()
+    killed = time.monotonic()
+    cluster.kill(old, "redis")
+    wait_until(lambda: cluster.redis_primary() != old, 120, interval=0.2)
+    promoted = time.monotonic() - killed
+    new = cluster.redis_primary()
+    time.sleep(max(0.0, down_seconds - promoted))
+    cluster.start_redis(old)
+    back = time.monotonic()
+    node = cluster.redis_node(old)
+
+    def following() -> bool:
+        info = node.info("replication")
+        return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+    wait_until(following, 120, interval=0.2)
+    replica_after = time.monotonic() - back
+    wait_until(lambda: cluster.spooled() == 0, 120, interval=0.2)
+    drained = time.monotonic() - back
+    most = spooled.stop()
+    purges = cluster.purges_done()
+    wait_until(lambda: cluster.purges_done() > purges, 120, interval=0.5)
+    beat = time.monotonic() - killed
+    return (
+        f"{old} (the primary) SIGKILLed: the sentinels promoted {new} {promoted:.1f} s later;"
+        f" {old} came back after {down_seconds:.0f} s and was {new}'s replica"
+        f" {replica_after:.1f} s after that; the spools held up to {most} callbacks"
+        f" and were empty {drained:.1f} s after its return; beat's next purge went through {new}"
+        f" to a worker {beat:.0f} s after the kill"
+    )
+
+
+class Deepest:
+    """The largest answer of ``measure``, asked every ``interval`` seconds in the background
+    between ``start`` and ``stop``."""
+
+    def __init__(self, measure: Callable[[], int], interval: float = 0.2) -> None:
+        self.measure = measure
+        self.interval = interval
+        self.most = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> Deepest:
+        self.thread.start()
+        return self
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.thread.join()
+        return self.most
+
+    def _sample(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.most = max(self.most, self.measure())
+
+
 def postgres_cut(cluster: Cluster, load: Load, seconds: float = 20) -> str:
     """Unplug PostgreSQL's host for ``seconds``: the intake carries on (it never touches the
     store), the workers' tasks wait or retry, and the backlog is worked off once it is back."""
@@ -208,6 +273,7 @@ def postgres_cut(cluster: Cluster, load: Load, seconds: float = 20) -> str:
 FAULTS: dict[str, Callable[[Cluster, Load], str]] = {
     "a worker host vanishes": worker_vanishes,
     "a web host vanishes": web_vanishes,
+    "the Redis primary is killed": redis_primary_killed,
     "PostgreSQL cut off for 20 s": postgres_cut,
 }
 
@@ -217,7 +283,10 @@ def faults(
 ) -> tuple[list[FaultRow], Audit]:
     """Every worker host up, a steady ``rate`` of callbacks, and the named faults one after
     the other; then the load stops and every acked callback is audited."""
-    start_workers(cluster, WORKER_HOSTS)
+    with ThreadPoolExecutor(len(WORKER_HOSTS) + 1) as pool:  # beat beside the workers
+        beat = pool.submit(cluster.start_beat)
+        list(pool.map(cluster.start_worker, WORKER_HOSTS))
+        beat.result()
     load = Load(cluster.intake, "faults", senders=8)
     stream = load.steady(rate)
     rows = []
@@ -234,7 +303,7 @@ def faults(
     try:
         return rows, audit(cluster, load, timeout=300)
     finally:
-        stop_workers(cluster, tuple(n for n in WORKER_HOSTS if n in cluster.running))
+        stop_workers(cluster, tuple(n for n in (*WORKER_HOSTS, "beat") if n in cluster.running))
 
 
 # --- tables ---------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Many hosts on one machine (tests/cluster/rig.py): every callback the balancer acked is
 processed once and forwarded once, whatever host goes away.
 
-The normal suite runs one fault, a worker host vanishing under load (about a minute and a half).
-``scripts/cluster-test`` runs everything, scale-out and every fault, and prints the tables that
-docs/multi-host.md shows.
+The normal suite runs one fault, a worker host vanishing under load (about a minute).
+``scripts/cluster-test`` runs everything, scale-out and every fault (the Redis primary's loss
+among them), and prints the tables that docs/benchmarks.md shows.
 """
 
 from __future__ import annotations
