@@ -8,7 +8,7 @@ sees the same pause, and a restart forgets nothing.
   attempt (the delivery stays ``pending``). Every ``FORWARD_<NAME>_PROBE_SECONDS`` one claim is
   let through as the probe; the first success (the probe's, or an attempt already in flight)
   resumes it, and the waiting deliveries go at their next look. An alert is raised when it
-  pauses (``destination_paused:<name>:<n>``, n counting its pauses) and when it resumes
+  pauses (``destination_paused:<name>``, then ``:<n>`` for its n-th pause) and when it resumes
   (``destination_resumed:<name>:<n>``). A person may pause one (``destinations pause NAME``):
   no probe goes then, and only ``destinations resume NAME`` resumes it.
 - **In order when asked.** With ``FORWARD_<NAME>_ORDER=conversation`` a delivery waits while an
@@ -291,9 +291,13 @@ def paused_alert(state: DestinationState, probe_seconds: float) -> AlertMessage:
 def _alert(
     state: DestinationState, what: str, severity: str, text: str, **facts: Any
 ) -> AlertMessage:
-    """``destination_<what>:<name>:<n>``: once per pause (``n``) and what became of it."""
+    """``destination_<what>:<name>`` for its first pause, ``destination_<what>:<name>:<n>`` for
+    its n-th: an alert is raised once per cause key, and each pause is news."""
+    cause_key = f"destination_{what}:{state.name}"
+    if state.pauses > 1:
+        cause_key += f":{state.pauses}"
     return AlertMessage(
-        cause_key=f"destination_{what}:{state.name}:{state.pauses}"[:512],
+        cause_key=cause_key[:512],
         severity=severity,
         title=f"Destination {state.name} {what}",
         text=text,
