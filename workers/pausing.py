@@ -9,7 +9,7 @@ sees the same pause, and a restart forgets nothing.
   let through as the probe; the first success (the probe's, or an attempt already in flight)
   resumes it, and the waiting deliveries go at their next look. An alert is raised when it
   pauses (``destination_paused:<name>``, then ``:<n>`` for its n-th pause) and when it resumes
-  (``destination_resumed:<name>:<n>``). A person may pause one (``destinations pause NAME``):
+  (``destination_resumed:<name>``, likewise). A person may pause one (``destinations pause NAME``):
   no probe goes then, and only ``destinations resume NAME`` resumes it.
 - **In order when asked.** With ``FORWARD_<NAME>_ORDER=conversation`` a delivery waits while an
   earlier event of its conversation (Tavus's ``timestamp``, then arrival) is still to be
