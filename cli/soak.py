@@ -376,7 +376,7 @@ def lost_attempts(deliveries: list[dict[str, Any]], kind: str) -> Counter[str]:
     })  # fmt: skip
 
 
-def _repeats(runs: dict[str, int], lost: Counter[str]) -> tuple[int, int]:
+def repeats(runs: dict[str, int], lost: Counter[str]) -> tuple[int, int]:
     """Repeats in all, and those no lost attempt explains."""
     again = {event_id: count - 1 for event_id, count in runs.items() if count > 1}
     return sum(again.values()), sum(max(0, n - lost[i]) for i, n in again.items())
@@ -387,7 +387,7 @@ def forward_checks(run: Run, rig: Rig, lost: Counter[str]) -> list[tuple[str, st
     missing = [i for i in run.acked if i not in delivered]
     wrong = [i for i, bodies in delivered.items()
              if i not in run.acked or set(bodies) != {body_hash(run.acked[i])}]  # fmt: skip
-    repeated, unexplained = _repeats({i: sum(b.values()) for i, b in delivered.items()}, lost)
+    repeated, unexplained = repeats({i: sum(b.values()) for i, b in delivered.items()}, lost)
     return [
         ("every forward delivered, the event id its webhook-id",
          f"{len(delivered)} delivered, {len(missing)} missing, {len(wrong)} unknown or wrong body",
@@ -402,7 +402,7 @@ def hook_check(run: Run, rig: Rig, lost: Counter[str]) -> tuple[str, str, bool]:
     lines = rig.hook_log.read_text().split() if rig.hook_log.exists() else []
     runs = Counter(lines)
     missing = sum(1 for i in run.acked if i not in runs)
-    again, unexplained = _repeats(runs, lost)
+    again, unexplained = repeats(runs, lost)
     return ("every hook run once, but after a killed worker",
             f"{len(runs)} run, {missing} missing, {again} run again, {unexplained} not after "
             "a lost attempt", not missing and not unexplained)  # fmt: skip
