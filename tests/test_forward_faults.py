@@ -6,6 +6,7 @@ checking what the destination received, with the `standardwebhooks` reference li
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import time
@@ -51,6 +52,10 @@ class Rig:
 
 @pytest.fixture
 def rig(fault_db: str, tmp_path: Path) -> Iterator[Rig]:
+    yield from started(fault_db, tmp_path)
+
+
+def started(fault_db: str, tmp_path: Path, **extra: str) -> Iterator[Rig]:
     server = RedisServer(tmp_path / "redis", appendonly=True).start()
     store = Store(fault_db)
     store.upgrade()
@@ -67,6 +72,7 @@ def rig(fault_db: str, tmp_path: Path) -> Iterator[Rig]:
         FORWARD_TIMEOUT_SECONDS=str(FORWARD_TIMEOUT),
         # Down 30 s under load, it pauses (20 failures in a row): a probe every 2 s, not 60.
         FORWARD_APP_PROBE_SECONDS="2",
+        **extra,
     )
     web = Web(env, tmp_path / "web.log").start()
     worker = Worker(env, tmp_path / "worker.log", queues="events,storage,alerts,forward,hooks")
@@ -147,3 +153,24 @@ def test_redis_restarted_mid_delivery_delivers_everything(rig: Rig) -> None:
         received_once(sink, bodies, duplicates_allowed=2)
     finally:
         sink.stop()
+
+
+def test_the_broker_lost_as_the_forwards_are_queued_still_delivers_them(
+    fault_db: str, tmp_path: Path
+) -> None:
+    """The soak's lost forwards: Redis went away between the event's commit and the LPUSH of
+    its forward. The event task must be retried, not failed (Celery acks a failure)."""
+    marker = tmp_path / "dropped"
+    running = started(fault_db, tmp_path, TAVUS_EXTENSIONS="tests.extensions.broker_drop",
+                      BROKER_DROP_MARKER=str(marker))  # fmt: skip
+    with contextlib.closing(running):
+        rig = next(running)
+        sink = HttpSink(port=rig.sink_port).start()
+        try:
+            bodies = load(3, "fwd-drop")
+            assert Load(rig.url, bodies).start().join().count() == {"accepted": len(bodies)}
+            wait_until(lambda: rig.delivered() == len(bodies), timeout=45, interval=0.5)
+            assert marker.exists()  # the fault did happen
+            received_once(sink, bodies)
+        finally:
+            sink.stop()

@@ -24,3 +24,18 @@ def test_three_minute_soak_with_chaos_loses_nothing() -> None:
                   "destination 429", "spool disk full"):  # fmt: skip
         assert fault in done.stdout, done.stdout
     assert "ok: seed 22" in done.stdout
+
+
+def test_a_repeat_passes_only_where_a_lost_attempt_explains_it() -> None:
+    from cli.soak import lost_attempts, repeats
+
+    deliveries = [
+        {"event_id": "a", "type": "webhook", "history": [{"outcome": "lost"},
+                                                          {"outcome": "delivered"}]},
+        {"event_id": "b", "type": "webhook", "history": [{"outcome": "delivered"}]},
+        {"event_id": "a", "type": "hook", "history": [{"outcome": "delivered"}]},
+    ]  # fmt: skip
+    lost = lost_attempts(deliveries, "webhook")
+    assert repeats({"a": 2, "b": 1}, lost) == (1, 0)  # killed after the sink answered
+    assert repeats({"a": 3, "b": 2}, lost) == (3, 2)  # a's third and b's second: unexplained
+    assert repeats({"a": 2}, lost_attempts(deliveries, "hook")) == (1, 1)

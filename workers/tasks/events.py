@@ -39,6 +39,11 @@ def _opened(message: EventMessage, cipher: Any) -> EventMessage:
         return message
 
 
+def _send_forwards(outcome: processing.Outcome, message: EventMessage, settings: Any) -> None:
+    for task in forwarding.tasks_for(outcome.event_id, message, outcome.status, settings):
+        send_task(task["name"], task["args"])
+
+
 @stage_task(PROCESS_EVENT, "events")
 def process_event(self: StageTask, message: EventMessage) -> str:
     """Handler failures are counted on the event (``MAX_EVENT_ATTEMPTS``); whatever escapes
@@ -70,8 +75,17 @@ def process_event(self: StageTask, message: EventMessage) -> str:
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         metrics.event_processed(message, "error", started)
         return "unrecorded"
-    for task in forwarding.tasks_for(outcome.event_id, message, outcome.status, settings):
-        send_task(task["name"], task["args"])  # after the commit, like the event's outbox
+    # After the commit, like the event's outbox, and under the same policy: a broker fault here
+    # retries this message (its event, final now, only sends them again) rather than escaping
+    # as a failure Celery acks, which would lose the forwards and hooks for good. Deliveries
+    # are unique per event and destination: a second send of one is a no-op.
+    self.guarded(
+        outcome.event_id,
+        lambda: _send_forwards(outcome, message, settings),
+        lambda exc, failures: log.critical(
+            "event %s: its forwards could not be queued: %r", outcome.event_id, exc
+        ),
+    )
     if outcome.retry_in is not None:
         metrics.event_processed(message, "retrying", started)
         self.again_in(outcome.retry_in)
