@@ -515,14 +515,6 @@ class Settings:
         "on SIGTERM, running tasks get this long to finish, then are handed back to Redis; keep "
         "it 10 s under the platform's kill delay (Heroku: 30 s)",
     )
-    worker_max_tasks_per_child: int = CORE.setting(
-        "WORKER_MAX_TASKS_PER_CHILD",
-        f.Integer(validate=_range(1)),
-        1000,
-        "a worker's pool process is replaced by a fresh one after this many tasks: Celery's retry "
-        "keeps memory it never frees (docs/reliability.md), and a paused destination's deliveries "
-        "retry often",
-    )
 
     tavus_api_key: str | None = RECONCILIATION.setting(
         "TAVUS_API_KEY",

@@ -67,7 +67,6 @@ def create_celery(settings: Settings) -> Celery:
         # REMAP_SIGTERM=SIGQUIT (the Procfile) SIGTERM starts a cold shutdown that first gives
         # running tasks this long, then cancels them and hands their messages back to Redis.
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
-        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_hijack_root_logger=False,
         beat_schedule=periodic_tasks(settings),
         # Task events, so that Flower and celery-exporter watch our workers unchanged.

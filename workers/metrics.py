@@ -134,7 +134,12 @@ def serve(sender: Any = None, **_: Any) -> None:
 
 @signals.task_retry.connect(weak=False)
 def _count_retry(sender: Any = None, **_: Any) -> None:
-    TASK_RETRIES.labels(getattr(sender, "name", OTHER)).inc()
+    task_retried(getattr(sender, "name", OTHER))
+
+
+def task_retried(task_name: str) -> None:
+    """A retry Celery does not see as one (``StageTask.again_in`` raises no ``Retry``)."""
+    TASK_RETRIES.labels(task_name).inc()
 
 
 @signals.worker_process_shutdown.connect(weak=False)

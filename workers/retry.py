@@ -149,6 +149,19 @@ def later(
         raise Reject(rejected.reason, requeue=True) from rejected
 
 
+def again(task: Task, seconds: float, settings: Settings) -> None:
+    """Publish the task again for ``seconds`` from now and let this run end well: for a task
+    whose attempts live in the store (a delivery that must wait: paused, rate-limited, in
+    order, retrying). No ``Retry`` is raised, because Celery keeps memory for every one it
+    handles (docs/reliability.md); the copy is published before this run is acked, as a retry's.
+    """
+    wait = min(seconds, cap_seconds(settings.visibility_timeout_seconds))
+    try:
+        task.retry(countdown=wait, throw=False)
+    except Reject as rejected:
+        raise Reject(rejected.reason, requeue=True) from rejected
+
+
 def carried(task: Task) -> dict[str, Any] | None:
     """What the try before this one asked it to know (``Transient(carry=...)``), if anything."""
     headers = task.request.headers or {}

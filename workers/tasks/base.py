@@ -11,7 +11,7 @@ attempts at whatever escapes its work other than an infrastructure fault (a bug,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from celery import Task
 
@@ -55,9 +55,11 @@ class StageTask(Task):
             self, self.stage, subject, work, dead_letter, self.settings, self.max_attempts()
         )
 
-    def again_in(self, seconds: float) -> NoReturn:
-        """Run this task again in ``seconds`` (its attempts are counted elsewhere)."""
-        retry.later(self, seconds, self.settings)
+    def again_in(self, seconds: float) -> None:
+        """Run this task again in ``seconds`` (its attempts are counted elsewhere); the caller
+        returns after it."""
+        retry.again(self, seconds, self.settings)
+        metrics.task_retried(self.name)
 
     def dead_lettered(self) -> None:
         metrics.dead_letter(self.name)

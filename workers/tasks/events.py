@@ -89,6 +89,7 @@ def process_event(self: StageTask, message: EventMessage) -> str:
     if outcome.retry_in is not None:
         metrics.event_processed(message, "retrying", started)
         self.again_in(outcome.retry_in)
+        return outcome.status
     metrics.event_processed(message, outcome.status, started)
     if outcome.status == EventStatus.FAILED:
         self.dead_lettered()

@@ -35,5 +35,6 @@ def verify_recording(self: StageTask, conversation_id: str, round_: int | None =
         metrics.VERIFICATIONS.labels("retrying").inc()
         # The attempt count and the wait window live in the store, not in Celery's retry count.
         self.again_in(outcome.retry_in)
+        return outcome.status
     metrics.VERIFICATIONS.labels(outcome.status).inc()
     return outcome.status
