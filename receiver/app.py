@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     metrics.instrument(app)
-    if tracing.start("tavus-callbacks-web"):  # OTEL_EXPORTER_OTLP_ENDPOINT (docs/tracing.md)
+    if tracing.start(
+        "tavus-callbacks-web", settings.tracing
+    ):  # OTEL_EXPORTER_OTLP_ENDPOINT (docs/tracing.md)
         traced.instrument(app)
     _register_error_handlers(app)
     return app

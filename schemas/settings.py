@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
-from . import crypto
+from . import crypto, tracing
 from .messages import SEVERITIES
 
 MIB = 1024 * 1024
@@ -833,6 +833,8 @@ class Settings:
 
     # Gathered from every FORWARD_<NAME>_URL (forward_destinations below), not one variable.
     forward_destinations: tuple[ForwardDestination, ...] = field(default=(), repr=False)
+    # Whether OTEL_EXPORTER_OTLP_ENDPOINT asks for traces (schemas/tracing.py, docs/tracing.md).
+    tracing: bool = field(default=False, repr=False)
     forward_timeout_seconds: float = FORWARDING.setting(
         "FORWARD_TIMEOUT_SECONDS",
         f.Float(validate=_range(0.1, 300)),
@@ -881,7 +883,8 @@ class Settings:
             destinations = forward_destinations(present)
         except ValidationError as exc:
             raise SettingsError(f"invalid environment: {exc.messages}") from exc
-        return cls(**values, forward_destinations=destinations)
+        # The OTEL_* variables are the SDK's own: read here once, only to know if it is wanted.
+        return cls(**values, forward_destinations=destinations, tracing=tracing.wanted(source))
 
     @cached_property
     def cipher(self) -> crypto.Cipher | None:

@@ -20,7 +20,6 @@ it: the receiver may import only ``schemas``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -37,7 +36,7 @@ _provider: Any = None
 _kinds: dict[str, Any] = {}  # "server" -> SpanKind.SERVER...
 
 
-def wanted(env: Mapping[str, str] = os.environ) -> bool:
+def wanted(env: Mapping[str, str]) -> bool:
     """Whether the environment asks for traces: an OTLP endpoint, and the SDK not disabled."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
@@ -53,13 +52,14 @@ def on() -> bool:
     return _tracer is not None
 
 
-def start(service_name: str, env: Mapping[str, str] = os.environ) -> bool:
-    """Turn tracing on in this process if the environment asks for it; once per process (a
-    forked child keeps its parent's: the SDK restarts its export thread after a fork).
+def start(service_name: str, wanted_here: bool) -> bool:
+    """Turn tracing on in this process if the settings ask for it (``Settings.tracing``); once
+    per process (a forked child keeps its parent's: the SDK restarts its export thread after a
+    fork).
     ``service_name`` names the process unless ``OTEL_SERVICE_NAME`` (or ``service.name`` in
     ``OTEL_RESOURCE_ATTRIBUTES``) does. Returns whether tracing is on."""
     global _tracer, _provider, _kinds
-    if _tracer is not None or not wanted(env):
+    if _tracer is not None or not wanted_here:
         return _tracer is not None
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

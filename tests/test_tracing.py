@@ -219,7 +219,7 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver().start()
     for name, value in otel_env(receiver).items():
         monkeypatch.setenv(name, value)
-    assert tracing.start("tavus-callbacks-test")
+    assert tracing.start("tavus-callbacks-test", tracing.wanted(otel_env(receiver)))
     yield receiver
     tracing.shutdown()
     receiver.stop()

@@ -31,8 +31,9 @@ def install(app: Celery) -> None:
     signals.worker_init.connect(_start, sender=None, weak=False, dispatch_uid="tavus-traces")
 
 
-def _start(**_: Any) -> None:
-    if not tracing.start(SERVICE_NAME):
+def _start(sender: Any = None, **_: Any) -> None:
+    settings = sender.app.conf.tavus_settings
+    if not tracing.start(SERVICE_NAME, settings.tracing):
         return
     signals.task_prerun.connect(_begin, weak=False, dispatch_uid="tavus-trace-begin")
     signals.task_failure.connect(_failure, weak=False, dispatch_uid="tavus-trace-failure")
