@@ -22,19 +22,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from schemas import tracing
 from schemas.settings import DestinationSettings, ForwardDestination, Settings
+from workers.aws import NO_CREDENTIALS, UNREACHABLE, aws_answer, worth_retrying
 from workers.errors import Permanent, Transient
-from workers.storage.s3 import THROTTLED, aws_answer
 
 from .base import Answer, ForwardedEvent, UrlDestination
 
@@ -107,16 +100,19 @@ class SqsDestination(UrlDestination):
         if isinstance(exc, ClientError):
             status, code = aws_answer(exc)
             said = f"{where}: {status} {code}".rstrip()
-            if status >= 500 or code in THROTTLED:
-                return Transient(said)
-            return Permanent(said)
-        if isinstance(exc, NoCredentialsError):
-            return Permanent(f"{where}: no AWS credentials")
-        if isinstance(exc, NoRegionError):
-            return Permanent(f"{where}: no AWS region (add ?region= or set AWS_DEFAULT_REGION)")
-        if isinstance(exc, ConnectionError | HTTPClientError):
+            return Transient(said) if worth_retrying(status, code) else Permanent(said)
+        if isinstance(exc, UNREACHABLE):
             return Transient(f"{where} unreachable: {type(exc).__name__}")
-        return Permanent(f"{where}: {type(exc).__name__}")
+        return Permanent(f"{where}: {_unusable_why(exc)}")
+
+
+def _unusable_why(exc: Exception) -> str:
+    """Why no request could be signed or sent; no retry helps until the configuration does."""
+    if isinstance(exc, NO_CREDENTIALS):
+        return "no AWS credentials"
+    if isinstance(exc, NoRegionError):
+        return "no AWS region (add ?region= or set AWS_DEFAULT_REGION)"
+    return type(exc).__name__
 
 
 @cache

@@ -14,18 +14,10 @@ from typing import ClassVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    SSLError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, SSLError
 
 from schemas.settings import Settings
+from workers.aws import NO_CREDENTIALS, UNREACHABLE, aws_answer, worth_retrying
 
 from .base import JSON, ObjectFacts, checksum, unquote_etag
 from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
@@ -47,9 +39,6 @@ _S3_BUCKET = re.compile(
     r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 )
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
-# AWS's "slow down" codes (S3's and the other services'): transient like a 5xx.
-THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestTimeout",
-             "ServiceUnavailable", "429"}  # fmt: skip
 
 
 class S3Verifier:
@@ -126,12 +115,6 @@ class S3Verifier:
             log.debug("head_bucket %s: %s", bucket, failure.reason)
 
 
-def aws_answer(exc: ClientError) -> tuple[int, str]:
-    """The HTTP status (0 when none) and the error code an AWS service answered with."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return int(status), str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _failure(exc: Exception) -> StorageError:
     if isinstance(exc, ClientError):
         status, code = aws_answer(exc)
@@ -141,17 +124,17 @@ def _failure(exc: Exception) -> StorageError:
         if status == 403 or code in _DENIED:
             # Without s3:ListBucket, S3 also answers 403 for a key that does not exist.
             return AccessDenied(f"{said}: access denied")
-        if status >= 500 or code in THROTTLED:
+        if worth_retrying(status, code):
             return StorageUnavailable(f"{said}: try again")
         if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
             return StorageRefused(f"{said}: the bucket is in another region than configured")
         return StorageRefused(
             f"{said}: {exc.response.get('Error', {}).get('Message', '')}".rstrip()
         )
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+    if isinstance(exc, NO_CREDENTIALS):
         return StorageRefused(f"no usable AWS credentials: {exc}")
     if isinstance(exc, SSLError):
         return StorageRefused(f"TLS failure talking to S3: {exc}")
-    if isinstance(exc, ConnectionError | HTTPClientError):
+    if isinstance(exc, UNREACHABLE):
         return StorageUnavailable(f"S3 unreachable: {exc}")
     return StorageRefused(f"S3 request failed: {exc}")
