@@ -8,6 +8,7 @@ resource answers the record itself (a conversation is what ``tavus-callbacks con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,10 @@ def _page(reader: Any, schema: Any) -> Response:
     return jsonify(page.as_json())
 
 
-def _found(record: dict[str, Any] | None, what: str) -> Response:
+def _one(read: Callable[..., dict[str, Any] | None], *key: str, what: str) -> Response:
+    """The record ``read(session, *key)`` finds, or a 404 that names ``what`` was asked for."""
+    with console().store.session() as session:
+        record = read(session, *key)
     if record is None:
         abort(404, description=f"no {what}")
     return jsonify(record)
@@ -74,8 +78,7 @@ def events() -> Response:
 
 @bp.get("/events/<event_id>")
 def event(event_id: str) -> Response:
-    with console().store.session() as session:
-        return _found(reads.event_record(session, event_id), f"event {event_id}")
+    return _one(reads.event_record, event_id, what=f"event {event_id}")
 
 
 @bp.post("/events/<event_id>/replay")
@@ -106,16 +109,12 @@ def conversations() -> Response:
 
 @bp.get("/conversations/<conversation_id>")
 def conversation(conversation_id: str) -> Response:
-    with console().store.session() as session:
-        record = queries.conversation_view(session, conversation_id)
-    return _found(record, f"conversation {conversation_id}")
+    return _one(queries.conversation_view, conversation_id, what=f"conversation {conversation_id}")
 
 
 def _resource_view(kind: str) -> None:
     def show(resource_id: str) -> Response:
-        with console().store.session() as session:
-            record = queries.resource_record(session, kind, resource_id)
-        return _found(record, f"{kind} {resource_id}")
+        return _one(queries.resource_record, kind, resource_id, what=f"{kind} {resource_id}")
 
     bp.add_url_rule(f"/{kind}s/<resource_id>", f"{kind}", show, methods=["GET"])
 
