@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC
+from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -29,31 +29,17 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import Select, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.broker import UNACKED_KEY, queue_depths, redis_client
 from schemas.messages import EVENTS_QUEUE, QUEUES
 from schemas.settings import Settings
 from schemas.spool_files import spooled_files, written_at
 from schemas.tokens import any_matches
-from workers.store import models
-from workers.store.db import Store, store_for
-from workers.store.models import DeliveryStatus, EventStatus
+
+if TYPE_CHECKING:
+    from .store_state import StoreState
 
 log = logging.getLogger(__name__)
-
-# Failed deliveries, by ledger: one query each. Another ledger adds one pair.
-FAILED_DELIVERIES: dict[str, Select[Any]] = {
-    ledger: select(func.count()).select_from(rows).where(rows.status == DeliveryStatus.FAILED)
-    for ledger, rows in (("alert", models.AlertDelivery), ("forward", models.ForwardDelivery))
-}
-_events = models.Event
-FAILED_EVENTS = (
-    select(func.count()).select_from(_events).where(_events.status == EventStatus.FAILED)
-)
-OLDEST_PENDING = select(func.min(_events.received_at)).where(_events.status == EventStatus.RECEIVED)
-PAUSED = select(models.DestinationState.name, models.DestinationState.paused_at.is_not(None))
 
 
 def create_metrics_app(settings: Settings) -> Flask:
@@ -125,12 +111,13 @@ class PipelineCollector(Collector):
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreadable: %s", type(exc).__name__)
             up.add_metric(["redis"], 0)
-        try:
-            yield from self._store(oldest)
-            up.add_metric(["store"], 1)
-        except SQLAlchemyError as exc:
-            log.warning("metrics: store unreadable: %s", type(exc).__name__)
-            up.add_metric(["store"], 0)
+        # SQLAlchemy and the models come with the first scrape, not with the worker's start.
+        from . import store_state
+
+        state = store_state.read(self._settings)
+        if state is not None:
+            yield from self._store(state, oldest)
+        up.add_metric(["store"], 0 if state is None else 1)
         yield from self._spool()
         age = GaugeMetricFamily(
             "tavus_callbacks_oldest_pending_event_age_seconds",
@@ -168,23 +155,18 @@ class PipelineCollector(Collector):
         if received_at is not None:
             oldest.append(received_at)
 
-    def _store(self, oldest: list[float]) -> Iterator[Metric]:
-        with self._store_handle().session() as session:
-            failed_events = session.scalar(FAILED_EVENTS) or 0
-            failed = {ledger: session.scalar(q) or 0 for ledger, q in FAILED_DELIVERIES.items()}
-            pending_since: datetime | None = session.scalar(OLDEST_PENDING)
-            states = {name: paused for name, paused in session.execute(PAUSED)}
+    def _store(self, state: StoreState, oldest: list[float]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "tavus_callbacks_failed_events",
             "Stored events whose handler kept failing (dead-lettered; `replay --failed`).",
-            value=failed_events,
+            value=state.failed_events,
         )
         deliveries = GaugeMetricFamily(
             "tavus_callbacks_failed_deliveries",
             "Deliveries that failed for good, by ledger (alert: an alert on one channel).",
             labels=["ledger"],
         )
-        for ledger, count in failed.items():
+        for ledger, count in state.failed_deliveries.items():
             deliveries.add_metric([ledger], count)
         yield deliveries
         paused = GaugeMetricFamily(
@@ -194,14 +176,12 @@ class PipelineCollector(Collector):
             labels=["destination"],
         )
         configured = {d.name: False for d in self._settings.forward_destinations}
-        for name, is_paused in sorted((configured | states).items()):
+        for name, is_paused in sorted((configured | state.paused).items()):
             paused.add_metric([name], 1 if is_paused else 0)
         yield paused
-        if pending_since is not None:
-            oldest.append(pending_since.replace(tzinfo=pending_since.tzinfo or UTC).timestamp())
-
-    def _store_handle(self) -> Store:
-        return store_for(self._settings.database_url, self._settings.cipher)
+        since = state.pending_since
+        if since is not None:
+            oldest.append(since.replace(tzinfo=since.tzinfo or UTC).timestamp())
 
     def _spool(self) -> Iterator[Metric]:
         files = spooled_files(self._settings.spool_dir)

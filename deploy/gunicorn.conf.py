@@ -93,8 +93,9 @@ worker_class = DeadlineSyncWorker
 
 
 def post_worker_init(worker):
-    # gunicorn's "Booting worker" comes before the app is built (the console's imports take a
-    # second or two); this line says the worker takes requests, for whoever waits on it.
+    # gunicorn's "Booting worker" comes before the app is built (the receiver's, or in the
+    # console process the console's imports, a second or two; in web the console waits for its
+    # first request); this line says the worker takes requests, for whoever waits on it.
     worker.log.info("Worker serving (pid: %s)", worker.pid)
 
 

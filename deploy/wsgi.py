@@ -8,12 +8,15 @@
 Each is built on first use, in each gunicorn worker after the fork (``preload_app`` is off), so
 importing this module for one never builds the other. It is built from the settings
 ``deploy/gunicorn.conf.py`` read in the master; served without that file, from the environment,
-read then.
+read then. In the web process the console itself waits for its first request
+(``BuiltOnFirstRequest``), and ``/metrics`` imports the store at its first scrape: a worker that
+serves callbacks alone holds neither.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +48,31 @@ class PathRouter:
         return self.default(environ, start_response)
 
 
+class BuiltOnFirstRequest:
+    """A WSGI app built when its first request comes, then served as is.
+
+    The console mounted in the web process: its API, pages, SQLAlchemy and the store cost a
+    web worker ~20 MiB (of ~60 MiB with them), which a worker serving only callbacks would hold
+    for nothing. The first console request in each worker pays the build (a few hundred ms).
+    A build that fails answers that request with an error and is tried again on the next one.
+    """
+
+    def __init__(self, build: Callable[[], WSGIApp]) -> None:
+        self._build = build
+        self._app: WSGIApp | None = None
+        self._lock = threading.Lock()  # threaded workers (gthread) build it once
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        app = self._app
+        if app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._build()
+                    gc.freeze()  # as in __getattr__ below: it lives as long as the process
+                app = self._app
+        return app(environ, start_response)
+
+
 def build_web(settings: Settings) -> WSGIApp:
     from console.metrics import create_metrics_app
     from receiver import create_app as create_receiver
@@ -53,7 +81,8 @@ def build_web(settings: Settings) -> WSGIApp:
     # /metrics is served whatever CONSOLE_ENABLED says: monitoring is not the console.
     mounts: dict[str, WSGIApp] = {"/metrics": create_metrics_app(settings)}
     if settings.console_enabled:
-        mounts.update(dict.fromkeys(CONSOLE_PREFIXES, build_console(settings)))
+        console = BuiltOnFirstRequest(lambda: build_console(settings))
+        mounts.update(dict.fromkeys(CONSOLE_PREFIXES, console))
     return PathRouter(receiver, mounts)
 
 

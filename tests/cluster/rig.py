@@ -171,8 +171,7 @@ class Cluster:
             FORWARD_APP_URL=f"http://{self.address('destination')}:{DESTINATION_PORT}/tavus",
             FORWARD_APP_SECRET=secret,
             TRUSTED_PROXIES="1",  # haproxy appends X-Forwarded-For
-            # The intake alone, as a deployment that routes the console separately runs it: the
-            # console's imports would double every web process's start under a quarter core.
+            # The intake alone, as a deployment that routes the console separately runs it.
             CONSOLE_ENABLED="false",
             SPOOL_DIR=str(self.work / host / "spool"),
             PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",

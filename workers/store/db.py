@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -58,7 +56,13 @@ class Store:
             yield connection
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration (what the Procfile's release runs)."""
+        """Bring the schema to the newest migration (what the Procfile's release runs).
+
+        Alembic (with Mako and Pygments, ~11 MiB) is imported here only: the processes that
+        serve or work never migrate, and would otherwise hold it for nothing."""
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["engine"] = self.engine
