@@ -1,14 +1,14 @@
 """The workers' side: messages made by the real receiver, queued in bulk, timed until drained.
 
 Messages come from the receiver app itself (test client, same Redis), so they are exactly what
-production queues; they are then moved to the queue a benchmark worker listens on, all at once,
-and the clock runs until Celery has acked the last of them.
+production queues; they are then moved to the first queue a benchmark worker listens on, all at
+once, and the clock runs until Celery has acked the last of them and of the tasks they sent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import redis
@@ -81,26 +81,30 @@ def push(client: redis.Redis, queue: str, messages: Iterable[bytes]) -> None:
         pipe.execute()
 
 
-def drained(client: redis.Redis, queue: str) -> bool:
-    """Nothing waits in ``queue`` and nothing is taken but unacked (acks_late: all done)."""
+def drained(client: redis.Redis, queues: Sequence[str]) -> bool:
+    """Nothing waits in ``queues`` and nothing is taken but unacked (acks_late: all done)."""
     with client.pipeline(transaction=False) as pipe:
-        pipe.llen(queue)
+        for queue in queues:
+            pipe.llen(queue)
         pipe.hlen(UNACKED)
-        waiting, taken = pipe.execute()
-    return waiting == 0 and taken == 0
+        counts = pipe.execute()
+    return not any(counts)
 
 
-def drain_rate(client: redis.Redis, queue: str, messages: list[bytes], timeout: float) -> float:
-    """Queue ``messages`` for a ready worker; tasks per second until the last one is acked."""
+def drain_rate(
+    client: redis.Redis, queues: Sequence[str], messages: list[bytes], timeout: float
+) -> float:
+    """Queue ``messages`` on the first of a ready worker's ``queues``; tasks per second until
+    every queue is empty and the last message acked (the follow-ups the tasks sent included)."""
     started = time.monotonic()
-    push(client, queue, messages)
+    push(client, queues[0], messages)
     deadline = started + timeout
     # A message moves from the queue to the unacked hash in two steps: drained twice in a row.
     settled = 0
     while settled < 2:
         if time.monotonic() > deadline:
-            raise ServiceError(f"{queue} did not drain within {timeout:.0f}s")
-        settled = settled + 1 if drained(client, queue) else 0
+            raise ServiceError(f"{', '.join(queues)} did not drain within {timeout:.0f}s")
+        settled = settled + 1 if drained(client, queues) else 0
         time.sleep(0.005)
     return len(messages) / (time.monotonic() - started)
 

@@ -1,9 +1,10 @@
 """One benchmark run, start to finish: start the processes, measure, stop them, return figures.
 
 Order: intake and baseline alternate under the same load (flat out, then each fixed rate), on a
-Redis emptied before each run; then, per store, every worker starts at once on a queue of its
-own, the no-op and the real worker drain the same kind of messages turn by turn, and the
-biggest real worker also takes the receiver's ``events`` queue for the end-to-end run.
+Redis emptied before each run; then, per store and per worker size, the real worker starts on
+the Procfile's queues (``events`` first) beside a no-op worker on five queues of its own, they
+drain the same kind of messages turn by turn (each drain lasts until the follow-ups the events
+sent are done too), and the biggest real worker then runs end to end.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import redis
 import requests
 
 from schemas.crypto import generate_key
-from schemas.messages import EVENTS_QUEUE
+from schemas.messages import EVENTS_QUEUE, QUEUES
 from schemas.settings import Settings
 from workers.store.db import Store
 from workers.store.models import EventStatus
@@ -290,7 +291,7 @@ class Run:
             spool_dir=str(self.work_dir / "spool"),
             spool_drain_interval_seconds=0,  # no drainer thread in this process
         )
-        # Made before any worker listens: the biggest real one also takes the receiver's queue.
+        # Made before any worker listens on the receiver's queue.
         messages = {
             (role, count): pipeline.made_by_receiver(
                 settings, self.templates, self.sizes.events, f"w{count}{role}{kind}"
@@ -298,15 +299,16 @@ class Run:
             for count in self.sizes.processes
             for role in self.sizes.roles
         }
-        workers = self._start_workers(kind, database_url)
         store = Store(database_url)
         self.stack.callback(store.dispose)
         timeout = 60 + self.sizes.events / 10
         for count in self.sizes.processes:
+            # One size at a time: each real worker takes the Procfile's queues, `events` first.
+            workers = self._start_workers(kind, database_url, count)
             for role in self.sizes.roles:  # turn by turn, so all see the same machine
                 queued = messages[role, count]
-                queue = self._queue(role, count)
-                rate = pipeline.drain_rate(self.redis, queue, queued, timeout)
+                queues = self._queues(role, count)
+                rate = pipeline.drain_rate(self.redis, queues, queued, timeout)
                 if role == "noop":
                     self.results.noop_per_second[kind, count] = rate
                     continue
@@ -322,13 +324,15 @@ class Run:
                 f"events/s, no-op {self.results.noop_per_second[kind, count]:.0f} tasks/s"
                 + (f", traced {traced:.0f} events/s" if traced is not None else "")
             )
-        self._end_to_end(kind, store)
-        for process in workers:
-            self.memory.sample()
-            process.stop()
+            if count == max(self.sizes.processes):
+                self._end_to_end(kind, store)
+            for process in workers:
+                self.memory.sample()
+                process.stop()
 
-    def _start_workers(self, kind: str, database_url: str) -> list[services.Process]:
-        """Every worker for this store at once, each on a queue of its own: one start-up wait."""
+    def _start_workers(self, kind: str, database_url: str, count: int) -> list[services.Process]:
+        """This size's workers, all at once (one start-up wait), each on the queues
+        ``_queues`` names."""
         env = services.python_env(
             REDIS_URL=self.redis_url, DATABASE_URL=database_url, CALLBACK_TOKENS=self.token
         )
@@ -339,27 +343,27 @@ class Run:
                 role, ""
             )
             role_env = {**env, **self.tracing_env} if role == TRACED else env
-            for count in self.sizes.processes:
-                queues = self._queue(role, count)
-                for instance in range(self.sizes.worker_instances):
-                    name = f"worker-{kind}-{role}-{count}-{instance}"
-                    command = services.worker_command(queues, count, name, app=app)
-                    log = self.work_dir / f"{name}.log"
-                    process = services.Process(name, command, role_env, log)
-                    workers.append(self._start(process.start()))
-                    self.memory.watch(label, process.tree)
+            queues = ",".join(self._queues(role, count))
+            for instance in range(self.sizes.worker_instances):
+                name = f"worker-{kind}-{role}-{count}-{instance}"
+                command = services.worker_command(queues, count, name, app=app)
+                log = self.work_dir / f"{name}.log"
+                process = services.Process(name, command, role_env, log)
+                workers.append(self._start(process.start()))
+                self.memory.watch(label, process.tree)
         for process in workers:
             process.wait_ready(lambda p=process: p.log_says("ready."))
         return workers
 
-    def _queue(self, role: str, count: int) -> str:
-        """The queue a worker drains: the biggest real one takes the receiver's own, as the
-        Procfile's does, for its drain and the end-to-end run. (A worker waits on its first queue
-        and only looks at the others every broker.IDLE_LOOK_SECONDS: a second queue would add
-        that wait to every end-to-end figure.)"""
-        if (role, count) == ("events", max(self.sizes.processes)):
-            return EVENTS_QUEUE
-        return f"bench.{role}.{count}"
+    def _queues(self, role: str, count: int) -> tuple[str, ...]:
+        """The queues a worker consumes, its messages queued on the first. The real worker takes
+        the Procfile's (``events`` first, and the follow-ups its events send: verifications,
+        alerts), as in production. The no-op (and the traced worker, beside the real one) takes
+        five of its own in the same order: it waits on the first as the real one waits on
+        ``events``, looks at the other four as often, and each take is the same script."""
+        if role == "events":
+            return QUEUES
+        return tuple(f"bench.{role}.{count}.{queue}" for queue in QUEUES)
 
     def _end_to_end(self, kind: str, store: Store) -> None:
         prefix = f"e2e{kind}"
@@ -391,7 +395,8 @@ def estimate(sizes: Sizes) -> float:
     conversations = apps * (sizes.warmup_seconds + sizes.seconds * (1 + len(sizes.rates)))
     loads = conversations + 2 * sizes.seconds * 2 * len(sizes.mixes)
     drains = len(sizes.processes) * sizes.events / 100 * (1 + sizes.tracing / 2)
-    return 15 + loads + len(sizes.stores) * (15 + sizes.e2e_seconds + drains)
+    starts = 8 * len(sizes.processes)  # each size's workers start on their own
+    return 15 + loads + len(sizes.stores) * (starts + sizes.e2e_seconds + drains)
 
 
 def measure(

@@ -16,7 +16,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import orjson
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas import tolerant, tracing
@@ -28,7 +28,7 @@ from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
 from workers.handlers.registry import Handler
 from workers.store.db import Store
-from workers.store.models import Event, EventStatus
+from workers.store.models import Erasure, Event, EventStatus
 from workers.store.records import Records, Row
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,13 @@ def process(
     try:
         expected = _planned(message)
         with _transaction(store) as records:
-            if lifecycle.erased(records.connection, message):
-                return Outcome(message["event_id"], ERASED)  # acked, never stored nor forwarded
+            # Inserted unless erased, in one statement: most events cost no read of the
+            # tombstones of their own (a round trip each on PostgreSQL).
             event = store_event(records, message, expected)
-            if event is None:  # the key is stored: a repeat, or a retry of a failed attempt
+            if event is None:  # the key is stored or the subject erased (the rarer cases)
+                if lifecycle.erased(records.connection, message):
+                    return Outcome(message["event_id"], ERASED)  # acked, never stored
+                # A repeat, or a retry of a failed attempt.
                 event = _locked_event(records, message["event_key"])
                 if event.status not in EventStatus.FINAL:
                     _retry(records, event, policy)
@@ -140,6 +143,8 @@ def process(
         with _transaction(store) as records:
             event = store_event(records, message, expected, failed=failure)
             if event is None:
+                if lifecycle.erased(records.connection, message):
+                    return Outcome(message["event_id"], ERASED)  # erased since, or the plan failed
                 event = _locked_event(records, message["event_key"])
                 occurred_at = expected.occurred_at if expected else event.occurred_at
                 _record_failure(event, failure, occurred_at)
@@ -182,7 +187,8 @@ def store_event(
     expected: Plan | None = None,
     failed: HandlerFailed | None = None,
 ) -> Row | None:
-    """Insert the event as ``expected`` unless its key is stored (then None).
+    """Insert the event as ``expected`` unless its key is stored or what it is about erased
+    (then None: ``lifecycle.erased`` tells which).
 
     Without a plan, the event is stored as received (or quarantined), for a handler to run later.
     """
@@ -214,7 +220,8 @@ def store_event(
         "pending_tasks": None,
     }
     insert = _INSERT_EVENT[records.connection.dialect.name]
-    if records.connection.execute(insert, row).first() is None:
+    targets = {_ERASURE_TARGETS: lifecycle.targets_of(message)}
+    if records.connection.execute(insert, {**row, **targets}).first() is None:
         return None
     # The INSERT holds the new row's lock and we know every column: hold the row as it is
     # rather than read it back.
@@ -228,13 +235,26 @@ def _locked_event(records: Records, event_key: str) -> Row:
     return event
 
 
-# Built once: building a statement per event costs more than running it.
-_INSERT_EVENT = {
-    dialect.dialect.name: dialect.insert(Event.__table__)
-    .on_conflict_do_nothing()
-    .returning(Event.__table__.c.id)
-    for dialect in (postgresql, sqlite)
-}
+# ``INSERT INTO events SELECT <the row> WHERE NOT EXISTS (<a tombstone of its subject>)
+# ON CONFLICT DO NOTHING RETURNING id``: built once, since building a statement per event costs
+# more than running it. Each value is a parameter of its column's type (content sealed, dates
+# cast on PostgreSQL); the tombstone keys are ``lifecycle.targets_of`` the message.
+_ERASURE_TARGETS = "erasure_targets"
+
+
+def _insert_event(dialect: Any) -> Any:
+    table = Event.__table__
+    tombstone = select(Erasure.target).where(
+        Erasure.target.in_(bindparam(_ERASURE_TARGETS, expanding=True))
+    )
+    values = select(*(bindparam(c.name, type_=c.type).label(c.name) for c in table.c)).where(
+        ~exists(tombstone)
+    )
+    insert = dialect.insert(table).from_select([c.name for c in table.c], values)
+    return insert.on_conflict_do_nothing().returning(table.c.id)
+
+
+_INSERT_EVENT = {dialect.dialect.name: _insert_event(dialect) for dialect in (postgresql, sqlite)}
 
 
 def _traced(event: Row) -> dict[str, Any]:
