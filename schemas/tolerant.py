@@ -14,6 +14,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError
 
+from . import fastload
+
 # Each round leaves out what failed in the one before; deviations nested in a value that is
 # itself left out need a round more. Three covers an envelope, its properties and their entries.
 _ROUNDS = 3
@@ -30,7 +32,7 @@ class Reading:
 def read(schema: Schema, body: Any, identity: tuple[str, ...]) -> Reading:
     """Load ``body`` strictly; failing that, leniently, unless ``identity`` fails."""
     try:
-        return Reading(schema.load(body))
+        return Reading(fastload.load(schema, body))
     except ValidationError as exc:
         messages = exc.messages
     if not isinstance(body, dict) or not isinstance(messages, dict):

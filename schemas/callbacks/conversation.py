@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validates_schema
 
+from .. import fastload
 from .base import (
     TavusDateTime,
     TavusSchema,
@@ -228,7 +229,7 @@ class ConversationEvent(TavusSchema):
         schema = self.properties_schemas.get(data["event_type"])
         if schema is not None:
             try:
-                data["properties"] = schema.load(data["properties"], partial=partial)
+                data["properties"] = fastload.load(schema, data["properties"], partial)
             except ValidationError as exc:
                 raise ValidationError({"properties": exc.messages}) from exc
         return data
