@@ -117,11 +117,16 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[Pro
         prometheus.start(ready_timeout=60)
         wait_until(lambda: prometheus.value('min(up{job=~"tavus-callbacks.*"})') == 1, 60, 0.5)
         post_batch(web.url, 0)
-        # Counters with labels appear at their first count: a rate needs a second batch.
+        # Counters with labels appear at their first count: a rate needs a second batch, posted
+        # only once Prometheus holds the first one's counts from both jobs (a scrape that timed
+        # out on a busy machine would otherwise show the web's counter first at its final value).
         failed = 'sum(tavus_callbacks_deliveries_total{destination="broken",outcome="failed"})'
+        received = "sum(tavus_callbacks_received_total)"
         prometheus.wait_for(failed, BATCH, timeout=90)
+        prometheus.wait_for(received, BATCH, timeout=90)
         post_batch(web.url, BATCH)
         prometheus.wait_for(failed, 2 * BATCH, timeout=90)
+        prometheus.wait_for(received, 2 * BATCH, timeout=90)
         prometheus.wait_for(
             'sum(tavus_callbacks_deliveries_total{destination="app",outcome="delivered"})',
             2 * BATCH,
