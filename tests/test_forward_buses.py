@@ -467,7 +467,6 @@ TOY_QUEUES: dict[str, list[tuple[str, str]]] = {}  # queue -> (event id, body), 
 class ToyQueueDestination(UrlDestination):
     """A destination type as a contributor writes one: this class and one line in TYPES."""
 
-    type = "toy_queue"
     settings = DestinationSettings(
         "toy_queue",
         ("toy",),
@@ -479,8 +478,7 @@ class ToyQueueDestination(UrlDestination):
         about="`toy://<host>/`: the tests' own type.",
     )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         self.queue = self.options["queue"]
 
     def deliver(self, event: ForwardedEvent) -> Answer:

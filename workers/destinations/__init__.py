@@ -1,8 +1,8 @@
 """Where events go besides the store, by type: adding one is a module with a ``Destination``
 class (see ``base``) and a line in ``TYPES``. A type configured by ``FORWARD_<NAME>_*`` is a
-``UrlDestination``: it names its URL schemes and its own settings in a ``settings`` attribute
-(``DestinationSettings``). Each delivery records its destination's ``type``, which names the
-task that delivers it again."""
+``UrlDestination``: it names its type, its URL schemes and its own settings in a ``settings``
+attribute (``DestinationSettings``). Each delivery records its destination's ``type``, which
+names the task that delivers it again."""
 
 from __future__ import annotations
 

@@ -36,14 +36,6 @@ from .base import Answer, ForwardedEvent, UrlDestination
 DEFAULT_EXCHANGE = "tavus"
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 
-SETTINGS = DestinationSettings(
-    "amqp",
-    ("amqp", "amqps"),
-    about="`amqp://user:password@host:5672/vhost[?exchange=<name>]`: a persistent message per "
-    "event "
-    "to a durable topic exchange (default `tavus`, declared at worker start), routing key the "
-    "event type or the kind; `amqps://` for TLS. No variables of its own.",
-)
 
 # What the broker refuses for good: credentials, a vhost, an exchange of another type.
 _REFUSED = (
@@ -61,11 +53,16 @@ _UNAVAILABLE = (
 
 
 class AmqpDestination(UrlDestination):
-    type = "amqp"
-    settings = SETTINGS
+    settings = DestinationSettings(
+        "amqp",
+        ("amqp", "amqps"),
+        about="`amqp://user:password@host:5672/vhost[?exchange=<name>]`: a persistent message per "
+        "event "
+        "to a durable topic exchange (default `tavus`, declared at worker start), routing key the "
+        "event type or the kind; `amqps://` for TLS. No variables of its own.",
+    )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         self.exchange = self.query(config, ("exchange",)).get("exchange", DEFAULT_EXCHANGE)
         if not self.exchange:
             raise self.refuse(config, "?exchange= names no exchange (leave it out for tavus)")

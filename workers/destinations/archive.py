@@ -34,22 +34,18 @@ AZURE_BLOB = AzureBlobVerifier.provider
 # scheme -> the workers/storage provider that writes it
 PROVIDERS = {"s3": S3Verifier.provider, "gs": GcsVerifier.provider, "azure_blob": AZURE_BLOB}
 
-SETTINGS = DestinationSettings(
-    "archive",
-    tuple(PROVIDERS),
-    about="`s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`, "
-    "`azure_blob://<account>/<container>/<prefix>`: one object per event at "
-    "`<prefix>/<kind>/<YYYY>/<MM>/<DD>/<event_id>.json`, with the credentials and "
-    "`STORAGE_TIMEOUT_SECONDS` of recording verification. No variables of its own.",
-)
-
 
 class ArchiveDestination(UrlDestination):
-    type = "archive"
-    settings = SETTINGS
+    settings = DestinationSettings(
+        "archive",
+        tuple(PROVIDERS),
+        about="`s3://<bucket>/<prefix>`, `gs://<bucket>/<prefix>`, "
+        "`azure_blob://<account>/<container>/<prefix>`: one object per event at "
+        "`<prefix>/<kind>/<YYYY>/<MM>/<DD>/<event_id>.json`, with the credentials and "
+        "`STORAGE_TIMEOUT_SECONDS` of recording verification. No variables of its own.",
+    )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         self.query(config, ())  # no options: a ?... would be read as part of nothing
         self.scheme, self.provider = config.scheme, PROVIDERS[config.scheme]
         segments = [unquote(part) for part in config.parts.path.split("/") if part]

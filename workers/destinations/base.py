@@ -9,7 +9,8 @@ name the host.
 
 A type chosen by the scheme of ``FORWARD_<NAME>_URL`` subclasses ``UrlDestination``, which
 holds what they all share (the name, the event filter, ``FORWARD_RETRY_HOURS``, the lease); it
-declares its ``settings`` and writes ``__init__`` (read its URL) and ``deliver``.
+declares its ``settings`` (whose name is its ``type``) and writes ``configure`` (read its URL)
+and ``deliver``.
 """
 
 from __future__ import annotations
@@ -113,12 +114,17 @@ def matches(patterns: Iterable[str], kind: str | None, event_type: str | None) -
 
 
 class UrlDestination:
-    """What every ``FORWARD_<NAME>_URL`` type shares; a subclass sets ``type`` and ``settings``
-    (its schemes and own variables) and writes ``__init__`` and ``deliver``."""
+    """What every ``FORWARD_<NAME>_URL`` type shares; a subclass declares ``settings`` (its type
+    name, schemes and own variables) and writes ``configure`` and ``deliver``."""
 
-    type: ClassVar[str]
+    type: ClassVar[str]  # its settings' name, set for each subclass that declares them
     task: ClassVar[str] = FORWARD_EVENT
     settings: ClassVar[DestinationSettings]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settings" in cls.__dict__:
+            cls.type = cls.settings.type
 
     def __init__(self, config: ForwardDestination, settings: Settings) -> None:
         self.name = config.name
@@ -129,6 +135,12 @@ class UrlDestination:
         self._events = config.events
         self._timeout = settings.forward_timeout_seconds
         self._retry_for = timedelta(hours=settings.forward_retry_hours)
+        self.configure(config, settings)
+
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
+        """The type's own reading of its URL (``config.parts``, ``self.query``), once what all
+        share is set: raise ``self.refuse(config, why)`` for a bad one. None by default."""
+        return None
 
     @classmethod
     def configured(cls, settings: Settings) -> list[UrlDestination]:

@@ -26,21 +26,17 @@ from .base import Answer, ForwardedEvent, UrlDestination
 
 DEFAULT_MAXLEN = 100_000
 
-SETTINGS = DestinationSettings(
-    "redis_stream",
-    ("redis", "rediss"),
-    about="`redis://[:password@]host:port/db?stream=<name>[&maxlen=<n>]`: an `XADD` per event to "
-    "the stream, trimmed to about `maxlen` entries (default 100000); `rediss://` verifies as "
-    "`REDIS_TLS_VERIFY` says. No variables of its own.",
-)
-
 
 class RedisStreamDestination(UrlDestination):
-    type = "redis_stream"
-    settings = SETTINGS
+    settings = DestinationSettings(
+        "redis_stream",
+        ("redis", "rediss"),
+        about="`redis://[:password@]host:port/db?stream=<name>[&maxlen=<n>]`: an `XADD` per event "
+        "to the stream, trimmed to about `maxlen` entries (default 100000); `rediss://` verifies "
+        "as `REDIS_TLS_VERIFY` says. No variables of its own.",
+    )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         options = self.query(config, ("stream", "maxlen"))
         self.stream = options.get("stream", "")
         if not self.stream:

@@ -31,22 +31,18 @@ from workers.errors import Permanent, Transient
 
 from .base import Answer, ForwardedEvent, UrlDestination
 
-SETTINGS = DestinationSettings(
-    "sqs",
-    ("sqs", "sqs+https", "sqs+http"),
-    about="`sqs://<queue-name>?region=<region>` or `sqs+https://<the queue's URL>`: one message "
-    "per event, attributes `kind`, `type`, `source`, `event_id`; a `.fifo` queue gets the "
-    "conversation as its group and the event id as its deduplication id. No variables of its "
-    "own.",
-)
-
 
 class SqsDestination(UrlDestination):
-    type = "sqs"
-    settings = SETTINGS
+    settings = DestinationSettings(
+        "sqs",
+        ("sqs", "sqs+https", "sqs+http"),
+        about="`sqs://<queue-name>?region=<region>` or `sqs+https://<the queue's URL>`: one "
+        "message per event, attributes `kind`, `type`, `source`, `event_id`; a `.fifo` queue gets "
+        "the conversation as its group and the event id as its deduplication id. No variables of "
+        "its own.",
+    )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         parts = config.parts
         region = self.query(config, ("region",)).get("region")
         self._endpoint: str | None = None

@@ -37,33 +37,29 @@ from .base import Answer, ForwardedEvent, UrlDestination, with_answer
 
 EXCERPT_BYTES = 500  # of each reply, kept with the attempt
 
-SETTINGS = DestinationSettings(
-    "webhook",
-    ("http", "https"),
-    (
-        per_destination(
-            "SECRET",
-            fields.String(
-                required=True,
-                validate=webhook_secret,
-                error_messages={"required": "required to sign the destination's requests"},
-            ),
-            None,
-            "Standard Webhooks secret of an `http(s)://` destination, `whsec_` + base64 of 24 "
-            "to 64 random bytes",
-            secret=True,
-        ),
-    ),
-    url=validate.URL(schemes={"http", "https"}, require_tld=False),
-)
-
 
 class WebhookDestination(UrlDestination):
-    type = "webhook"
-    settings = SETTINGS
+    settings = DestinationSettings(
+        "webhook",
+        ("http", "https"),
+        (
+            per_destination(
+                "SECRET",
+                fields.String(
+                    required=True,
+                    validate=webhook_secret,
+                    error_messages={"required": "required to sign the destination's requests"},
+                ),
+                None,
+                "Standard Webhooks secret of an `http(s)://` destination, `whsec_` + base64 of 24 "
+                "to 64 random bytes",
+                secret=True,
+            ),
+        ),
+        url=validate.URL(schemes={"http", "https"}, require_tld=False),
+    )
 
-    def __init__(self, config: ForwardDestination, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def configure(self, config: ForwardDestination, settings: Settings) -> None:
         self._url = config.url
         self._key = webhook_secret_key(self.options["secret"])
 
