@@ -22,13 +22,18 @@ from schemas.settings import Settings
 
 from .base import JSON, ObjectFacts, checksum, unquote_etag
 from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
-from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
+from .locations import LocationRefused, ObjectLocation, bucket_location, plain_entry
 
 log = logging.getLogger(__name__)
 
 _REQUEST_LINE = re.compile(r"^[A-Z]+ \S+: ")
 _SDK_ERRORS = (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException)
 _GCS_BUCKET = re.compile(r"^(?!goog)[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+def _gcs_bucket(name: str) -> bool:
+    """GCS's bucket naming rules: a typo fails here with a reason rather than at the SDK."""
+    return bool(_GCS_BUCKET.match(name)) and all(len(part) <= 63 for part in name.split("."))
 
 
 class GcsVerifier:
@@ -40,12 +45,10 @@ class GcsVerifier:
 
     @classmethod
     def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
-        bucket, key = bucket_and_key(uri)
-        if not _GCS_BUCKET.match(bucket) or any(len(part) > 63 for part in bucket.split(".")):
-            raise LocationRefused(f"{bucket!r} is not a valid GCS bucket name")
-        if key in (".", ".."):
+        where = bucket_location(uri, cls.provider, "gs", service="GCS", valid=_gcs_bucket)
+        if where.key in (".", ".."):
             raise LocationRefused("'.' and '..' are not GCS object names")
-        return ObjectLocation(cls.provider, bucket, key, uri=f"gs://{bucket}/{key}")
+        return where
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcsVerifier:

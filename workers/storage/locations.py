@@ -93,6 +93,17 @@ def bucket_and_key(uri: str) -> tuple[str, str]:
     return bucket, object_key(key)
 
 
+def bucket_location(
+    uri: str, provider: str, scheme: str, *, service: str, valid: Callable[[str], object]
+) -> ObjectLocation:
+    """``<scheme>://<bucket>/<key>`` in a bucket store, its bucket named as ``valid`` (the
+    ``service``'s naming rules) says, with its canonical URI."""
+    bucket, key = bucket_and_key(uri)
+    if not valid(bucket):
+        raise LocationRefused(f"{bucket!r} is not a valid {service} bucket name")
+    return ObjectLocation(provider, bucket, key, uri=f"{scheme}://{bucket}/{key}")
+
+
 def object_key(key: str) -> str:
     """A key any provider may be asked for: not empty, no control characters, not too long."""
     if not key:

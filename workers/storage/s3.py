@@ -21,7 +21,7 @@ from workers.aws import NO_CREDENTIALS, UNREACHABLE, aws_answer, worth_retrying
 
 from .base import JSON, ObjectFacts, checksum, unquote_etag
 from .errors import AccessDenied, Missing, StorageError, StorageRefused, StorageUnavailable
-from .locations import LocationRefused, ObjectLocation, bucket_and_key, plain_entry
+from .locations import ObjectLocation, bucket_location, plain_entry
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ class S3Verifier:
 
     @classmethod
     def parse(cls, uri: str, settings: Settings) -> ObjectLocation:
-        bucket, key = bucket_and_key(uri)
-        if not _S3_BUCKET.match(bucket):
-            raise LocationRefused(f"{bucket!r} is not a valid S3 bucket name")
-        return ObjectLocation(cls.provider, bucket, key, uri=f"s3://{bucket}/{key}")
+        return bucket_location(uri, cls.provider, "s3", service="S3", valid=_S3_BUCKET.match)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Verifier:
