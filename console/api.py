@@ -71,14 +71,30 @@ def _one(read: Callable[..., dict[str, Any] | None], *key: str, what: str) -> Re
     return jsonify(record)
 
 
-@bp.get("/events")
-def events() -> Response:
-    return _page(reads.events_page, EVENT_ARGS)
+def _listed(path: str, reader: Callable[..., Any], schema: Any) -> None:
+    """``GET /<path>``: one page of ``reader(session, args)`` (endpoint ``api.<path>``)."""
+    bp.add_url_rule(f"/{path}", path, lambda: _page(reader, schema), methods=["GET"])
 
 
-@bp.get("/events/<event_id>")
-def event(event_id: str) -> Response:
-    return _one(reads.event_record, event_id, what=f"event {event_id}")
+def _record(kind: str, read: Callable[..., dict[str, Any] | None], *scope: str) -> None:
+    """``GET /<kind>s/<<kind>_id>``: the record ``read(session, *scope, id)`` finds, or a 404
+    that names it (endpoint ``api.<kind>``)."""
+
+    def show(**path: str) -> Response:
+        record_id = path[f"{kind}_id"]
+        return _one(read, *scope, record_id, what=f"{kind} {record_id}")
+
+    bp.add_url_rule(f"/{kind}s/<{kind}_id>", kind, show, methods=["GET"])
+
+
+_listed("events", reads.events_page, EVENT_ARGS)
+_record("event", reads.event_record)
+_listed("conversations", reads.conversations_page, CONVERSATION_ARGS)
+_record("conversation", queries.conversation_view)
+_listed("alerts", reads.alerts_page, ALERT_ARGS)
+_listed("deliveries", reads.deliveries_page, DELIVERY_ARGS)
+for _kind in queries.resource_models():  # replicas/<id>, videos/<id>, documents/<id>
+    _record(_kind, queries.resource_record, _kind)
 
 
 @bp.post("/events/<event_id>/replay")
@@ -102,27 +118,6 @@ def replay_one(event_id: str) -> replay.Replayed | None:
         return replay.replay([row], console().tasks.publish_event)[0]
 
 
-@bp.get("/conversations")
-def conversations() -> Response:
-    return _page(reads.conversations_page, CONVERSATION_ARGS)
-
-
-@bp.get("/conversations/<conversation_id>")
-def conversation(conversation_id: str) -> Response:
-    return _one(queries.conversation_view, conversation_id, what=f"conversation {conversation_id}")
-
-
-def _resource_view(kind: str) -> None:
-    def show(resource_id: str) -> Response:
-        return _one(queries.resource_record, kind, resource_id, what=f"{kind} {resource_id}")
-
-    bp.add_url_rule(f"/{kind}s/<resource_id>", f"{kind}", show, methods=["GET"])
-
-
-for _kind in queries.resource_models():  # replicas/<id>, videos/<id>, documents/<id>
-    _resource_view(_kind)
-
-
 def _erase_view(kind: str) -> None:
     def erase(target_id: str) -> Response:
         """Erase it wherever this service holds it; its tombstone stays (docs/privacy.md)."""
@@ -136,16 +131,6 @@ def _erase_view(kind: str) -> None:
 
 for _kind in ("conversation", *queries.resource_models()):
     _erase_view(_kind)
-
-
-@bp.get("/alerts")
-def alerts() -> Response:
-    return _page(reads.alerts_page, ALERT_ARGS)
-
-
-@bp.get("/deliveries")
-def deliveries() -> Response:
-    return _page(reads.deliveries_page, DELIVERY_ARGS)
 
 
 @bp.get("/destinations")
