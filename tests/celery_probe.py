@@ -4,6 +4,9 @@ real worker (``celery -A tests.celery_probe worker``, which builds it from the e
 
 from __future__ import annotations
 
+import os
+import time
+
 import orjson
 import redis
 from celery import Celery
@@ -13,6 +16,8 @@ from schemas.settings import Settings
 from workers.celery_app import app_from_env, create_celery
 
 RECORDED = "probe:recorded"
+HOLD = "probe.hold"  # a task that records its id, then runs PROBE_HOLD_SECONDS
+HELD = "probe:held"
 
 
 def record(self, message: dict) -> None:
@@ -32,10 +37,17 @@ def record(self, message: dict) -> None:
         raise self.retry(countdown=0)
 
 
+def hold(self, *args: object) -> None:
+    """Record the task's id, then keep its pool process (and its message unacked) a while."""
+    redis.Redis.from_url(self.app.conf.tavus_settings.redis_url).rpush(HELD, self.request.id)
+    time.sleep(float(os.environ.get("PROBE_HOLD_SECONDS", "0")))
+
+
 def create_probe(settings: Settings) -> Celery:
     app = create_celery(settings)
-    app.conf.include = []  # the probe task instead of the real ones
+    app.conf.include = []  # the probe tasks instead of the real ones
     app.task(name=PROCESS_EVENT, bind=True, max_retries=1)(record)
+    app.task(name=HOLD, bind=True)(hold)
     return app
 
 

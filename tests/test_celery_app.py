@@ -28,6 +28,7 @@ from schemas.messages import (
     celery_envelope,
 )
 from schemas.settings import Settings
+from tests.celery_probe import HELD, HOLD
 from tests.helpers import TOKEN, fixture, worker_env
 from tests.services import ROOT, RedisServer, Worker, base_env, wait_until
 from workers import broker
@@ -176,6 +177,45 @@ def test_a_real_worker_runs_the_message_the_receiver_built(
     assert (retried["id"], retried["retries"], retried["args"]) == (event_id, 1, first["args"])
     log = (tmp_path / "worker.log").read_text()
     assert fixture("shutdown").decode()[:40] not in log
+
+
+@pytest.mark.integration
+def test_one_take_fills_the_free_prefetch_slots_and_each_message_stays_unacked_until_acked(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """A worker of four pool processes (prefetch 4) takes the four waiting messages in one take
+    (workers/broker.py's _TAKE), each recorded as unacked by that take: a SIGKILL while they run
+    leaves them all in ``unacked``, and the visibility-timeout sweep hands them to the next
+    worker, which runs and acks them."""
+    ids = [f"m-{n}" for n in range(4)]
+    for task_id in ids:
+        redis_client.lpush(EVENTS_QUEUE, celery_envelope(HOLD, task_id, [], EVENTS_QUEUE))
+    env = base_env(REDIS_URL=redis_url, PROBE_HOLD_SECONDS="60")
+    log = tmp_path / "worker.log"
+    worker = ProbeWorker(env, log, concurrency=4, queues=EVENTS_QUEUE).start()
+    try:
+        wait_until(lambda: redis_client.llen(HELD) == 4, timeout=30)
+        taken = redis_client.zrange("unacked_index", 0, -1, withscores=True)
+        # One take: the four were recorded by the same script, at the same instant.
+        assert len(taken) == 4 and len({score for _, score in taken}) == 1, taken
+        assert redis_client.hlen("unacked") == 4 and not redis_client.llen(EVENTS_QUEUE)
+    finally:
+        worker.stop(signal.SIGKILL)
+    assert redis_client.hlen("unacked") == 4  # none acked, none lost
+
+    # The next worker's sweep finds them past its visibility timeout and runs them again.
+    env = base_env(REDIS_URL=redis_url, VISIBILITY_TIMEOUT_SECONDS="5")
+    worker = ProbeWorker(env, tmp_path / "next.log", concurrency=4, queues=EVENTS_QUEUE).start()
+    try:
+        wait_until(lambda: redis_client.llen(HELD) == 8, timeout=30)
+        wait_until(
+            lambda: not redis_client.hlen("unacked") and not redis_client.llen(EVENTS_QUEUE),
+            timeout=10,
+        )  # acked
+    finally:
+        worker.stop()
+    held = [task_id.decode() for task_id in redis_client.lrange(HELD, 0, -1)]
+    assert sorted(held[:4]) == sorted(held[4:]) == ids
 
 
 def test_the_receivers_message_is_half_the_size_of_celerys_own(

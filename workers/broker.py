@@ -6,12 +6,14 @@ goes away (a restart, a crash, a failover) closed. All were met by tests/test_fa
    message is in no queue and in no ``unacked`` hash: gone, however durable Redis is. That
    happens when the reply is lost, too: a SIGTERM stops Redis right after the commands of its
    last turn ran and before their replies are written, a SIGKILL can land while it fsyncs (a
-   worker busy taking messages loses one at nearly every restart). Here a message is taken and
-   recorded as unacked by one Lua script, so it is always in its queue or in ``unacked``, where
-   the visibility-timeout sweep finds it if the reply never arrives. A script cannot block, so
-   when every queue is empty the worker waits with ``BLMOVE q q RIGHT RIGHT``, which wakes when
-   ``q`` gets a message and leaves it where it was (Redis 6.2+), then takes again. It waits on
-   the first queue it consumes (``events`` in the Procfile); the others are looked at every
+   worker busy taking messages loses one at nearly every restart). Here messages are taken and
+   recorded as unacked by one Lua script, so each is always in its queue or in ``unacked``,
+   where the visibility-timeout sweep finds it if the reply never arrives. One take pops as many
+   messages as the consumer has free prefetch slots (at most ``TAKE_MAX``): over a network a
+   worker pays one round trip for several of them. A script cannot block, so when every queue
+   is empty the worker waits with ``BLMOVE q q RIGHT RIGHT``, which wakes when ``q`` gets a
+   message and leaves it where it was (Redis 6.2+), then takes again. It waits on the first
+   queue it consumes (``events`` in the Procfile); the others are looked at every
    ``IDLE_LOOK_SECONDS`` while the worker is idle.
 2. A message got otherwise (``basic_get``, which Celery's worker does not use) is still taken
    and recorded in two steps. When Redis dies in between, the worker keeps it aside and pushes
@@ -48,18 +50,28 @@ log = logging.getLogger(__name__)
 # While idle, how often a worker looks at the queues other than the one it waits on.
 IDLE_LOOK_SECONDS = 0.1
 
+# The most messages one take pops. A take fills the channel's free prefetch slots (Celery's
+# worker: its pool processes not yet busy, prefetch multiplier 1), so over a network a worker
+# pays one round trip for several messages instead of one each; the cap bounds the script's
+# run on Redis and the messages a consumer without a prefetch limit holds at once.
+TAKE_MAX = 16
+
 # KEYS[1]: the unacked hash; KEYS[2]: its index (score: when taken); KEYS[3..]: the queues, in
-# the order BRPOP would look at them. ARGV[1]: now; ARGV[2..]: "1" for each queue whose
-# consumer acks. Pops the first message found and, unless its consumer does not ack, records it
-# as kombu's QoS.append would (the message's own bytes, then exchange and routing key), in the
-# same step. Returns {queue, message, recorded} or nil when every queue is empty.
+# the order BRPOP would look at them. ARGV[1]: now; ARGV[2]: how many messages to take at most;
+# ARGV[3..]: "1" for each queue whose consumer acks. Pops messages from the first non-empty
+# queue, then the next ones, until it has ARGV[2]; records each, unless its consumer does not
+# ack, as kombu's QoS.append would (the message's own bytes, then exchange and routing key), in
+# the same step. Returns {queue, message, recorded, queue, message, recorded, ...} in the order
+# taken, or nil when every queue is empty.
 _TAKE = """
+local taken, wanted = {}, tonumber(ARGV[2])
 for i = 3, #KEYS do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
+  while #taken < wanted * 3 do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
     local recorded = 0
     local ok, message = pcall(cjson.decode, item)
-    if ARGV[i - 1] == '1' and ok and type(message) == 'table'
+    if ARGV[i] == '1' and ok and type(message) == 'table'
         and type(message.properties) == 'table' then
       local tag = message.properties.delivery_tag
       local info = message.properties.delivery_info
@@ -71,10 +83,12 @@ for i = 3, #KEYS do
         recorded = 1
       end
     end
-    return {KEYS[i], item, recorded}
+    taken[#taken + 1] = KEYS[i]
+    taken[#taken + 1] = item
+    taken[#taken + 1] = recorded
   end
 end
-return false
+return #taken > 0 and taken or false
 """
 
 # Messages got by basic_get in the instant Redis went away, to push back once it answers:
@@ -153,7 +167,14 @@ class Channel(redis.Channel):
         ]
         keys = [prefix + self.unacked_key, prefix + self.unacked_index_key]
         keys += [key for key, _ in pairs]
-        return ["EVAL", _TAKE, len(keys), *keys, time(), *(acks for _, acks in pairs)]
+        count = self._take_count()
+        return ["EVAL", _TAKE, len(keys), *keys, time(), count, *(acks for _, acks in pairs)]
+
+    def _take_count(self) -> int:
+        """As many messages as the prefetch limit lets the consumer hold more of (kombu says
+        None when there is no limit), from 1 to TAKE_MAX."""
+        free = self.qos.can_consume_max_estimate()
+        return max(1, min(TAKE_MAX, TAKE_MAX if free is None else free))
 
     def _brpop_read(self, **options: Any) -> bool:
         waited, self._waiting = self._waiting, False
@@ -171,16 +192,44 @@ class Channel(redis.Channel):
         self._idle = not waited and not reply
         if waited or not reply:
             raise Empty()
-        key, item, recorded = reply
-        queue = bytes_to_str(key)[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
-        self._queue_cycle.rotate(queue)
-        payload = loads(bytes_to_str(item))
-        self.recorded_delivery = payload["properties"]["delivery_tag"] if recorded else None
-        try:
-            self.connection._deliver(payload, queue)
-        finally:
-            self.recorded_delivery = None
+        prefix = len(self.global_keyprefix or "")
+        taken = []  # (key, queue, message, recorded), in the order taken
+        for at in range(0, len(reply), 3):
+            key = bytes_to_str(reply[at])[prefix:]
+            taken.append((key, key.rsplit(self.sep, 1)[0], reply[at + 1], reply[at + 2]))
+        # Each queue a message came from goes to the back of the cycle, in the order taken, so
+        # that the next take starts with the others (as kombu does after each BRPOP).
+        for queue in dict.fromkeys(queue for _, queue, _, _ in taken):
+            self._queue_cycle.rotate(queue)
+        for at, (_, queue, item, recorded) in enumerate(taken):
+            payload = loads(bytes_to_str(item))
+            self.recorded_delivery = payload["properties"]["delivery_tag"] if recorded else None
+            try:
+                self.connection._deliver(payload, queue)
+            except BaseException:
+                self._hand_back(taken[at + 1 :])
+                raise
+            finally:
+                self.recorded_delivery = None
         return True
+
+    def _hand_back(self, undelivered: list[tuple[str, str, bytes, int]]) -> None:
+        """A delivery raised: the messages taken with it and not delivered yet go back to the
+        head of their queue as they were, and out of ``unacked``, in one transaction, rather
+        than wait for the visibility-timeout sweep. With Redis away, the recorded ones stay in
+        ``unacked`` for the sweep (those of a consumer without acks are lost, as kombu's own)."""
+        if not undelivered:
+            return
+        try:
+            with self.client.pipeline() as pipe:
+                for key, _, item, recorded in reversed(undelivered):  # the first one ends up first
+                    pipe.rpush(key, item)
+                    if recorded:
+                        tag = loads(bytes_to_str(item))["properties"]["delivery_tag"]
+                        pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+                pipe.execute()
+        except self.connection_errors:
+            log.warning("%d taken messages not handed back: Redis went away", len(undelivered))
 
     def close(self) -> None:
         if self._in_poll:
