@@ -36,7 +36,6 @@ from .base import Answer, ForwardedEvent, UrlDestination
 DEFAULT_EXCHANGE = "tavus"
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 
-
 # What the broker refuses for good: credentials, a vhost, an exchange of another type.
 _REFUSED = (
     amqp_errors.AccessRefused,
@@ -56,10 +55,9 @@ class AmqpDestination(UrlDestination):
     settings = DestinationSettings(
         "amqp",
         ("amqp", "amqps"),
-        about="`amqp://user:password@host:5672/vhost[?exchange=<name>]`: a persistent message per "
-        "event "
-        "to a durable topic exchange (default `tavus`, declared at worker start), routing key the "
-        "event type or the kind; `amqps://` for TLS. No variables of its own.",
+        about="`amqp://user:password@host:5672/vhost[?exchange=<name>]`: a persistent message "
+        "per event to a durable topic exchange (default `tavus`, declared at worker start), "
+        "routing key the event type or the kind; `amqps://` for TLS. No variables of its own.",
     )
 
     def configure(self, config: ForwardDestination, settings: Settings) -> None:
