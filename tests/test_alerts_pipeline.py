@@ -143,7 +143,8 @@ def test_copy_failed_reaches_each_channel_once_with_deadline_and_causes(alerting
     later = fixture_json("recording_copy_failed") | {"timestamp": "2025-07-11T07:20:00Z"}
     assert alerting.post(later)["status"] == "accepted"  # Tavus says it again: the same cause
 
-    # Celery redelivers the event's message, and the raise task runs again (an outbox resend).
+    # Celery redelivers the event's message, and the raise task runs for the same cause (as
+    # another sender would send it).
     with alerting.store.session() as session:
         event = session.get(Event, first["event_id"])
         message = EventMessage(
@@ -158,9 +159,10 @@ def test_copy_failed_reaches_each_channel_once_with_deadline_and_causes(alerting
         cause_key=cause, severity="critical", title=alert["title"], text=alert["text"],
         conversation_id="c123456", event_id=first["event_id"], facts=alert["facts"],
     ))  # fmt: skip
-    # Three events processed, three raises, and whatever deliveries the raises asked for.
+    # Three events processed (their alerts raised with them), one raise task, and whatever
+    # deliveries they asked for.
     wait_until(lambda: alerting.count(PROCESS_EVENT, "succeeded") >= 3, timeout=30)
-    wait_until(lambda: alerting.count(RAISE_ALERT, "succeeded") >= 3, timeout=30)
+    wait_until(lambda: alerting.count(RAISE_ALERT, "succeeded") >= 1, timeout=30)
     wait_until(lambda: alerting.idle("tavus.alerts.deliver"), timeout=30)
 
     [slack] = alerting.slack.received
