@@ -19,6 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from schemas.messages import (
@@ -32,7 +34,7 @@ from schemas.messages import (
 )
 from schemas.settings import Settings
 from tests.helpers import TOKEN, fixture, fixture_json, worker_env
-from tests.services import Worker, base_env, wait_until
+from tests.services import Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink, SmtpSink, TLSFiles
 from workers import queries
 from workers.store.db import Store
@@ -58,8 +60,11 @@ class Alerting:
         tls = TLSFiles(tmp_path)
         self.smtp = SmtpSink("starttls", tls, password=SMTP_PASSWORD).start()
         settings = Settings(callback_tokens=(TOKEN,), redis_url=redis_url, database_url=store.url)
+        self.metrics_port = free_port()
         self.env = worker_env(
             settings,
+            WORKER_METRICS_PORT=str(self.metrics_port),
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "worker-metrics"),
             SLACK_WEBHOOK_URL=self.slack.url + SLACK_PATH,
             ALERT_WEBHOOK_URL=f"{self.webhook.url}/alerts?token={HOOK_TOKEN}",
             ALERT_WEBHOOK_SECRET=SECRET,
@@ -106,6 +111,16 @@ class Alerting:
         """Every ``task`` the worker took has ended (retries are taken again)."""
         done = self.count(task, "succeeded") + self.count(task, "retry")
         return self.count(task, "received") == done
+
+    def alerts_raised(self) -> dict[str, float]:
+        """``tavus_callbacks_alerts_raised_total`` by severity, as the worker exposes it."""
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        return {
+            sample.labels["severity"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "tavus_callbacks_alerts_raised_total"
+        }
 
     def alerts(self) -> dict[str, dict]:
         with self.store.session() as session:
@@ -164,6 +179,8 @@ def test_copy_failed_reaches_each_channel_once_with_deadline_and_causes(alerting
     wait_until(lambda: alerting.count(PROCESS_EVENT, "succeeded") >= 3, timeout=30)
     wait_until(lambda: alerting.count(RAISE_ALERT, "succeeded") >= 1, timeout=30)
     wait_until(lambda: alerting.idle("tavus.alerts.deliver"), timeout=30)
+    # Each raise counted: the two events' (the redelivery raised nothing) and the task's.
+    assert alerting.alerts_raised() == {"critical": 3.0}
 
     [slack] = alerting.slack.received
     [hook] = alerting.webhook.received
