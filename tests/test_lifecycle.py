@@ -28,7 +28,7 @@ from receiver import create_app
 from receiver.spool import Spool
 from schemas.broker import TaskQueue
 from schemas.classify import classify
-from schemas.messages import PURGE, event_message
+from schemas.messages import DELIVER_ALERT, PURGE, event_message
 from schemas.settings import Settings
 from tests.console_fixtures import BEARER, console_settings, csrf_of, sign_in
 from tests.helpers import (
@@ -42,6 +42,7 @@ from tests.helpers import (
 from tests.services import ROOT, RedisServer, Web, Worker, base_env, free_port, wait_until
 from tests.sinks import HttpSink
 from workers import lifecycle, processing
+from workers.alerts import delivery as alert_delivery
 from workers.alerts import ledger as alert_ledger
 from workers.store import audit
 from workers.store.db import Store
@@ -65,11 +66,16 @@ OLD = 100  # days: past the default retention of 90
 
 
 def feed(store: Store, body: dict[str, Any], days_ago: float = 0) -> str:
-    """Process one callback as a worker would, received ``days_ago``; its event id."""
+    """Process one callback as a worker would, received ``days_ago``, and deliver the alert it
+    raises (a guardrail's, on the log); its event id."""
     raw = orjson.dumps(body)
     message = event_message(classify(body, raw), raw, time.time() - days_ago * DAY, "callback")
-    outcome = processing.process(store, message, lambda *_: None, max_attempts=3)
-    return outcome.event_id
+
+    def send(task: str, args: list) -> None:
+        if task == DELIVER_ALERT:
+            alert_delivery.deliver(store, *args, Settings(callback_tokens=("t",)))
+
+    return processing.process(store, message, send, max_attempts=3).event_id
 
 
 def conversation(store: Store, conversation_id: str, days_ago: float, marker: str = "") -> list:
@@ -144,7 +150,7 @@ def test_purge_removes_finished_old_conversations_whole_and_never_pending_work(
 
     would = lifecycle.purge(store, 90, dry_run=True)
     assert would["conversations"] == 1 and would["events"] == 5  # c-old's 4, r-old's 1
-    assert would["forward_attempts"] == 1 and would["alerts"] == 1
+    assert would["forward_attempts"] == 1 and would["alerts"] == 2  # its guardrail's, and test's
     assert rows(store, Conversation) == 5  # a dry run removes nothing
 
     removed = lifecycle.purge(store, 90)
@@ -198,7 +204,7 @@ def test_erasure_leaves_a_tombstone_and_drops_later_callbacks(store: Store) -> N
     )
     assert done.rows["events"] == 4 and done.rows["conversations"] == 1
     assert rows(store, Event, conversation_id="c-erase") == 0
-    assert rows(store, ForwardDelivery) == 0 and rows(store, Alert) == 0
+    assert rows(store, ForwardDelivery) == 0 and rows(store, Alert, conversation_id="c-erase") == 0
     assert rows(store, Event, conversation_id="c-other") == 4
     with store.session() as session:
         tombstone = session.get(Erasure, "conversation:c-erase")
@@ -218,9 +224,9 @@ def test_erasure_leaves_a_tombstone_and_drops_later_callbacks(store: Store) -> N
         "event_id": None,
         "facts": {},
     }
-    with store.session() as session:
-        assert alert_ledger.record_alert(session, late_alert, ("log",), datetime.now(UTC)) == []
-    assert rows(store, Alert) == 0
+    with store.begin() as connection:
+        assert alert_ledger.record_alert(connection, late_alert, ("log",), datetime.now(UTC)) == []
+    assert rows(store, Alert, conversation_id="c-erase") == 0
 
 
 def test_erasing_a_replica_takes_its_events_and_keeps_other_replicas(store: Store) -> None:
@@ -449,10 +455,12 @@ def test_purge_by_hand_says_what_it_would_remove_then_removes_it(sqlite_store: S
     conversation(sqlite_store, "c-cli", OLD)
     dry = cli(sqlite_store.url, "purge", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would remove 7 rows older than 90 days" in dry.stdout
+    # Its 4 events, their guardrail trigger, objective and conversation, and the guardrail's
+    # alert with its delivery on the log and the attempt.
+    assert "would remove 10 rows older than 90 days" in dry.stdout
     assert "conversations" in dry.stdout and rows(sqlite_store, Event) == 4
     done = cli(sqlite_store.url, "purge", "--older-than", "30")
-    assert "removed 7 rows older than 30 days" in done.stdout, done.stderr
+    assert "removed 10 rows older than 30 days" in done.stdout, done.stderr
     assert rows(sqlite_store, Event) == 0
     again = cli(sqlite_store.url, "purge")
     assert again.stdout.strip() == "nothing older than 90 days to purge"

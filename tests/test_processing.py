@@ -9,15 +9,28 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from sqlalchemy import select
 
 from schemas.classify import classify
-from schemas.messages import RAISE_ALERT, EventMessage, event_message
+from schemas.messages import DELIVER_ALERT, AlertMessage, EventMessage, event_message
+from schemas.settings import Settings
 from workers import processing
+from workers.alerts import delivery, rules
+from workers.alerts.rules import AlertPolicy
 from workers.handlers import registry
-from workers.store.models import Conversation, Event, EventStatus, GuardrailTrigger
+from workers.store.models import (
+    Alert,
+    AlertDelivery,
+    Conversation,
+    Event,
+    EventStatus,
+    GuardrailTrigger,
+)
 
 FAILING = "test.failing_handler"
 BAD_WRITE = "test.bad_write"
+BROKEN_RULE = "test.broken_rule"
+LATE_FAILURE = "test.late_failure"
 
 
 def message(event_type: str, conversation_id: str = "c-processing") -> EventMessage:
@@ -119,18 +132,97 @@ def test_one_attempt_allowed_fails_at_once(store, failing_handlers) -> None:
     assert (outcome.status, outcome.retry_in) == (EventStatus.FAILED, None)
 
 
-def test_a_follow_up_is_sent_once_even_when_its_event_is_delivered_again(store) -> None:
-    body = {"conversation_id": "c-outbox", "properties": {"guardrail": "no_pricing"}}
+def guardrail_message(conversation_id: str, guardrail: str = "no_pricing") -> EventMessage:
+    body = {"conversation_id": conversation_id, "properties": {"guardrail": guardrail}}
     raw = orjson.dumps(body)
-    guardrail = event_message(classify(body, raw), raw, time.time(), "callback")
-    sent: list[str] = []
+    return event_message(classify(body, raw), raw, time.time(), "callback")
+
+
+TWO_CHANNELS = AlertPolicy(channels=lambda severity: ("log", "webhook"))
+
+
+def alert_rows(store) -> list[tuple[str, str | None, list[tuple[str, str, int]]]]:
+    """(cause, event id, [(channel, status, attempts)]) per stored alert."""
+    with store.session() as session:
+        return [
+            (alert.cause_key, alert.event_id, sorted(
+                (d.channel, d.status, d.attempts)
+                for d in session.scalars(select(AlertDelivery).filter_by(alert_id=alert.id))
+            ))
+            for alert in session.scalars(select(Alert))
+        ]  # fmt: skip
+
+
+def test_an_alert_is_raised_in_its_events_transaction_and_delivered_once(store) -> None:
+    """The alert and its deliveries are committed with the event; only the deliveries are
+    tasks; a redelivered event, or the same cause again, sends nothing a second time."""
+    guardrail = guardrail_message("c-alert")
+    sent: list[tuple[str, list]] = []
 
     def send(name: str, args: list) -> None:
-        sent.append(name)
+        sent.append((name, args))
 
-    assert processing.process(store, guardrail, send, 8).status == EventStatus.PROCESSED
-    assert sent == [RAISE_ALERT]
-    # Its outbox is cleared by the next event's transaction, so a redelivery then sends nothing.
-    processing.process(store, message("system.replica_joined", "c-outbox"), send, 8)
-    processing.process(store, {**guardrail, "event_id": str(uuid.uuid4())}, send, 8)
-    assert sent == [RAISE_ALERT]
+    outcome = processing.process(store, guardrail, send, 8, TWO_CHANNELS)
+    assert (outcome.status, outcome.alert) == (EventStatus.PROCESSED, "warning")
+    [(cause, event_id, deliveries)] = alert_rows(store)
+    assert cause.startswith("guardrail:c-alert:") and event_id == guardrail["event_id"]
+    assert deliveries == [("log", "pending", 0), ("webhook", "pending", 0)]
+    assert sent == [(DELIVER_ALERT, [cause, "log"]), (DELIVER_ALERT, [cause, "webhook"])]
+
+    # Delivered on the log; the webhook is not configured here, so that delivery fails for good.
+    # The same tasks again (the outbox sent again after a crash) find their channels done.
+    settings = Settings(callback_tokens=("t",), database_url=store.url)
+    for _ in range(2):
+        statuses = [delivery.deliver(store, cause, args[1], settings).status for _, args in sent]
+        assert statuses == ["delivered", "failed"]
+    again = processing.process(store, {**guardrail, "event_id": str(uuid.uuid4())}, send, 8)
+    assert (again.event_id, again.alert, len(sent)) == (guardrail["event_id"], None, 2)
+    # The guardrail triggers again in the same call: the same cause, nothing left to deliver.
+    later = processing.process(store, guardrail_message("c-alert"), send, 8, TWO_CHANNELS)
+    assert (later.status, later.alert, len(sent)) == (EventStatus.PROCESSED, "warning", 2)
+    assert alert_rows(store) == [
+        (cause, guardrail["event_id"], [("log", "delivered", 1), ("webhook", "failed", 1)])
+    ]
+
+
+@pytest.fixture
+def alerting_types() -> Iterator[None]:
+    """A type whose rule is broken, and one whose handler's writes fail after its alert."""
+
+    def alert(event, data, policy) -> AlertMessage:
+        return AlertMessage(
+            cause_key=f"test:{event.conversation_id}", severity="error", title="t", text="x",
+            conversation_id=event.conversation_id, event_id=event.id, facts={},
+        )  # fmt: skip
+
+    def broken(event, data, policy) -> None:
+        raise KeyError("the rule broke")
+
+    @registry.handles(BROKEN_RULE, LATE_FAILURE)
+    def handle(ctx: registry.HandlerContext) -> None:
+        if ctx.event.event_type == LATE_FAILURE:  # written by save, after the alert is stored
+            ctx.records.conversation(ctx.event.conversation_id).joined_at = "not a date"
+
+    rules.RULES.update({BROKEN_RULE: broken, LATE_FAILURE: alert})
+    yield
+    for name in (BROKEN_RULE, LATE_FAILURE):
+        registry.HANDLERS.pop(name)
+        rules.RULES.pop(name)
+
+
+def test_a_broken_rule_costs_its_alert_only(store, alerting_types) -> None:
+    sent: list[str] = []
+    outcome = processing.process(store, message(BROKEN_RULE), lambda n, a: sent.append(n), 8)
+    assert (outcome.status, outcome.alert, sent, alert_rows(store)) == ("processed", None, [], [])
+    assert stored(store, outcome.event_id).last_error == "alert rules: KeyError: 'the rule broke'"
+
+
+def test_an_alert_is_not_raised_when_its_event_does_not_commit(store, alerting_types) -> None:
+    sent: list[str] = []
+    late = message(LATE_FAILURE, "c-late")
+    outcome = processing.process(store, late, lambda n, a: sent.append(n), 8)
+    assert (outcome.status, outcome.alert, sent, alert_rows(store)) == ("received", None, [], [])
+    registry.HANDLERS[LATE_FAILURE] = lambda ctx: None  # fixed: the retry raises it, once
+    outcome = processing.process(store, late, lambda n, a: sent.append(n), 8)
+    assert (outcome.status, outcome.alert, sent) == ("processed", "error", [DELIVER_ALERT])
+    assert alert_rows(store) == [("test:c-late", late["event_id"], [("log", "pending", 0)])]

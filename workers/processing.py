@@ -21,8 +21,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas import tolerant, tracing
 from schemas.callbacks import KIND_TABLE
-from schemas.messages import RAISE_ALERT, EventMessage
+from schemas.messages import DELIVER_ALERT, RAISE_ALERT, EventMessage
 from workers import errors, lifecycle, retry
+from workers.alerts import ledger
 from workers.alerts.pipeline import pipeline_failure
 from workers.alerts.rules import AlertPolicy, alert_for
 from workers.handlers import HandlerContext, handler_for
@@ -42,6 +43,7 @@ class Outcome:
     event_id: str
     status: str
     retry_in: float | None = None  # seconds until the next attempt; None: done
+    alert: str | None = None  # the severity of the alert this attempt raised and committed
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def process(
     once and reads nothing back.
     """
     expected: Plan | None = None
+    raised: str | None = None
     policy = None if message.get("settled") else alerts  # its alerts went where it came from
     try:
         expected = _planned(message)
@@ -131,10 +134,10 @@ def process(
                 # A repeat, or a retry of a failed attempt.
                 event = _locked_event(records, message["event_key"])
                 if event.status not in EventStatus.FINAL:
-                    _retry(records, event, policy)
+                    raised = _retry(records, event, policy)
             elif expected.handler is not None:
-                _handle(records, event, expected, policy)
-            outcome = Outcome(event.id, event.status, _retry_delay(event))
+                raised = _handle(records, event, expected, policy)
+            outcome = Outcome(event.id, event.status, _retry_delay(event), raised)
             pending = list(event.pending_tasks or [])
     except HandlerFailed as failure:
         # One transaction per event and no savepoint on the way (it costs every event two more
@@ -263,26 +266,28 @@ def _traced(event: Row) -> dict[str, Any]:
     return {"tavus.event_id": event.id, **{f"tavus.{name}": getattr(event, name) for name in facts}}
 
 
-def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy | None) -> None:
+def _handle(records: Records, event: Row, expected: Plan, alerts: AlertPolicy | None) -> str | None:
     """Run the handler; its writes are saved here so that they too fail inside this boundary.
-    ``alerts`` None: the rules are not asked (an import of an event settled elsewhere)."""
+    ``alerts`` None: the rules are not asked (an import of an event settled elsewhere).
+    Returns the severity of the alert the event raised, if any."""
     context = HandlerContext(records=records, event=event, raw=expected.raw, data=expected.data)
     try:
         with tracing.span(f"handle {event.event_type or event.kind}", attributes=_traced(event)):
             expected.handler(context)
-        if alerts is not None:
-            _ask_alert_rules(context, alerts)
+        raised = None if alerts is None else _raise_alert(context, alerts)
         if context.follow_ups:
             event.pending_tasks = context.follow_ups
         records.save()
+        return raised
     except Exception as exc:  # a boundary: the caller rolls back, records, retries or gives up
         if errors.is_transient(exc):
             raise  # the store or the network, not the event: the task's policy retries it
         raise HandlerFailed(exc) from exc
 
 
-def _retry(records: Records, event: Row, alerts: AlertPolicy | None) -> None:
-    """Another attempt at an event stored earlier whose handler failed (or never ran)."""
+def _retry(records: Records, event: Row, alerts: AlertPolicy | None) -> str | None:
+    """Another attempt at an event stored earlier whose handler failed (or never ran); as
+    ``_handle``, the severity of the alert it raised."""
     try:
         again = plan(event.body, event.kind, event.event_type, event.errors)
     except Exception as exc:  # a boundary, as in _planned
@@ -294,15 +299,17 @@ def _retry(records: Records, event: Row, alerts: AlertPolicy | None) -> None:
     if again.handler is None:
         _finish(event, again.status, errors=again.errors)
         records.save()
-        return
+        return None
     event.attempts += 1
     _finish(event, EventStatus.PROCESSED)
-    _handle(records, event, again, alerts)
+    return _handle(records, event, again, alerts)
 
 
 def _dead_letter(event: Row, stage: str, error: str) -> None:
     """Failed for good (until replayed): say where, keep the error, raise one alert after the
-    commit (through the outbox, so a crash in between still sends it)."""
+    commit (through the outbox, so a crash in between still sends it). Through the raise task,
+    not in this transaction as a rule's alert is: a dead letter is rare, and at stage "store"
+    the store may be what keeps failing, so the alert is stored and retried on its own."""
     _finish(event, EventStatus.FAILED)
     event.failed_stage = stage
     event.last_error = error[:2000]
@@ -327,17 +334,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ask_alert_rules(context: HandlerContext, alerts: AlertPolicy) -> None:
-    """Queue the event's alert, if it deserves one, through the outbox: it is raised only once
-    the event is committed as processed."""
+def _raise_alert(context: HandlerContext, alerts: AlertPolicy) -> str | None:
+    """Raise the event's alert, if it deserves one, in the event's own transaction: stored (once
+    per cause) by the commit that marks the event processed, or not at all. Only its deliveries
+    go through the outbox, one task per channel still to send. Returns its severity."""
     try:
-        alert = alert_for(context.event, context.data, alerts)
+        found = alert_for(context.event, context.data, alerts)
+        if found is None:
+            return None
+        alert = ledger.normalise(found)
+        channels = alerts.channels(alert["severity"])
     except Exception as exc:  # a boundary: a faulty rule must not cost the event itself
         log.exception("alert rules failed on event %s", context.event.id)
         context.event.last_error = f"alert rules: {type(exc).__name__}: {exc}"[:2000]
-        return
-    if alert is not None:
-        context.then(RAISE_ALERT, alert)
+        return None
+    # As the raise task would (the same ledger), so a redelivered event finds its cause stored
+    # and its deliveries claimed: nothing is sent twice.
+    for channel in ledger.record_alert(context.records.connection, alert, channels, now()):
+        context.then(DELIVER_ALERT, alert["cause_key"], channel)
+    return alert["severity"]
 
 
 def _finish(event: Row, status: str, errors: Any = None) -> None:
@@ -367,7 +382,8 @@ def _send_pending(
 # next event's transaction rather than by one of their own: that was a commit (on PostgreSQL, a
 # wait for the disk) for every event with a follow-up. Until then, or if the process stops
 # first, a redelivery of such an event sends its tasks again, as after a crash between the
-# send and the clear: they are idempotent (an alert once per cause, a verification per round).
+# send and the clear: they are idempotent (an alert's delivery is claimed once per channel, a
+# verification runs once per round).
 _SENT: WeakKeyDictionary[Store, list[str]] = WeakKeyDictionary()
 
 # One statement, built once: no need to load the rows to clear a column.

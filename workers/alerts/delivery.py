@@ -41,8 +41,8 @@ def raise_alert(store: Store, message: Any, settings: Settings) -> tuple[str, li
     """Store ``message`` once per cause; return its cause key and the channels to deliver to."""
     alert = ledger.normalise(message)
     channels = configured_channels(settings, alert["severity"])
-    with store.session() as session:
-        pending = ledger.record_alert(session, alert, channels, datetime.now(UTC))
+    with store.begin() as connection:
+        pending = ledger.record_alert(connection, alert, channels, datetime.now(UTC))
     return alert["cause_key"], pending
 
 

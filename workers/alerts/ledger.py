@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Insert, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schemas.messages import SEVERITIES, AlertMessage
 from workers import ledger, lifecycle
 from workers.ledger import Busy
 from workers.store.models import Alert, AlertAttempt, AlertDelivery, DeliveryStatus
-from workers.store.records import locked_record
 
 from . import notifiers
 
@@ -60,18 +60,24 @@ def normalise(message: Any) -> AlertMessage:
 
 
 def record_alert(
-    session: Session, message: AlertMessage, channels: tuple[str, ...], now: datetime
+    connection: Connection, message: AlertMessage, channels: tuple[str, ...], now: datetime
 ) -> list[str]:
     """Store the alert unless its cause is stored; add a delivery per channel not yet there.
 
     Returns the channels whose delivery is not final yet: the ones to (re)send a task for.
     The first message of a cause is the one kept. An alert about an erased conversation is
     dropped: its text would bring it back.
+
+    Core statements on ``connection``, in the caller's transaction: the ``tavus.alerts.raise``
+    task's own, or the transaction of the event that raised it (``workers.processing``).
     """
-    if lifecycle.erased(session.connection(), message):
+    if lifecycle.erased(connection, message):
         return []
-    defaults = {
-        "id": str(uuid.uuid4()),
+    statements = _RECORD[connection.dialect.name]
+    new_id = str(uuid.uuid4())
+    row = {
+        "id": new_id,
+        "cause_key": message["cause_key"],
         "severity": message["severity"],
         "title": message["title"],
         "text": message["text"],
@@ -80,17 +86,41 @@ def record_alert(
         "facts": message.get("facts") or {},
         "raised_at": now,
     }
-    alert = locked_record(session, Alert, defaults, cause_key=message["cause_key"])
-    for channel in channels:
-        locked_record(
-            session,
-            AlertDelivery,
-            {"status": DeliveryStatus.PENDING, "attempts": 0},
-            alert_id=alert.id,
-            channel=channel,
+    # Inserted first: most causes are new. A cause raised before is locked instead, so that two
+    # raises of one cause add its deliveries one after the other.
+    alert_id = connection.execute(statements.add_alert, row).scalar()
+    if alert_id is None:
+        alert_id = connection.execute(_LOCK_ALERT, {"cause_key": message["cause_key"]}).scalar_one()
+    if channels:
+        pending = {"alert_id": alert_id, "status": DeliveryStatus.PENDING, "attempts": 0}
+        connection.execute(
+            statements.add_delivery, [{**pending, "channel": channel} for channel in channels]
         )
-    deliveries = session.scalars(select(AlertDelivery).where(AlertDelivery.alert_id == alert.id))
-    return [d.channel for d in deliveries if d.status not in DeliveryStatus.FINAL]
+    if alert_id == new_id:  # new: its deliveries are the ones just added
+        return list(channels)
+    found = connection.execute(_DELIVERY_STATUSES, {"alert_id": alert_id})
+    return [channel for channel, status in found if status not in DeliveryStatus.FINAL]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """``record_alert``'s inserts on one dialect (``ON CONFLICT DO NOTHING``), built once."""
+
+    add_alert: Insert  # RETURNING its id: the new row's, or nothing when the cause is stored
+    add_delivery: Insert
+
+
+_RECORD = {
+    dialect.dialect.name: _Statements(
+        dialect.insert(Alert.__table__).on_conflict_do_nothing().returning(Alert.__table__.c.id),
+        dialect.insert(AlertDelivery.__table__).on_conflict_do_nothing(),
+    )
+    for dialect in (postgresql, sqlite)
+}
+_LOCK_ALERT = select(Alert.id).where(Alert.cause_key == bindparam("cause_key")).with_for_update()
+_DELIVERY_STATUSES = select(AlertDelivery.channel, AlertDelivery.status).where(
+    AlertDelivery.alert_id == bindparam("alert_id")
+)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Pure functions of the processed event: ``alert_for(event, data, policy)`` returns the
 ``AlertMessage`` to raise, or None. Each rule picks the alert's ``cause_key``: one alert per
 cause, so a conversation whose recording copy failed twice is still one alert. Processing asks
-after the event's handler succeeded and queues the alert through the event's outbox.
+after the event's handler succeeded, stores the alert in the event's own transaction and queues
+its deliveries through the event's outbox.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from schemas.callbacks.conversation import (
@@ -24,14 +26,23 @@ from schemas.messages import AlertMessage
 from schemas.settings import Settings
 from workers.store.models import Event
 
+from .notifiers import configured_channels
+
+
+def _log_only(severity: str) -> tuple[str, ...]:
+    return ("log",)  # the one channel that needs no setting
+
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """The settings the rules read."""
+    """The settings the rules read, and where an alert of each severity is delivered."""
 
     recording_retention_days: int = 30
     guardrail_alerts: bool = True
     guardrail_severity: str = "warning"
+    # Severity -> the configured channels (``configured_channels``): asked only when an event
+    # raises an alert, not for every event.
+    channels: Callable[[str], tuple[str, ...]] = _log_only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:
@@ -39,6 +50,7 @@ class AlertPolicy:
             recording_retention_days=settings.recording_retention_days,
             guardrail_alerts=settings.alert_on_guardrail,
             guardrail_severity=settings.alert_guardrail_severity,
+            channels=partial(configured_channels, settings),
         )
 
 

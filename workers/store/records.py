@@ -142,7 +142,7 @@ def locked_record(
     session: Session, model: type[Record], defaults: dict[str, Any], **key: Any
 ) -> Record:
     """``Records.locked`` for an ORM session, for the tasks that work on ORM objects (forwarding,
-    the alert ledger): the row of ``model`` with ``key``, created if missing, locked."""
+    pausing): the row of ``model`` with ``key``, created if missing, locked."""
     lock = _orm_lock(model, tuple(key))
     record = session.execute(lock, key).scalar_one_or_none()
     if record is not None:

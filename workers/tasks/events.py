@@ -75,6 +75,8 @@ def process_event(self: StageTask, message: EventMessage) -> str:
     if outcome is None:  # the dead letter itself could not be recorded (logged CRITICAL)
         metrics.event_processed(message, "error", started)
         return "unrecorded"
+    if outcome.alert is not None:  # raised in the event's transaction, which has committed
+        metrics.alert_raised(outcome.alert)
     # After the commit, like the event's outbox, and under the same policy: a broker fault here
     # retries this message (its event, final now, only sends them again) rather than escaping
     # as a failure Celery acks, which would lose the forwards and hooks for good. Deliveries
