@@ -741,6 +741,14 @@ class Settings:
         "port each worker node serves its metrics on (`GET /metrics`), from its main process",
         shown_default="— (worker metrics not served)",
     )
+    worker_task_events: bool = METRICS.setting(
+        "WORKER_TASK_EVENTS",
+        f.Boolean(),
+        False,
+        "workers send Celery's task events from their start (celery-exporter needs this); "
+        "off, a worker sends none until a monitor asks (`celery control enable_events`, which "
+        "Flower does by itself every 5 s): each event is a Redis round trip per task",
+    )
     prometheus_multiproc_dir: str | None = METRICS.setting(
         "PROMETHEUS_MULTIPROC_DIR",
         f.String(),

@@ -150,15 +150,20 @@ class Worker(Service):
         concurrency: int = 2,
         queues: str = "events,storage,alerts",
         include: tuple[str, ...] = (),
+        heartbeat: bool = False,
     ) -> None:
         super().__init__(env, log_path)
         self.concurrency = concurrency
         self.queues = queues  # leave a queue out to find its messages waiting in Redis
         self.include = include  # test-only modules the worker imports (tests/bugs)
+        # Heartbeats on, as the Procfile's worker has them: a monitor (Flower) sees the worker
+        # and can turn its task events on (Celery has no event dispatcher to turn on without).
+        self.heartbeat = heartbeat
 
     def command(self) -> list[str]:
         extra = ["--include", ",".join(self.include)] if self.include else []
-        return [*worker_command(self.queues, self.concurrency, name="test"), *extra]
+        command = [*worker_command(self.queues, self.concurrency, name="test"), *extra]
+        return [word for word in command if not (self.heartbeat and word == "--without-heartbeat")]
 
     def ready(self, new_output: bytes) -> bool:
         return b"ready." in new_output

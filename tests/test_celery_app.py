@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -291,3 +292,51 @@ def test_every_task_is_a_stage_task_bounded_by_the_setting_named_for_its_stage()
         "tavus.alerts.deliver": [True, "alerts", 4],
         "tavus.hooks.run": [True, "hooks", 3],
     }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("from_start", [False, True], ids=["default", "WORKER_TASK_EVENTS"])
+def test_task_events_are_sent_only_when_a_monitor_asks_or_the_setting_says(
+    celery_app_module, redis_url: str, redis_client: redis.Redis, tmp_path: Path, from_start: bool
+) -> None:
+    """Each task event is a Redis round trip of the worker's main process: by default none is
+    sent until a monitor asks (`celery control enable_events`, as Flower does every 5 s);
+    WORKER_TASK_EVENTS=true sends them from the start, for celery-exporter."""
+    listener = redis_client.pubsub()
+    listener.psubscribe("*celeryev*")
+    env = base_env(REDIS_URL=redis_url, WORKER_TASK_EVENTS=str(from_start).lower())
+    log = tmp_path / "worker.log"
+    worker = ProbeWorker(env, log, concurrency=1, queues=EVENTS_QUEUE, heartbeat=True).start()
+    try:
+        assert _task_events_of(["before"], redis_client, listener) == (
+            {"task-received", "task-started", "task-succeeded"} if from_start else set()
+        )
+        control = celery_app_module.create_celery(Settings(redis_url=redis_url)).control
+        control.enable_events()
+        assert _task_events_of(["after"], redis_client, listener) == {
+            "task-received",
+            "task-started",
+            "task-succeeded",
+        }
+    finally:
+        worker.stop()
+        listener.close()
+
+
+def _task_events_of(ids: list[str], redis_client: redis.Redis, listener: Any) -> set[str]:
+    """Run ``ids`` as probe tasks; the types of the task events published about them."""
+    while listener.get_message(timeout=0.1) is not None:
+        pass  # what came before
+    for task_id in ids:
+        redis_client.lpush(EVENTS_QUEUE, celery_envelope(HOLD, task_id, [], EVENTS_QUEUE))
+    wait_until(lambda: redis_client.lrange(HELD, 0, -1)[-1:] == [ids[-1].encode()], timeout=30)
+    wait_until(lambda: not redis_client.hlen("unacked"), timeout=10)
+    types = set()
+    while (message := listener.get_message(timeout=1.0)) is not None:
+        if message["type"] != "pmessage" or b"/task." not in message["channel"]:
+            continue  # worker heartbeats go out either way
+        events = orjson.loads(base64.b64decode(orjson.loads(message["data"])["body"]))
+        for event in events if isinstance(events, list) else [events]:  # task.multi: a batch
+            if event.get("uuid") in ids:
+                types.add(event["type"])
+    return types

@@ -183,7 +183,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict
         "WORKER_METRICS_PORT": str(worker_port),
         "PROMETHEUS_MULTIPROC_DIR": str(worker_dir),
     }
-    worker = Worker(worker_env_, work / "worker.log", concurrency=2)
+    worker = Worker(worker_env_, work / "worker.log", concurrency=2, heartbeat=True)
     flower = Flower(env, work / "flower.log", basic_auth="ops:flower-password")
     try:
         web.start(ready_timeout=60)
@@ -207,6 +207,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict
         yield {
             "prometheus": prometheus,
             "flower": flower,
+            "worker": worker,
             "web_url": web.url,
             "web_dir": web_dir,
             "worker_dir": worker_dir,
@@ -286,6 +287,9 @@ def test_flower_lists_our_tasks_and_worker(run) -> None:
     """Runs last: it posts two more callbacks, once Flower has been watching for a while."""
     flower, web_url = run["flower"], run["web_url"]
     auth = ("ops", "flower-password")
+    # The worker sends no task events until a monitor asks: Flower does, every 5 s.
+    enabled = "Events of group {task} enabled by remote."
+    wait_until(lambda: enabled in run["worker"].output(), timeout=15, interval=0.5)
     for n in (100, 101):
         assert post(web_url, f"/callbacks/{TOKEN}", joined(n)) == 202
 

@@ -69,9 +69,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         worker_hijack_root_logger=False,
         beat_schedule=periodic_tasks(settings),
-        # Task events, so that Flower and celery-exporter watch our workers unchanged.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost the worker's main process a Redis round trip or two per task, paid
+        # for nothing unless a monitor listens; Flower turns them on when it starts watching.
+        worker_send_task_events=settings.worker_task_events,
+        task_send_sent_event=settings.worker_task_events,
     )
     if settings.redis_url.startswith("rediss://"):
         # Named explicitly: with our transport class the scheme alone no longer turns TLS on.
