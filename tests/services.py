@@ -163,7 +163,9 @@ class Worker(Service):
     def command(self) -> list[str]:
         extra = ["--include", ",".join(self.include)] if self.include else []
         command = [*worker_command(self.queues, self.concurrency, name="test"), *extra]
-        return [word for word in command if not (self.heartbeat and word == "--without-heartbeat")]
+        if self.heartbeat:
+            command.remove("--without-heartbeat")
+        return command
 
     def ready(self, new_output: bytes) -> bool:
         return b"ready." in new_output
